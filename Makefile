@@ -1,0 +1,24 @@
+PY := .venv/bin/python
+STAMP := .venv/.installed
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	.venv/bin/osteoscreen demo --out runs/demo
+
+lint: $(STAMP)
+	.venv/bin/ruff check src tests benchmarks
+
+test: lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

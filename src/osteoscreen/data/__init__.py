@@ -1,0 +1,1 @@
+"""Data: reading radiographs, datasets, landmark patches and the synthetic phantom cohort."""

@@ -1,0 +1,214 @@
+"""Load a dataset directory (subjects.csv, landmarks.csv, images/) and report every problem in one pass."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from osteoscreen.data.imageio import Radiograph, read_radiograph
+from osteoscreen.errors import InputError
+from osteoscreen.landmarks import CLASSES, LANDMARKS, label_index
+
+SUBJECT_COLUMNS = ("subject_id", "image", "label")
+OPTIONAL_SUBJECT_COLUMNS = ("t_score", "age", "sex", "pixel_spacing_mm")
+LANDMARK_COLUMNS = ("subject_id", "landmark", "x", "y")
+
+
+class DatasetError(InputError):
+    """All problems found in a dataset, one line each (file, row, field, what was wrong)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass
+class Subject:
+    """One radiograph and its annotations.
+
+    landmarks: [8, 2] float64 (x, y) pixel coordinates in LANDMARKS order; (0, 0) is the centre of the
+    top-left pixel, x is the column. label: 1 osteoporosis, 0 normal, or None when unlabelled.
+    spacing_mm: pixel size in mm from the image file, else from the CSV, else None.
+    image_shape: (height, width) in pixels once the image has been checked.
+    """
+
+    subject_id: str
+    image_path: Path
+    label: int | None
+    landmarks: np.ndarray
+    spacing_mm: float | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    image_shape: tuple[int, int] | None = None
+
+    def load_image(self) -> Radiograph:
+        """Read the radiograph; the CSV spacing fills in where the file gives none."""
+        radiograph = read_radiograph(self.image_path)
+        if radiograph.spacing_mm is None and self.spacing_mm is not None:
+            return Radiograph(radiograph.pixels, self.spacing_mm)
+        return radiograph
+
+
+@dataclass
+class Dataset:
+    root: Path
+    subjects: list[Subject]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """[N] int labels (1 = osteoporosis); raises if a subject is unlabelled."""
+        if any(s.label is None for s in self.subjects):
+            raise InputError(f"{self.root}: some subjects have no label")
+        return np.array([s.label for s in self.subjects], dtype=np.int64)
+
+    def subset(self, indices: Iterable[int]) -> Dataset:
+        return Dataset(self.root, [self.subjects[i] for i in indices])
+
+    def content_hash(self) -> str:
+        """SHA-256 over both CSV files and every image's bytes: identifies the data a run used."""
+        digest = hashlib.sha256()
+        for name in ("subjects.csv", "landmarks.csv"):
+            digest.update((self.root / name).read_bytes())
+        for subject in self.subjects:
+            with open(subject.image_path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        return digest.hexdigest()
+
+
+def _read_csv(path: Path, required: tuple[str, ...], problems: list[str]) -> list[tuple[int, dict[str, str]]]:
+    """Rows as (line number, {column: stripped value}); missing file or columns go into problems."""
+    if not path.is_file():
+        problems.append(f"{path}: file not found")
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = [name.strip() for name in (reader.fieldnames or [])]
+            missing = [name for name in required if name not in header]
+            if missing:
+                problems.append(f"{path}: missing column(s) {', '.join(missing)} (header: {','.join(header)})")
+                return []
+            return [(reader.line_num, {(k or "").strip(): (v or "").strip() for k, v in row.items()})
+                    for row in reader]
+    except (UnicodeDecodeError, csv.Error) as error:
+        problems.append(f"{path}: not a readable CSV file ({error})")
+        return []
+
+
+def _parse_float(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def load_dataset(root: str | Path, check_images: bool = True, require_labels: bool = True) -> Dataset:
+    """Parse and validate a dataset directory (DESIGN §1).
+
+    check_images reads every image to check it decodes and that landmarks fall inside it. All problems are
+    collected and raised together as one DatasetError.
+    """
+    root = Path(root)
+    problems: list[str] = []
+    if not root.is_dir():
+        raise DatasetError([f"{root}: dataset directory not found"])
+    subjects_csv, landmarks_csv = root / "subjects.csv", root / "landmarks.csv"
+    required_subject_columns = SUBJECT_COLUMNS if require_labels else SUBJECT_COLUMNS[:2]
+    subject_rows = _read_csv(subjects_csv, required_subject_columns, problems)
+    landmark_rows = _read_csv(landmarks_csv, LANDMARK_COLUMNS, problems)
+
+    subjects: dict[str, Subject] = {}
+    for line, row in subject_rows:
+        where = f"{subjects_csv}:{line}"
+        sid = row.get("subject_id", "")
+        if not sid:
+            problems.append(f"{where}: field subject_id is empty")
+            continue
+        if sid in subjects:
+            problems.append(f"{where}: field subject_id: duplicate subject {sid!r}")
+            continue
+        label = None
+        if row.get("label") or require_labels:
+            try:
+                label = label_index(row.get("label", ""))
+            except ValueError:
+                problems.append(f"{where}: field label: unknown label {row.get('label', '')!r} "
+                                f"(expected {' or '.join(CLASSES)})")
+        spacing = None
+        if row.get("pixel_spacing_mm"):
+            spacing = _parse_float(row["pixel_spacing_mm"])
+            if spacing is None or spacing <= 0:
+                problems.append(f"{where}: field pixel_spacing_mm: not a positive number "
+                                f"{row['pixel_spacing_mm']!r}")
+                spacing = None
+        image = row.get("image", "")
+        image_path = (root / image).resolve()
+        if not image:
+            problems.append(f"{where}: field image is empty")
+        elif not image_path.is_relative_to(root.resolve()):
+            problems.append(f"{where}: field image: path {image!r} leaves the dataset directory")
+        elif not image_path.is_file():
+            problems.append(f"{where}: field image: file not found {image!r}")
+        metadata = {k: row[k] for k in OPTIONAL_SUBJECT_COLUMNS if row.get(k)}
+        subjects[sid] = Subject(sid, image_path, label, np.full((len(LANDMARKS), 2), np.nan), spacing, metadata)
+
+    seen: set[tuple[str, str]] = set()
+    for line, row in landmark_rows:
+        where = f"{landmarks_csv}:{line}"
+        sid, name = row.get("subject_id", ""), row.get("landmark", "")
+        if sid not in subjects:
+            if subject_rows:
+                problems.append(f"{where}: field subject_id: subject {sid!r} is not in subjects.csv")
+            continue
+        if name not in LANDMARKS:
+            problems.append(f"{where}: field landmark: unknown landmark {name!r} (expected one of "
+                            f"{', '.join(LANDMARKS)})")
+            continue
+        if (sid, name) in seen:
+            problems.append(f"{where}: field landmark: duplicate landmark {name!r} for subject {sid!r}")
+            continue
+        seen.add((sid, name))
+        coords = [_parse_float(row.get(axis, "")) for axis in ("x", "y")]
+        for axis, value in zip(("x", "y"), coords, strict=True):
+            if value is None:
+                problems.append(f"{where}: field {axis}: not a number {row.get(axis, '')!r}")
+        if None not in coords:
+            subjects[sid].landmarks[LANDMARKS.index(name)] = coords
+
+    for sid, subject in subjects.items():
+        missing = [LANDMARKS[i] for i in range(len(LANDMARKS))
+                   if np.isnan(subject.landmarks[i]).any() and (sid, LANDMARKS[i]) not in seen]
+        if missing and landmark_rows:
+            problems.append(f"{landmarks_csv}: subject {sid!r}: missing landmark(s) {', '.join(missing)}")
+    if not subjects and subject_rows == [] and not problems:
+        problems.append(f"{subjects_csv}: no subjects")
+
+    if check_images:
+        for subject in subjects.values():
+            if subject.image_path.is_file():
+                problems.extend(_check_image(subject, landmarks_csv))
+    if problems:
+        raise DatasetError(problems)
+    return Dataset(root, list(subjects.values()))
+
+
+def _check_image(subject: Subject, landmarks_csv: Path) -> list[str]:
+    try:
+        radiograph = subject.load_image()
+    except InputError as error:
+        return [f"subject {subject.subject_id!r}: {error}"]
+    height, width = subject.image_shape = radiograph.pixels.shape
+    subject.spacing_mm = radiograph.spacing_mm
+    problems = []
+    for name, (x, y) in zip(LANDMARKS, subject.landmarks, strict=True):
+        if not (np.isnan(x) or np.isnan(y)) and not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
+            problems.append(f"{landmarks_csv}: subject {subject.subject_id!r}: landmark {name} at "
+                            f"({x:g}, {y:g}) lies outside the {width}x{height} image")
+    return problems

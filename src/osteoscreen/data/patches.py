@@ -1,0 +1,123 @@
+"""Landmark patches (DESIGN §2): crop around each of the 8 landmarks, augment, resize.
+
+A subject's patches are kept as *context crops*: squares somewhat larger than the patch, so that a stretched
+view (augmentation) still has real pixels to sample. A view is rendered from the context crops with one
+affine resampling (torch grid_sample): stretch, horizontal flip, resize to the backbone's input size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from osteoscreen.errors import InputError
+from osteoscreen.landmarks import LANDMARKS
+
+
+@dataclass(frozen=True)
+class PatchConfig:
+    """patch_px: patch side in pixels (the paper: 100); patch_mm: physical side in mm, overrides patch_px
+    using the pixel spacing; context: context crop side / patch side (room for stretch up to that factor);
+    stretch: augmentation draws a scale per axis from [1 - stretch, 1 + stretch]; flip_probability: chance
+    that a patch is mirrored left-right (patches only: left and right landmarks are never swapped)."""
+
+    patch_px: int = 100
+    patch_mm: float | None = None
+    context: float = 1.25
+    stretch: float = 0.1
+    flip_probability: float = 0.5
+
+    def __post_init__(self):
+        if self.patch_px < 8:
+            raise InputError(f"patch size must be at least 8 px, got {self.patch_px}")
+        if self.patch_mm is not None and self.patch_mm <= 0:
+            raise InputError(f"--patch-mm must be positive, got {self.patch_mm}")
+        if not 0 <= self.stretch < 0.5 or (1 + self.stretch) > self.context:
+            raise InputError(f"stretch {self.stretch} must lie in [0, 0.5) and fit the context {self.context}")
+
+    def side_px(self, spacing_mm: float | None, where: str = "image") -> int:
+        """Patch side in pixels for an image with this pixel spacing."""
+        if self.patch_mm is None:
+            return self.patch_px
+        if spacing_mm is None:
+            raise InputError(f"{where}: --patch-mm needs the pixel spacing, which this image does not give "
+                             "(add pixel_spacing_mm to subjects.csv)")
+        return max(8, round(self.patch_mm / spacing_mm))
+
+
+def normalise_intensity(pixels: np.ndarray, low_percentile: float = 0.5, high_percentile: float = 99.5
+                        ) -> np.ndarray:
+    """[H, W] float -> [H, W] float32 in [0, 1]: the image's own percentiles mapped to 0 and 1 (removes
+    exposure and contrast differences between devices)."""
+    low, high = np.percentile(pixels, [low_percentile, high_percentile])
+    return np.clip((pixels - low) / max(high - low, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def crop_contexts(pixels: np.ndarray, landmarks: np.ndarray, side: int, context: float
+                  ) -> tuple[np.ndarray, int]:
+    """Cut the 8 context crops.
+
+    pixels: [H, W]; landmarks: [8, 2] (x, y) in pixels; side: patch side in px.
+    Returns ([8, S, S] float32 with S = ceil(side * context), number of patches whose side×side window
+    reaches past the image border and was reflect-padded). A landmark outside the image is an InputError.
+    """
+    height, width = pixels.shape
+    size = math.ceil(side * context)
+    crops, padded = np.empty((len(landmarks), size, size), np.float32), 0
+    for index, (x, y) in enumerate(landmarks):
+        if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
+            raise InputError(f"landmark {LANDMARKS[index]} at ({x:g}, {y:g}) lies outside the "
+                             f"{width}x{height} image")
+        col, row = int(round(x)), int(round(y))
+        inner_top, inner_left = row - side // 2, col - side // 2
+        padded += inner_top < 0 or inner_left < 0 or inner_top + side > height or inner_left + side > width
+        top, left = row - size // 2, col - size // 2
+        rows = _reflect_indices(np.arange(top, top + size), height)
+        cols = _reflect_indices(np.arange(left, left + size), width)
+        crops[index] = pixels[np.ix_(rows, cols)]
+    return crops, int(padded)
+
+
+def _reflect_indices(indices: np.ndarray, length: int) -> np.ndarray:
+    """Reflect out-of-range indices back into [0, length) (numpy 'reflect' padding, edge not repeated)."""
+    if length == 1:
+        return np.zeros_like(indices)
+    period = 2 * (length - 1)
+    folded = np.mod(indices, period)
+    return np.where(folded < length, folded, period - folded)
+
+
+def render_views(crops: torch.Tensor, context: float, out_size: int, stretch: torch.Tensor | None = None,
+                 flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Resample patches from context crops.
+
+    crops: [N, S, S]; stretch: [N, 2] scale of the sampled window along (x, y), 1 = the plain patch;
+    flip: [N] bool, mirror left-right. Returns [N, out_size, out_size] float32 (bilinear).
+    """
+    count = crops.shape[0]
+    scale = torch.ones(count, 2) if stretch is None else stretch.to(torch.float32)
+    sign = torch.ones(count) if flip is None else 1.0 - 2.0 * flip.to(torch.float32)
+    theta = torch.zeros(count, 2, 3)
+    theta[:, 0, 0] = scale[:, 0] * sign / context
+    theta[:, 1, 1] = scale[:, 1] / context
+    grid = F.affine_grid(theta, [count, 1, out_size, out_size], align_corners=False)
+    views = F.grid_sample(crops[:, None].to(torch.float32), grid, mode="bilinear", padding_mode="reflection",
+                          align_corners=False)
+    return views[:, 0]
+
+
+def random_augmentation(count: int, config: PatchConfig, generator: torch.Generator
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ([count, 2] stretch factors, [count] flip flags) for `count` patches."""
+    stretch = 1.0 + config.stretch * (2.0 * torch.rand(count, 2, generator=generator) - 1.0)
+    flip = torch.rand(count, generator=generator) < config.flip_probability
+    return stretch, flip
+
+
+def to_uint8(patches: np.ndarray) -> np.ndarray:
+    """[..., H, W] float in [0, 1] -> uint8 (the integer input LBP and PNG files want)."""
+    return np.clip(np.round(np.asarray(patches) * 255.0), 0, 255).astype(np.uint8)

@@ -1,0 +1,26 @@
+"""The shared vocabulary: the 8 landmark names, their 4 left/right groups and the class names.
+
+Patient's right/left. On a panoramic radiograph the patient's right is on the image's left.
+"""
+
+GROUPS: tuple[str, ...] = ("condyle", "angle", "premolar", "tuberosity")
+SIDES: tuple[str, ...] = ("right", "left")
+
+#: The 8 landmarks in model order: group-major, right before left.
+LANDMARKS: tuple[str, ...] = tuple(f"{group}_{side}" for group in GROUPS for side in SIDES)
+
+#: For landmark index i (in LANDMARKS order), the index of its group in GROUPS.
+GROUP_OF_LANDMARK: tuple[int, ...] = tuple(i // len(SIDES) for i in range(len(LANDMARKS)))
+
+POSITIVE = "osteoporosis"
+NEGATIVE = "normal"
+#: Class index 1 is the positive class everywhere.
+CLASSES: tuple[str, ...] = (NEGATIVE, POSITIVE)
+
+
+def label_index(label: str) -> int:
+    """Map 'osteoporosis'/'normal' (any case, surrounding spaces ignored) to 1/0; raise ValueError otherwise."""
+    key = label.strip().lower()
+    if key not in CLASSES:
+        raise ValueError(f"unknown label {label!r}; expected one of {', '.join(CLASSES)}")
+    return CLASSES.index(key)
