@@ -269,7 +269,8 @@ class Acquisition:
         spacing = round(field_of_view_mm / width, 6)
         height = int(np.clip(round(width * rng.uniform(0.46, 0.52)), 1000, 1500))
         return Acquisition(width, height, spacing, gain=rng.uniform(0.75, 1.05), offset=rng.uniform(0.0, 0.08),
-                           gamma=rng.uniform(0.8, 1.25), blur_mm=rng.uniform(0.06, 0.16), noise=rng.uniform(0.008, 0.025))
+                           gamma=rng.uniform(0.8, 1.25), blur_mm=rng.uniform(0.06, 0.16),
+                           noise=rng.uniform(0.008, 0.025))
 
 
 @dataclass
@@ -368,8 +369,8 @@ def write_png(path: Path, pixels: np.ndarray, spacing_mm: float) -> None:
 
 def write_dicom(path: Path, subject: PhantomSubject, monochrome1: bool, seed: int) -> None:
     """16-bit DICOM (DX, panoramic), PixelSpacing set; MONOCHROME1 files store bone dark."""
-    from pydicom.dataset import FileMetaDataset
     from pydicom.dataset import Dataset as DicomDataset
+    from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     sop_class = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation

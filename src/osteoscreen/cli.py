@@ -1,0 +1,151 @@
+"""Command line (DESIGN §5): argument parsing only; the work happens in the modules it calls.
+
+Exit codes: 0 success, 2 bad input or usage, 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from osteoscreen import __version__
+from osteoscreen.errors import InputError
+
+
+def progress(description: str) -> Callable:
+    """A progress-bar wrapper for an iterable (to stderr, so stdout stays clean)."""
+    return lambda iterable: tqdm(iterable, desc=description, unit="subject", file=sys.stderr, leave=False,
+                                 dynamic_ncols=True)
+
+
+def _add_patch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--patch-px", type=int, default=100, help="patch side in pixels (default 100, the paper)")
+    parser.add_argument("--patch-mm", type=float, default=None,
+                        help="patch side in mm, converted with each image's pixel spacing (overrides --patch-px)")
+
+
+def _patch_config(args):
+    from osteoscreen.data.patches import PatchConfig
+
+    return PatchConfig(patch_px=args.patch_px, patch_mm=args.patch_mm)
+
+
+def cmd_synth(args) -> None:
+    from osteoscreen.data.phantom import PhantomConfig, synthesise
+
+    config = PhantomConfig(n=args.n, positives=args.positives, seed=args.seed, image_format=args.format)
+    out = synthesise(args.out, config, progress=progress("synth"))
+    print(f"wrote {config.n} synthetic subjects ({config.positives} osteoporosis) to {out}")
+
+
+def describe_dataset(dataset) -> str:
+    """Summary lines: subjects per class, image sizes, pixel spacing."""
+    import numpy as np
+
+    from osteoscreen.landmarks import CLASSES
+
+    counts = {name: sum(s.label == index for s in dataset.subjects) for index, name in enumerate(CLASSES)}
+    lines = [f"{len(dataset.subjects)} subjects: " + ", ".join(f"{n} {name}" for name, n in counts.items())]
+    shapes = np.array([s.image_shape for s in dataset.subjects if s.image_shape is not None])
+    if len(shapes):
+        lines.append(f"image sizes (W x H): {shapes[:, 1].min()}-{shapes[:, 1].max()} x "
+                     f"{shapes[:, 0].min()}-{shapes[:, 0].max()} px")
+    spacings = [s.spacing_mm for s in dataset.subjects if s.spacing_mm is not None]
+    lines.append(f"pixel spacing: {min(spacings):.4f}-{max(spacings):.4f} mm ({len(spacings)} of "
+                 f"{len(dataset.subjects)} subjects)" if spacings else "pixel spacing: not given")
+    return "\n".join(lines)
+
+
+def cmd_validate(args) -> None:
+    from osteoscreen.data.dataset import load_dataset
+
+    dataset = load_dataset(args.data)
+    print(f"{args.data}: valid\n{describe_dataset(dataset)}")
+
+
+def cmd_patches(args) -> None:
+    from osteoscreen.data.dataset import load_dataset
+    from osteoscreen.patch_export import export_patches
+
+    dataset = load_dataset(args.data, check_images=False)
+    summary = export_patches(dataset, args.out, _patch_config(args), progress=progress("patches"))
+    if summary.padded_patches:
+        print(f"warning: {summary.padded_patches} patch(es) reached past the image border and were "
+              "reflect-padded", file=sys.stderr)
+    print(f"wrote patches and montages of {summary.subjects} subjects to {args.out}; overview: {summary.overview}")
+
+
+def cmd_demo(args) -> None:
+    from osteoscreen.data.dataset import load_dataset
+    from osteoscreen.data.phantom import PhantomConfig, synthesise
+    from osteoscreen.patch_export import export_patches
+
+    out = Path(args.out)
+    data = out / "data"
+    if not (data / "subjects.csv").exists():
+        synthesise(data, PhantomConfig(), progress=progress("synth"))
+    dataset = load_dataset(data)
+    print(describe_dataset(dataset))
+    summary = export_patches(dataset, out / "patches", _patch_config(args), progress=progress("patches"))
+    print(f"patches and montages: {out / 'patches'}; overview: {summary.overview}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="osteoscreen", description="Research pre-screening of osteoporosis "
+                                     "from dental panoramic radiographs (not a diagnostic device).")
+    parser.add_argument("--version", action="version", version=f"osteoscreen {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    synth = commands.add_parser("synth", help="generate the synthetic phantom cohort")
+    synth.add_argument("out", help="output dataset directory")
+    synth.add_argument("--n", type=int, default=70, help="number of subjects (default 70)")
+    synth.add_argument("--positives", type=int, default=49, help="osteoporosis subjects (default 49)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--format", choices=["png", "dicom"], default="png")
+    synth.set_defaults(run=cmd_synth)
+
+    validate = commands.add_parser("validate", help="check a dataset directory and summarise it")
+    validate.add_argument("data")
+    validate.set_defaults(run=cmd_validate)
+
+    patches = commands.add_parser("patches", help="write the 8 landmark patches and montages of every subject")
+    patches.add_argument("data")
+    patches.add_argument("--out", required=True)
+    _add_patch_options(patches)
+    patches.set_defaults(run=cmd_patches)
+
+    demo = commands.add_parser("demo", help="synthesise the default cohort and run the main job on it")
+    demo.add_argument("--out", default="runs/demo")
+    _add_patch_options(demo)
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except InputError as error:
+        for line in str(error).splitlines():
+            print(f"osteoscreen: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("osteoscreen: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # an internal error: one line, no traceback unless asked for
+        print(f"osteoscreen: internal error: {type(error).__name__}: {error} "
+              "(set OSTEOSCREEN_DEBUG=1 for the traceback)", file=sys.stderr)
+        import os
+
+        if os.environ.get("OSTEOSCREEN_DEBUG"):
+            raise
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

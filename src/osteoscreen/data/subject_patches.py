@@ -1,0 +1,41 @@
+"""From a dataset subject to its normalised context crops: the unit that training, export and prediction share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from osteoscreen.data.dataset import Subject
+from osteoscreen.data.patches import PatchConfig, crop_contexts, normalise_intensity, render_views
+from osteoscreen.errors import InputError
+
+
+@dataclass
+class SubjectPatches:
+    """crops: [8, S, S] float32 in [0, 1] context crops (S = ceil(side * context)); side: patch side in px;
+    padded: how many of the 8 patch windows reached past the image border."""
+
+    subject_id: str
+    label: int | None
+    crops: np.ndarray
+    side: int
+    padded: int
+
+    def plain_views(self, context: float, out_size: int | None = None) -> np.ndarray:
+        """[8, out, out] float32: the un-augmented patches, at native size when out_size is None."""
+        size = self.side if out_size is None else out_size
+        return render_views(torch.from_numpy(self.crops), context, size).numpy()
+
+
+def load_subject_patches(subject: Subject, config: PatchConfig) -> SubjectPatches:
+    """Read the subject's radiograph and cut its 8 context crops (errors name the subject and its file)."""
+    radiograph = subject.load_image()
+    side = config.side_px(radiograph.spacing_mm, where=f"subject {subject.subject_id!r} ({subject.image_path})")
+    try:
+        crops, padded = crop_contexts(normalise_intensity(radiograph.pixels), subject.landmarks, side,
+                                      config.context)
+    except InputError as error:
+        raise InputError(f"subject {subject.subject_id!r} ({subject.image_path}): {error}") from None
+    return SubjectPatches(subject.subject_id, subject.label, crops, side, padded)

@@ -1,0 +1,112 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from osteoscreen.cli import main
+from osteoscreen.data.dataset import DatasetError, load_dataset
+
+
+@pytest.fixture
+def cohort(tmp_path, small_png_cohort):
+    """A writable copy of the small PNG cohort."""
+    return shutil.copytree(small_png_cohort, tmp_path / "data")
+
+
+def edit(path, old, new, count=1):
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, count))
+
+
+def test_loads_a_valid_cohort(small_png_cohort):
+    dataset = load_dataset(small_png_cohort)
+    assert [s.subject_id for s in dataset.subjects] == ["P001", "P002", "P003", "P004"]
+    assert dataset.labels.sum() == 2
+    subject = dataset.subjects[0]
+    assert subject.landmarks.shape == (8, 2) and not np.isnan(subject.landmarks).any()
+    assert subject.image_shape is not None and 0.05 < subject.spacing_mm < 0.2
+    assert len(dataset.content_hash()) == 64
+
+
+BREAKAGES = {
+    "duplicate subject": (
+        "subjects.csv", "P002,images/P002.png", "P001,images/P002.png", "subjects.csv:3: field subject_id: duplicate"),
+    "unknown label": ("subjects.csv", "osteoporosis", "osteopenia", "field label: unknown label 'osteopenia'"),
+    "missing image": ("subjects.csv", "images/P001.png", "images/nope.png", "field image: file not found"),
+    "image outside the dataset": ("subjects.csv", "images/P001.png", "../escape.png", "leaves the dataset"),
+    "subject missing from subjects.csv": ("landmarks.csv", "P004,", "P009,", "subject 'P009' is not in subjects.csv"),
+    "unknown landmark": ("landmarks.csv", "condyle_left", "condyle_middle", "unknown landmark 'condyle_middle'"),
+    "non-numeric coordinate": ("landmarks.csv", "P002,angle_right,", "P002,angle_right,abc", "field x: not a number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKAGES))
+def test_each_problem_is_reported_with_file_row_and_field(cohort, case):
+    file, old, new, message = BREAKAGES[case]
+    edit(cohort / file, old, new)
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(cohort)
+    assert any(message in line and file in line for line in caught.value.problems), caught.value.problems
+
+
+def test_missing_and_duplicate_landmarks(cohort):
+    lines = (cohort / "landmarks.csv").read_text().splitlines()
+    target = next(line for line in lines if line.startswith("P003,premolar_left"))
+    lines.remove(target)
+    lines.append(next(line for line in lines if line.startswith("P001,angle_left")))
+    (cohort / "landmarks.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(cohort)
+    problems = caught.value.problems
+    assert any("subject 'P003': missing landmark(s) premolar_left" in p for p in problems)
+    assert any("duplicate landmark 'angle_left' for subject 'P001'" in p for p in problems)
+
+
+def test_out_of_image_landmark(cohort):
+    lines = (cohort / "landmarks.csv").read_text().splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("P002,tuberosity_right"))
+    lines[index] = "P002,tuberosity_right,-40.0,10.0"
+    (cohort / "landmarks.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match="landmark tuberosity_right at \\(-40, 10\\) lies outside"):
+        load_dataset(cohort)
+
+
+def test_unreadable_image(cohort):
+    (cohort / "images" / "P003.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(DatasetError, match="subject 'P003'.*P003.png: cannot read image"):
+        load_dataset(cohort)
+
+
+def test_all_problems_in_one_pass(cohort):
+    edit(cohort / "subjects.csv", "osteoporosis", "sick")
+    edit(cohort / "landmarks.csv", "condyle_left", "condyle_middle")
+    (cohort / "images" / "P004.png").unlink()
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(cohort)
+    assert len(caught.value.problems) >= 4  # label, unknown + hence missing landmark, missing image
+
+
+def test_missing_files_and_columns(tmp_path):
+    with pytest.raises(DatasetError, match="dataset directory not found"):
+        load_dataset(tmp_path / "none")
+    (tmp_path / "subjects.csv").write_text("id,image\nA,a.png\n")
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(tmp_path)
+    assert any("missing column(s) subject_id, label" in p for p in caught.value.problems)
+    assert any("landmarks.csv: file not found" in p for p in caught.value.problems)
+
+
+def test_validate_cli_prints_one_line_per_problem_and_exits_2(cohort, capsys):
+    edit(cohort / "subjects.csv", "osteoporosis", "sick")
+    edit(cohort / "landmarks.csv", "P002,angle_right,", "P002,angle_right,abc")
+    assert main(["validate", str(cohort)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("osteoscreen: error: ") for line in err)
+    assert "Traceback" not in "".join(err)
+
+
+def test_validate_cli_summary(small_png_cohort, capsys):
+    assert main(["validate", str(small_png_cohort)]) == 0
+    out = capsys.readouterr().out
+    assert "4 subjects: 2 normal, 2 osteoporosis" in out and "pixel spacing:" in out and "image sizes" in out
