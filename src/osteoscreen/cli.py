@@ -94,6 +94,30 @@ def cmd_demo(args) -> None:
     print(f"patches and montages: {out / 'patches'}; overview: {summary.overview}")
 
 
+def cmd_check_weights(args) -> None:
+    import numpy as np
+
+    from osteoscreen.models.backbones import Backbone
+    from osteoscreen.models.imagenet_check import imagenet_top5
+
+    if args.image is None:
+        from skimage import data
+
+        rgb, source = data.chelsea(), "scikit-image's data.chelsea() (a cat)"
+    else:
+        from PIL import Image
+
+        try:
+            with Image.open(args.image) as image:
+                rgb, source = np.asarray(image.convert("RGB")), args.image
+        except Exception as error:
+            raise InputError(f"{args.image}: cannot read image ({error})") from None
+    backbone = Backbone(args.backbone, args.weights)
+    print(f"{args.backbone} ({backbone.weights_source['file'] or 'random init'}) on {source}: top-5 ImageNet classes")
+    for rank, (index, name, probability) in enumerate(imagenet_top5(backbone, rgb), start=1):
+        print(f"  {rank}. {name} (class {index}): {probability:.3f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="osteoscreen", description="Research pre-screening of osteoporosis "
                                      "from dental panoramic radiographs (not a diagnostic device).")
@@ -117,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     patches.add_argument("--out", required=True)
     _add_patch_options(patches)
     patches.set_defaults(run=cmd_patches)
+
+    check = commands.add_parser("check-weights", help="print a backbone's top-5 ImageNet classes for an image")
+    check.add_argument("image", nargs="?", default=None, help="natural RGB image (default: a cat from scikit-image)")
+    check.add_argument("--backbone", default="efficientnet_lite0")
+    check.add_argument("--weights", default="imagenet", help="imagenet, none, a path or a URL")
+    check.set_defaults(run=cmd_check_weights)
 
     demo = commands.add_parser("demo", help="synthesise the default cohort and run the main job on it")
     demo.add_argument("--out", default="runs/demo")

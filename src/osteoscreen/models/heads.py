@@ -1,0 +1,98 @@
+"""Fusion heads over the 8 per-patch features. Every head returns HeadOutput(logits, attention, patch_attention).
+
+Input: features [B, 8, D] in LANDMARKS order (group-major, right then left).
+- `concat`: Φ = cat(F1..F4) -> fc (the paper's "CNN w/o attention"); no attention (None).
+- `group-attention`: the paper's module. e_g = ReLU(fc_g(F_g)) per group, cat -> fc -> ReLU -> fc -> 4 scores
+  -> softmax or sigmoid = s [B, 4]; Φ = cat(s_g · F_g) -> fc.
+- `abmil`: attention-based MIL pooling (Ilse et al. 2018): a = softmax_k(w^T tanh(V h_k)), z = Σ a_k h_k -> fc.
+- `gated-abmil`: the gated variant: a = softmax_k(w^T (tanh(V h_k) ⊙ sigmoid(U h_k))).
+Here F_g = f_right + f_left is the group sum [B, D]. MIL heads attend over the 8 patches ([B, 8]); their
+group attention [B, 4] is the per-group sum.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from osteoscreen.errors import InputError
+from osteoscreen.landmarks import GROUPS, LANDMARKS, SIDES
+
+HEADS = ("concat", "group-attention", "abmil", "gated-abmil")
+ATTENTION_ACTIVATIONS = ("softmax", "sigmoid")
+
+
+class HeadOutput(NamedTuple):
+    logits: torch.Tensor  # [B, 2]
+    attention: torch.Tensor | None  # [B, 4] over GROUPS
+    patch_attention: torch.Tensor | None  # [B, 8] over LANDMARKS (MIL heads)
+
+
+def group_sums(features: torch.Tensor) -> torch.Tensor:
+    """[B, 8, D] -> [B, 4, D]: right + left feature of each landmark group."""
+    batch, count, dim = features.shape
+    if count != len(LANDMARKS):
+        raise InputError(f"expected features of {len(LANDMARKS)} patches, got {count}")
+    return features.view(batch, len(GROUPS), len(SIDES), dim).sum(dim=2)
+
+
+class ConcatHead(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.fc = nn.Linear(len(GROUPS) * dim, 2)
+
+    def forward(self, features: torch.Tensor) -> HeadOutput:
+        return HeadOutput(self.fc(group_sums(features).flatten(1)), None, None)
+
+
+class GroupAttentionHead(nn.Module):
+    def __init__(self, dim: int, hidden: int = 128, activation: str = "softmax"):
+        super().__init__()
+        if activation not in ATTENTION_ACTIVATIONS:
+            raise InputError(f"attention activation must be one of {', '.join(ATTENTION_ACTIVATIONS)}, "
+                             f"got {activation!r}")
+        self.activation = activation
+        self.group_fc = nn.ModuleList(nn.Linear(dim, hidden) for _ in GROUPS)
+        self.score = nn.Sequential(nn.Linear(len(GROUPS) * hidden, hidden), nn.ReLU(),
+                                   nn.Linear(hidden, len(GROUPS)))
+        self.fc = nn.Linear(len(GROUPS) * dim, 2)
+
+    def forward(self, features: torch.Tensor) -> HeadOutput:
+        groups = group_sums(features)  # [B, 4, D]
+        embedded = torch.cat([torch.relu(fc(groups[:, g])) for g, fc in enumerate(self.group_fc)], dim=1)
+        scores = self.score(embedded)
+        weights = scores.softmax(dim=1) if self.activation == "softmax" else scores.sigmoid()
+        phi = (groups * weights.unsqueeze(-1)).flatten(1)
+        return HeadOutput(self.fc(phi), weights, None)
+
+
+class MILHead(nn.Module):
+    def __init__(self, dim: int, hidden: int = 128, gated: bool = False):
+        super().__init__()
+        self.attention_v = nn.Linear(dim, hidden)
+        self.attention_u = nn.Linear(dim, hidden) if gated else None
+        self.attention_w = nn.Linear(hidden, 1)
+        self.fc = nn.Linear(dim, 2)
+
+    def forward(self, features: torch.Tensor) -> HeadOutput:
+        group_sums(features)  # validates the patch count
+        hidden = torch.tanh(self.attention_v(features))
+        if self.attention_u is not None:
+            hidden = hidden * torch.sigmoid(self.attention_u(features))
+        patch_weights = self.attention_w(hidden).squeeze(-1).softmax(dim=1)  # [B, 8]
+        pooled = (patch_weights.unsqueeze(-1) * features).sum(dim=1)
+        group_weights = patch_weights.view(-1, len(GROUPS), len(SIDES)).sum(dim=2)
+        return HeadOutput(self.fc(pooled), group_weights, patch_weights)
+
+
+def build_head(name: str, dim: int, hidden: int = 128, activation: str = "softmax") -> nn.Module:
+    """A fresh head of the named kind over D = dim features."""
+    if name == "concat":
+        return ConcatHead(dim)
+    if name == "group-attention":
+        return GroupAttentionHead(dim, hidden, activation)
+    if name in ("abmil", "gated-abmil"):
+        return MILHead(dim, hidden, gated=name == "gated-abmil")
+    raise InputError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")
