@@ -79,10 +79,65 @@ def cmd_patches(args) -> None:
     print(f"wrote patches and montages of {summary.subjects} subjects to {args.out}; overview: {summary.overview}")
 
 
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    from osteoscreen.training import TrainConfig
+
+    defaults = TrainConfig()
+    parser.add_argument("--mode", choices=["frozen", "finetune"], default=defaults.mode)
+    parser.add_argument("--backbone", choices=["efficientnet_lite0", "alexnet"], default=defaults.backbone)
+    parser.add_argument("--weights", default=defaults.weights, help="imagenet (default), none, a path or a URL")
+    parser.add_argument("--attention", choices=["softmax", "sigmoid"], default=defaults.attention,
+                        help="group-attention weights: softmax (default) or sigmoid")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="default 100 (the paper)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--views", type=int, default=defaults.views,
+                        help="frozen mode: views per subject (1 plain + augmented), default 4")
+    parser.add_argument("--class-weighting", action="store_true", help="weight the loss by inverse class frequency")
+    parser.add_argument("--seed", type=int, default=0)
+    _add_patch_options(parser)
+
+
+def _train_config(args, head: str = "group-attention"):
+    from osteoscreen.training import TrainConfig
+
+    return TrainConfig(head=head, mode=args.mode, backbone=args.backbone, weights=args.weights,
+                       attention=args.attention, epochs=args.epochs, batch_size=args.batch_size, views=args.views,
+                       class_weighting=args.class_weighting, seed=args.seed, patch=_patch_config(args))
+
+
+def _cv_config(args):
+    from osteoscreen.evaluation.crossval import METHODS, CVConfig
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
+    return CVConfig(methods=methods, protocol=args.protocol, folds=args.folds, repeats=args.repeats, seed=args.seed,
+                    train=_train_config(args))
+
+
+def _run_cv(data, out, config) -> None:
+    from osteoscreen.evaluation.experiment import cross_validate
+
+    outcome = cross_validate(data, out, config, progress=lambda name: _bar(name))
+    if outcome.padded_patches:
+        print(f"warning: {outcome.padded_patches} patch(es) reached past the image border and were "
+              "reflect-padded", file=sys.stderr)
+    print(outcome.table)
+    print(f"report: {Path(out) / 'report.html'}\nmetrics: {Path(out) / 'metrics.json'}")
+
+
+def _bar(description: str) -> Callable:
+    return lambda iterable: tqdm(iterable, desc=description, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def cmd_cv(args) -> None:
+    _run_cv(args.data, args.out, _cv_config(args))
+
+
 def cmd_demo(args) -> None:
     from osteoscreen.data.dataset import load_dataset
     from osteoscreen.data.phantom import PhantomConfig, synthesise
+    from osteoscreen.evaluation.crossval import CVConfig
     from osteoscreen.patch_export import export_patches
+    from osteoscreen.training import TrainConfig
 
     out = Path(args.out)
     data = out / "data"
@@ -92,6 +147,7 @@ def cmd_demo(args) -> None:
     print(describe_dataset(dataset))
     summary = export_patches(dataset, out / "patches", _patch_config(args), progress=progress("patches"))
     print(f"patches and montages: {out / 'patches'}; overview: {summary.overview}")
+    _run_cv(data, out / "cv", CVConfig(train=TrainConfig(patch=_patch_config(args))))
 
 
 def cmd_check_weights(args) -> None:
@@ -141,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     patches.add_argument("--out", required=True)
     _add_patch_options(patches)
     patches.set_defaults(run=cmd_patches)
+
+    cv = commands.add_parser("cv", help="cross-validate every method on a dataset (resumable)")
+    cv.add_argument("data")
+    cv.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
+    cv.add_argument("--methods", default=None, help="comma-separated subset of: majority, knn-lbp, ensemble-lbp, "
+                    "concat, group-attention, abmil, gated-abmil (default: all)")
+    cv.add_argument("--protocol", choices=["loo", "kfold"], default="loo")
+    cv.add_argument("--folds", type=int, default=5, help="kfold: folds per repeat (default 5)")
+    cv.add_argument("--repeats", type=int, default=10, help="kfold: repeats (default 10)")
+    _add_training_options(cv)
+    cv.set_defaults(run=cmd_cv)
 
     check = commands.add_parser("check-weights", help="print a backbone's top-5 ImageNet classes for an image")
     check.add_argument("image", nargs="?", default=None, help="natural RGB image (default: a cat from scikit-image)")

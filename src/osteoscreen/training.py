@@ -92,9 +92,12 @@ class Cohort:
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, patch_config: PatchConfig, cache_dir: Path | None = None,
-                     progress: Callable = iter) -> Cohort:
+                     data_hash: str | None = None, progress: Callable = iter) -> Cohort:
+        """Load every subject's crops; with a cache_dir, frozen features are cached under the data's hash."""
         patches = [load_subject_patches(s, patch_config) for s in progress(dataset.subjects)]
-        return cls(patches, patch_config, dataset.content_hash() if cache_dir else None, cache_dir)
+        if cache_dir is not None and data_hash is None:
+            data_hash = dataset.content_hash()
+        return cls(patches, patch_config, data_hash, cache_dir)
 
     def __len__(self) -> int:
         return len(self.patches)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics with intervals, cross-validation with resume, the HTML report."""

@@ -1,0 +1,209 @@
+"""Cross-validation of every method on the same folds, resumable, with a leakage guard (DESIGN §4, §6).
+
+Each fold's result is written atomically to RUN/folds/<method>/<fold>.json as soon as it finishes; a rerun of
+the same command skips finished folds, so an interrupted run ends with the same files as an uninterrupted one.
+RUN/config.json pins the configuration: a different configuration in the same RUN is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import LeaveOneOut, RepeatedStratifiedKFold
+
+from osteoscreen import __version__
+from osteoscreen.baselines import BASELINES, build_baseline, lbp_features
+from osteoscreen.data.patches import to_uint8
+from osteoscreen.errors import InputError
+from osteoscreen.evaluation.metrics import mcnemar_exact, screening_metrics
+from osteoscreen.models.heads import HEADS
+from osteoscreen.training import Cohort, TrainConfig, fit, predict_proba
+
+METHODS: tuple[str, ...] = BASELINES + HEADS
+REFERENCE_METHOD = "group-attention"
+PROTOCOLS = ("loo", "kfold")
+
+
+class LeakageError(RuntimeError):
+    """A subject appears on both the training and the test side of a fold (a bug, never a user error)."""
+
+
+@dataclass(frozen=True)
+class Fold:
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+
+
+@dataclass(frozen=True)
+class CVConfig:
+    methods: tuple[str, ...] = METHODS
+    protocol: str = "loo"
+    folds: int = 5
+    repeats: int = 10
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from "
+                             f"{', '.join(METHODS)}")
+        if self.protocol not in PROTOCOLS:
+            raise InputError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        if self.folds < 2 or self.repeats < 1:
+            raise InputError(f"need --folds >= 2 and --repeats >= 1, got {self.folds} and {self.repeats}")
+
+
+def make_folds(labels: np.ndarray, config: CVConfig) -> list[Fold]:
+    """Leave-one-out, or repeated stratified k-fold (seeded); fold names are stable file names."""
+    indices = np.arange(len(labels))
+    if config.protocol == "loo":
+        splitter = LeaveOneOut().split(indices)
+        return [Fold(f"loo-{test[0]:04d}", train, test) for train, test in splitter]
+    if np.bincount(labels, minlength=2).min() < config.folds:
+        raise InputError(f"--folds {config.folds} exceeds the size of the smaller class "
+                         f"({np.bincount(labels, minlength=2).min()} subjects)")
+    splitter = RepeatedStratifiedKFold(n_splits=config.folds, n_repeats=config.repeats, random_state=config.seed)
+    return [Fold(f"r{i // config.folds:02d}-f{i % config.folds:02d}", train, test)
+            for i, (train, test) in enumerate(splitter.split(indices, labels))]
+
+
+def check_no_leakage(folds: list[Fold], subject_ids: list[str]) -> None:
+    """Raise LeakageError if any subject id is on both sides of a fold."""
+    for fold in folds:
+        shared = {subject_ids[i] for i in fold.train} & {subject_ids[i] for i in fold.test}
+        if shared:
+            raise LeakageError(f"fold {fold.name}: subject(s) {sorted(shared)} in both train and test")
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    names = ["torch", "numpy", "scipy", "scikit-learn", "scikit-image", "pydicom", "pillow", "safetensors"]
+    return {"python": platform.python_version(), "osteoscreen": __version__, **{n: version(n) for n in names}}
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Atomic write: a reader sees the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    os.replace(partial, path)
+
+
+def prepare_run(run_dir: Path, config: CVConfig, dataset_info: dict) -> dict:
+    """Write RUN/config.json, or check that an existing one holds the same configuration."""
+    identity = {"dataset_hash": dataset_info["hash"], "cv": asdict(config)}
+    identity = json.loads(json.dumps(identity))  # tuples -> lists, as read back from disk
+    path = run_dir / "config.json"
+    if path.exists():
+        previous = json.loads(path.read_text()).get("identity")
+        if previous != identity:
+            differing = sorted(k for k in set(previous or {}) | set(identity)
+                               if (previous or {}).get(k) != identity.get(k))
+            detail = _first_difference(previous or {}, identity)
+            raise InputError(f"{run_dir} holds results of a different configuration ({', '.join(differing)}"
+                             f"{': ' + detail if detail else ''}); use another --out or delete it")
+        return json.loads(path.read_text())
+    record = {"identity": identity, "dataset": dataset_info, "versions": package_versions(),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    _write_json(path, record)
+    return record
+
+
+def _first_difference(a, b, prefix="") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            found = _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return ""
+    return f"{prefix.rstrip('.')} was {a!r}, now {b!r}" if a != b else ""
+
+
+class FoldRunner:
+    """Runs one method on one fold; LBP features and frozen CNN features are computed once and shared."""
+
+    def __init__(self, cohort: Cohort, config: CVConfig):
+        self.cohort, self.config = cohort, config
+        self._lbp: np.ndarray | None = None
+
+    def lbp(self) -> np.ndarray:
+        if self._lbp is None:
+            context = self.cohort.patch_config.context
+            self._lbp = np.stack([lbp_features(to_uint8(p.plain_views(context))) for p in self.cohort.patches])
+        return self._lbp
+
+    def run(self, method: str, fold: Fold) -> dict:
+        labels = self.cohort.labels
+        if method in BASELINES:
+            features = np.zeros((len(labels), 1)) if method == "majority" else self.lbp()
+            model = build_baseline(method, self.config.seed).fit(features[fold.train], labels[fold.train])
+            probability, attention = model.predict_proba(features[fold.test])[:, 1], None
+        else:
+            train_config = TrainConfig(**{**asdict(self.config.train), "head": method,
+                                          "patch": self.config.train.patch, "seed": self.config.seed})
+            model = fit(self.cohort, fold.train, train_config)
+            probability, attention = predict_proba(model, self.cohort, fold.test)
+        return {"method": method, "fold": fold.name, "test": fold.test.tolist(), "p": probability.tolist(),
+                "attention": None if attention is None else attention.tolist()}
+
+
+def run_folds(cohort: Cohort, subject_ids: list[str], config: CVConfig, run_dir: Path,
+              progress: Callable = iter) -> dict[str, list[dict]]:
+    """Run (or resume) every method on every fold; returns {method: [fold records]}."""
+    folds = make_folds(cohort.labels, config)
+    check_no_leakage(folds, subject_ids)
+    runner = FoldRunner(cohort, config)
+    if any(m in HEADS for m in config.methods) and config.train.mode == "frozen":
+        runner.cohort.frozen_features(config.train)  # computed once for all heads and folds
+    records: dict[str, list[dict]] = {}
+    tasks = [(method, fold) for method in config.methods for fold in folds]
+    for method, fold in progress(tasks):
+        path = run_dir / "folds" / method / f"{fold.name}.json"
+        if path.exists():
+            record = json.loads(path.read_text())
+        else:
+            start = time.perf_counter()
+            record = runner.run(method, fold)
+            record["wall_s"] = round(time.perf_counter() - start, 3)
+            _write_json(path, record)
+        records.setdefault(method, []).append(record)
+    return records
+
+
+def summarise(records: dict[str, list[dict]], labels: np.ndarray) -> tuple[dict, dict]:
+    """Per method: out-of-fold probability and attention per subject (mean over repeats) and metrics."""
+    per_subject, metrics = {}, {}
+    for method, folds in records.items():
+        total, count = np.zeros(len(labels)), np.zeros(len(labels))
+        attention_total = np.zeros((len(labels), 4))
+        has_attention = all(r["attention"] is not None for r in folds)
+        for record in folds:
+            total[record["test"]] += record["p"]
+            count[record["test"]] += 1
+            if has_attention:
+                attention_total[record["test"]] += np.array(record["attention"])
+        probability = total / np.maximum(count, 1)
+        attention = attention_total / np.maximum(count, 1)[:, None] if has_attention else None
+        per_subject[method] = {"p": probability, "attention": attention}
+        metrics[method] = screening_metrics(labels, probability)
+    return per_subject, metrics
+
+
+def comparisons(per_subject: dict, labels: np.ndarray) -> list[dict]:
+    """Exact McNemar test of every method against the paper's group-attention model."""
+    if REFERENCE_METHOD not in per_subject:
+        return []
+    reference = (per_subject[REFERENCE_METHOD]["p"] >= 0.5) == labels
+    return [{"method": method, "reference": REFERENCE_METHOD,
+             **mcnemar_exact(reference, (result["p"] >= 0.5) == labels)}
+            for method, result in per_subject.items() if method != REFERENCE_METHOD]

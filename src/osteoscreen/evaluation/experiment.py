@@ -1,0 +1,73 @@
+"""`osteoscreen cv`: dataset -> cohort -> resumable folds -> predictions.csv, metrics.json, report.html."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from osteoscreen.data.dataset import load_dataset
+from osteoscreen.evaluation.crossval import CVConfig, comparisons, prepare_run, run_folds, summarise
+from osteoscreen.evaluation.report import build_report, format_table
+from osteoscreen.landmarks import CLASSES, GROUPS
+from osteoscreen.training import Cohort
+
+ATTENTION_COLUMNS = [f"att_{group}" for group in GROUPS]
+
+
+@dataclass
+class CVOutcome:
+    run_dir: Path
+    table: str
+    metrics: dict
+    padded_patches: int
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def write_predictions(path: Path, records: dict, subject_ids: list[str], labels) -> None:
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["subject_id", "method", "fold", "y_true", "p_osteoporosis", "y_pred", *ATTENTION_COLUMNS])
+        for method, folds in records.items():
+            for record in folds:
+                attention = record["attention"] or [None] * len(record["test"])
+                for index, probability, weights in zip(record["test"], record["p"], attention, strict=True):
+                    weights_text = [""] * len(GROUPS) if weights is None else [f"{w:.6f}" for w in weights]
+                    writer.writerow([subject_ids[index], method, record["fold"], CLASSES[labels[index]],
+                                     f"{probability:.6f}", CLASSES[int(probability >= 0.5)], *weights_text])
+    os.replace(partial, path)
+
+
+def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
+                   progress: Callable[[str], Callable] = lambda _: iter) -> CVOutcome:
+    """Run (or resume) the whole cross-validation and write every output file of DESIGN §6."""
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    dataset = load_dataset(data_dir)
+    labels = dataset.labels
+    dataset_info = {"path": str(data_dir), "hash": dataset.content_hash(), "n": len(labels),
+                    "positives": int(labels.sum()), "negatives": int(len(labels) - labels.sum()),
+                    "synthetic": (data_dir / "phantom.json").exists()}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = prepare_run(run_dir, config, dataset_info)
+    cohort = Cohort.from_dataset(dataset, config.train.patch, cache_dir=run_dir / "cache",
+                                 data_hash=dataset_info["hash"], progress=progress("patches"))
+    subject_ids = [s.subject_id for s in dataset.subjects]
+    records = run_folds(cohort, subject_ids, config, run_dir, progress=progress("folds"))
+    per_subject, metrics = summarise(records, labels)
+    tests = comparisons(per_subject, labels)
+    config_dict = {**asdict(config), "versions": record["versions"]}
+    write_predictions(run_dir / "predictions.csv", records, subject_ids, labels)
+    _atomic_text(run_dir / "metrics.json", json.dumps({"dataset": dataset_info, "config": asdict(config),
+                                                       "methods": metrics, "comparisons": tests}, indent=2) + "\n")
+    _atomic_text(run_dir / "report.html", build_report(metrics, tests, per_subject, labels, subject_ids, cohort,
+                                                       config_dict, dataset_info))
+    return CVOutcome(run_dir, format_table(metrics, tests), metrics, cohort.padded_patches)

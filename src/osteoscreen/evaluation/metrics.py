@@ -1,0 +1,68 @@
+"""Screening metrics with osteoporosis as the positive class (DESIGN §4). All values are fractions in [0, 1].
+
+OPA = TP / (TP + FN) (sensitivity), NOPA = TN / (TN + FP) (specificity), OA = accuracy,
+balanced accuracy = (OPA + NOPA) / 2, AUROC on pooled out-of-fold scores (labelled as pooled: with one subject
+per fold it is biased, see PITFALLS), Wilson 95% intervals (Brown, Cai & DasGupta 2001) and the exact McNemar
+test (a two-sided binomial test on the discordant pairs).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import binomtest
+from sklearn.metrics import roc_auc_score
+
+from osteoscreen.errors import InputError
+
+
+def wilson_interval(successes: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion; (nan, nan) when total is 0."""
+    if total == 0:
+        return (math.nan, math.nan)
+    interval = binomtest(int(successes), int(total)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(interval.low), float(interval.high))
+
+
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, int]:
+    y_true, y_pred = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
+    if y_true.shape != y_pred.shape:
+        raise InputError(f"y_true and y_pred differ in shape: {y_true.shape} vs {y_pred.shape}")
+    if not set(np.unique(np.concatenate([y_true, y_pred]))) <= {0, 1}:
+        raise InputError("labels and predictions must be 0 (normal) or 1 (osteoporosis)")
+    return {"tp": int(np.sum((y_true == 1) & (y_pred == 1))), "fn": int(np.sum((y_true == 1) & (y_pred == 0))),
+            "tn": int(np.sum((y_true == 0) & (y_pred == 0))), "fp": int(np.sum((y_true == 0) & (y_pred == 1)))}
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else math.nan
+
+
+def screening_metrics(y_true: np.ndarray, p_osteoporosis: np.ndarray, threshold: float = 0.5) -> dict:
+    """OPA, NOPA, OA, balanced accuracy, pooled AUROC, confusion counts and Wilson intervals."""
+    y_true, scores = np.asarray(y_true).astype(int), np.asarray(p_osteoporosis, dtype=float)
+    counts = confusion_counts(y_true, (scores >= threshold).astype(int))
+    tp, fn, tn, fp = counts["tp"], counts["fn"], counts["tn"], counts["fp"]
+    n = tp + fn + tn + fp
+    opa, nopa = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
+    auroc = float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else math.nan
+    return {"OPA": opa, "NOPA": nopa, "OA": _ratio(tp + tn, n), "balanced_accuracy": (opa + nopa) / 2,
+            "auroc": auroc, "auroc_pooled": True, **counts, "n": n, "threshold": threshold,
+            "ci95": {"OPA": wilson_interval(tp, tp + fn), "NOPA": wilson_interval(tn, tn + fp),
+                     "OA": wilson_interval(tp + tn, n)}}
+
+
+def mcnemar_exact(reference_correct: np.ndarray, other_correct: np.ndarray) -> dict:
+    """Exact McNemar test on paired correctness of two methods over the same subjects.
+
+    b: reference right and other wrong; c: reference wrong and other right; p: two-sided binomial test of
+    b against Binomial(b + c, 1/2) (1.0 when there are no discordant pairs).
+    """
+    reference_correct, other_correct = np.asarray(reference_correct, bool), np.asarray(other_correct, bool)
+    if reference_correct.shape != other_correct.shape:
+        raise InputError("McNemar needs both methods' results on the same subjects")
+    b = int(np.sum(reference_correct & ~other_correct))
+    c = int(np.sum(~reference_correct & other_correct))
+    p_value = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+    return {"b": b, "c": c, "p_value": p_value}

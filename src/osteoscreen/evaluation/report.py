@@ -1,0 +1,197 @@
+"""The terminal table and report.html: one self-contained page (figures embedded as PNG data URIs).
+
+Sections: the Table-1-style comparison with Wilson intervals, confusion matrices, ROC curves (pooled
+out-of-fold scores), attention weights by group and class, and patch montages of correctly and wrongly
+classified subjects (the paper's Figures 4 and 5).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from osteoscreen.landmarks import CLASSES, GROUPS  # noqa: E402
+from osteoscreen.visualise import CLASS_COLOURS, subject_montage  # noqa: E402
+
+PAPER_TABLE_1 = {"knn-lbp": (0.653, 0.429, 0.586), "ensemble-lbp": (0.796, 0.191, 0.614),
+                 "concat": (0.667, 0.878, 0.814), "group-attention": (0.714, 0.939, 0.871)}
+SECTIONS = ("Comparison", "Confusion matrices", "ROC curves", "Attention by group and class",
+            "Correctly and wrongly classified subjects", "Configuration")
+
+
+def _percent(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
+def _with_interval(metrics: dict, key: str) -> str:
+    low, high = metrics["ci95"][key]
+    return f"{_percent(metrics[key])} [{_percent(low)}–{_percent(high)}]"
+
+
+def format_table(metrics: dict, comparisons: list[dict]) -> str:
+    """Plain-text Table 1: OPA, NOPA, OA in % with Wilson 95% intervals, BA, pooled AUROC, McNemar p."""
+    p_values = {c["method"]: c["p_value"] for c in comparisons}
+    header = (f"{'method':<16} {'OPA % [95% CI]':<20} {'NOPA % [95% CI]':<20} {'OA % [95% CI]':<20} "
+              f"{'BA %':>6} {'AUROC*':>7} {'McNemar p':>10}")
+    lines = [header, "-" * len(header)]
+    for method, m in metrics.items():
+        p_value = f"{p_values[method]:.3g}" if method in p_values else "ref" if method == "group-attention" else ""
+        auroc = "n/a" if math.isnan(m["auroc"]) else f"{m['auroc']:.3f}"
+        lines.append(f"{method:<16} {_with_interval(m, 'OPA'):<20} {_with_interval(m, 'NOPA'):<20} "
+                     f"{_with_interval(m, 'OA'):<20} {_percent(m['balanced_accuracy']):>6} {auroc:>7} {p_value:>10}")
+    lines.append("* AUROC on pooled out-of-fold scores (biased under leave-one-out; see the report).")
+    return "\n".join(lines)
+
+
+def _figure_uri(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def _confusion_figure(metrics: dict):
+    count = len(metrics)
+    figure, axes = plt.subplots(1, count, figsize=(2.4 * count, 2.6), squeeze=False)
+    for axis, (method, m) in zip(axes[0], metrics.items(), strict=True):
+        matrix = np.array([[m["tp"], m["fn"]], [m["fp"], m["tn"]]])
+        axis.imshow(matrix, cmap="Blues")
+        for (row, col), value in np.ndenumerate(matrix):
+            axis.text(col, row, str(value), ha="center", va="center", fontsize=12,
+                      color="white" if value > matrix.max() / 2 else "black")
+        axis.set_xticks([0, 1], ["pred. OP", "pred. N"], fontsize=8)
+        axis.set_yticks([0, 1], ["true OP", "true N"], fontsize=8)
+        axis.set_title(method, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def _roc_figure(per_subject: dict, labels: np.ndarray):
+    figure, axis = plt.subplots(figsize=(5, 4.6))
+    for method, result in per_subject.items():
+        fpr, tpr, _ = roc_curve(labels, result["p"])
+        axis.plot(fpr, tpr, label=method, lw=1.6)
+    axis.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+    axis.set_xlabel("1 − NOPA (false-positive rate)")
+    axis.set_ylabel("OPA (sensitivity)")
+    axis.legend(fontsize=8, loc="lower right")
+    axis.set_title("ROC, pooled out-of-fold scores")
+    return figure
+
+
+def _attention_figure(per_subject: dict, labels: np.ndarray):
+    methods = [m for m, r in per_subject.items() if r["attention"] is not None]
+    if not methods:
+        return None
+    figure, axes = plt.subplots(1, len(methods), figsize=(3.4 * len(methods), 3), squeeze=False, sharey=True)
+    width = 0.38
+    for axis, method in zip(axes[0], methods, strict=True):
+        attention = per_subject[method]["attention"]
+        for offset, label in ((-width / 2, 1), (width / 2, 0)):
+            rows = attention[labels == label]
+            axis.bar(np.arange(4) + offset, rows.mean(axis=0), width, yerr=rows.std(axis=0), capsize=2,
+                     color=CLASS_COLOURS[CLASSES[label]], label=CLASSES[label])
+        axis.set_xticks(range(4), GROUPS, fontsize=8, rotation=20)
+        axis.set_title(method, fontsize=9)
+    axes[0, 0].set_ylabel("mean attention (± SD)")
+    axes[0, 0].legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def _example_subjects(result: dict, labels: np.ndarray) -> list[tuple[str, int]]:
+    """Up to one subject per outcome (TP, TN, FN, FP): the most confident one."""
+    prediction = (result["p"] >= 0.5).astype(int)
+    examples = []
+    for name, truth, predicted in (("true positive", 1, 1), ("true negative", 0, 0),
+                                   ("false negative", 1, 0), ("false positive", 0, 1)):
+        candidates = np.flatnonzero((labels == truth) & (prediction == predicted))
+        if len(candidates):
+            confidence = np.abs(result["p"][candidates] - 0.5)
+            examples.append((name, int(candidates[np.argmax(confidence)])))
+    return examples
+
+
+def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labels: np.ndarray,
+                 subject_ids: list[str], cohort, config: dict, dataset: dict) -> str:
+    """The whole report.html as a string."""
+    p_values = {c["method"]: c for c in comparisons}
+    rows = []
+    for method, m in metrics.items():
+        paper = PAPER_TABLE_1.get(method)
+        paper_text = " / ".join(_percent(v) for v in paper) if paper else "—"
+        test = p_values.get(method)
+        mcnemar = f"b={test['b']}, c={test['c']}, p={test['p_value']:.3g}" if test else "reference"
+        rows.append(f"<tr><td>{html.escape(method)}</td><td>{_with_interval(m, 'OPA')}</td>"
+                    f"<td>{_with_interval(m, 'NOPA')}</td><td>{_with_interval(m, 'OA')}</td>"
+                    f"<td>{_percent(m['balanced_accuracy'])}</td><td>{m['auroc']:.3f}</td>"
+                    f"<td>{m['tp']}/{m['fn']}/{m['tn']}/{m['fp']}</td><td>{mcnemar}</td><td>{paper_text}</td></tr>")
+    table = ("<table><tr><th>method</th><th>OPA % [95% CI]</th><th>NOPA % [95% CI]</th><th>OA % [95% CI]</th>"
+             "<th>BA %</th><th>AUROC (pooled)</th><th>TP/FN/TN/FP</th><th>McNemar vs group-attention</th>"
+             "<th>paper OPA/NOPA/OA %</th></tr>" + "".join(rows) + "</table>")
+
+    montages = []
+    showcase = "group-attention" if "group-attention" in per_subject else next(iter(per_subject))
+    context = cohort.patch_config.context
+    for outcome, index in _example_subjects(per_subject[showcase], labels):
+        result = per_subject[showcase]
+        title = (f"{subject_ids[index]}: {outcome} — true {CLASSES[labels[index]]}, "
+                 f"p(osteoporosis) = {result['p'][index]:.2f}")
+        if result["attention"] is not None:
+            title += "\nattention " + ", ".join(f"{g} {a:.2f}" for g, a in zip(GROUPS, result["attention"][index],
+                                                                               strict=True))
+        figure = subject_montage(cohort.patches[index].plain_views(context), title, CLASSES[labels[index]])
+        montages.append(f"<figure>{_img(_figure_uri(figure), title)}<figcaption>{html.escape(outcome)}"
+                        "</figcaption></figure>")
+
+    attention = _attention_figure(per_subject, labels)
+    synthetic = dataset.get("synthetic")
+    sections = {
+        "Comparison": table + "<p>OPA: sensitivity for osteoporosis; NOPA: specificity; OA: accuracy; BA: balanced "
+                      "accuracy. Intervals: Wilson 95%. AUROC is computed once on pooled out-of-fold scores; under "
+                      "leave-one-out it is biased (a model that outputs the training-fold prevalence scores far "
+                      "from 0.5), so read it beside balanced accuracy and, where run, the repeated k-fold protocol. "
+                      "The paper's numbers come from its private 70-subject cohort and are not comparable.</p>",
+        "Confusion matrices": _img(_figure_uri(_confusion_figure(metrics)), "confusion matrices"),
+        "ROC curves": _img(_figure_uri(_roc_figure(per_subject, labels)), "ROC curves"),
+        "Attention by group and class": (_img(_figure_uri(attention), "attention by group and class")
+                                         if attention is not None else "<p>No method with attention was run.</p>"),
+        "Correctly and wrongly classified subjects": f"<p>Method: {html.escape(showcase)}. The 8 patches of the "
+                                                     "most confident subject of each outcome.</p>" + "".join(montages),
+        "Configuration": "<pre>" + html.escape(_json_text({"dataset": dataset, "config": config})) + "</pre>",
+    }
+    banner = ("<p class='warn'>Synthetic phantom data: these figures say nothing about clinical performance.</p>"
+              if synthetic else "")
+    body = "".join(f"<section><h2>{html.escape(title)}</h2>{sections[title]}</section>" for title in SECTIONS)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>osteoscreen cross-validation report</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;font-size:0.9em}}td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left}}
+th{{background:#eef}}img{{max-width:100%}}figure{{display:inline-block;margin:0.5em}}
+.warn{{background:#fff3cd;padding:0.5em;border:1px solid #e0c36b}}pre{{background:#f6f6f6;padding:1em;
+overflow-x:auto;font-size:0.8em}}</style></head>
+<body><h1>osteoscreen — cross-validation report</h1>
+<p>Research pre-screening of osteoporosis from panoramic radiographs (Fan et al. 2021). Not a diagnostic device.
+Dataset: {html.escape(str(dataset.get('path')))} — {dataset.get('n')} subjects ({dataset.get('positives')}
+osteoporosis, {dataset.get('negatives')} normal). Protocol: {html.escape(str(config.get('protocol')))}.</p>
+{banner}{body}</body></html>
+"""
+
+
+def _json_text(payload) -> str:
+    import json
+
+    return json.dumps(payload, indent=2, default=str)
