@@ -1,35 +1,14 @@
 import numpy as np
 import pytest
 
-from osteoscreen.data.patches import PatchConfig
-from osteoscreen.data.phantom import bone_parameters, trabecular_field
-from osteoscreen.data.subject_patches import SubjectPatches
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import GROUPS
-from osteoscreen.training import Cohort, TrainConfig, fit, predict_proba
+from osteoscreen.training import TrainConfig, fit, predict_proba
 
-PLANTED_GROUP = "premolar"
-
-
-def planted_cohort(n: int, seed: int) -> Cohort:
-    """Subjects whose premolar patches carry the label (T = -3.5 vs +0.5); every other patch is label-free."""
-    rng = np.random.default_rng(seed)
-    config = PatchConfig()
-    size = int(np.ceil(config.patch_px * config.context))
-    patches = []
-    for index in range(n):
-        label = index % 2
-        crops = []
-        for patch in range(8):
-            carries_signal = GROUPS[patch // 2] == PLANTED_GROUP
-            t_score = (-3.5 if label else 0.5) if carries_signal else rng.uniform(-3.5, 0.5)
-            crops.append(0.2 + 0.6 * trabecular_field((size, size), bone_parameters(t_score), 0.1, rng))
-        patches.append(SubjectPatches(f"S{index}", label, np.stack(crops).astype(np.float32), config.patch_px, 0))
-    return Cohort(patches, config)
-
+PLANTED_GROUP = "premolar"  # the group whose patches carry the label in the planted_cohort fixture
 
 @pytest.fixture(scope="module")
-def cohort():
+def cohort(planted_cohort):
     return planted_cohort(40, seed=0)
 
 
@@ -53,7 +32,7 @@ def test_every_frozen_head_learns_and_is_reproducible(cohort, head):
     assert np.mean((first >= 0.5) == cohort.labels[test]) >= 0.75
 
 
-def test_finetune_runs_the_same_surface():
+def test_finetune_runs_the_same_surface(planted_cohort):
     small = planted_cohort(6, seed=1)
     config = TrainConfig(mode="finetune", backbone="alexnet", weights="none", epochs=1, batch_size=4)
     probability, attention = predict_proba(fit(small, np.arange(4), config), small, [4, 5])

@@ -3,7 +3,7 @@
 Features: for each patch (8-bit, native size, before any ImageNet normalisation) and each (P, R) in
 LBP_SETTINGS, a normalised histogram of skimage's uniform LBP codes (P + 2 bins); concatenated over patches.
 Classifiers (the scaler is fitted inside each training fold by the Pipeline):
-- `knn-lbp`: StandardScaler + k-nearest neighbours (k = 5, as a fixed choice);
+- `knn-lbp`: StandardScaler + k-nearest neighbours (k = 5, a fixed choice; fewer on tiny training sets);
 - `ensemble-lbp`: a random forest of 300 trees, i.e. bagged decision trees with random feature subsets, the
   closest scikit-learn counterpart of MATLAB's bagged-tree ensemble that such LBP studies used; trees need no
   scaling, and bagging is robust on 70 subjects with 432 features;
@@ -43,12 +43,12 @@ def lbp_features(patches: np.ndarray) -> np.ndarray:
     return np.concatenate([lbp_histograms(patch) for patch in patches])
 
 
-def build_baseline(name: str, seed: int = 0) -> Pipeline:
-    """A fresh, unfitted scikit-learn pipeline for a baseline method."""
+def build_baseline(name: str, seed: int = 0, n_train: int | None = None) -> Pipeline:
+    """A fresh, unfitted scikit-learn pipeline for a baseline method (k of KNN capped at n_train)."""
     if name == "majority":
         return make_pipeline(DummyClassifier(strategy="prior"))
     if name == "knn-lbp":
-        return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=5))
+        return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(5, n_train or 5)))
     if name == "ensemble-lbp":
         return make_pipeline(RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=1))
     raise InputError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")

@@ -203,8 +203,24 @@ def _batches(count: int, batch_size: int, generator: torch.Generator):
     return order.split(batch_size)
 
 
+class _single_thread:
+    """Small heads train about twice as fast on one thread (no fork/join per tiny op)."""
+
+    def __enter__(self):
+        self.previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.previous)
+
+
 def _fit_frozen(cohort, indices, labels, config, generator, weight) -> FittedModel:
     features = cohort.frozen_features(config)[torch.from_numpy(indices)]  # [n, V, 8, T]
+    with _single_thread():
+        return _train_head(features, indices, labels, config, generator, weight)
+
+
+def _train_head(features, indices, labels, config, generator, weight) -> FittedModel:
     mean = features.mean(dim=(0, 1, 2))
     std = features.std(dim=(0, 1, 2)).clamp(min=1e-6)
     features = (features - mean) / std

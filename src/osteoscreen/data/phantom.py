@@ -41,8 +41,8 @@ class PhantomConfig:
     image_format: str = "png"
     age_range: tuple[int, int] = (49, 60)
     signal: dict[str, float] = field(default_factory=lambda: {
-        "condyle": 0.45, "angle": 0.7, "premolar": 0.85, "tuberosity": 0.3})
-    background_signal: float = 0.5
+        "condyle": 0.2, "angle": 0.35, "premolar": 0.45, "tuberosity": 0.1})
+    background_signal: float = 0.25
     landmark_noise_mm: float = 1.0
 
     def __post_init__(self):
@@ -321,13 +321,13 @@ def render_subject(config: PhantomConfig, index: int, label: int) -> PhantomSubj
 
     sdf_px = _upsample(maps["mandible"], shape) * DOWNSAMPLE
     inferior = _upsample(maps["inferior"], shape)
-    width_inferior = cortical_width_mm(t_score if config.signal["angle"] > 0 else site_t(0.0), rng) / spacing
+    width_inferior = cortical_width_mm(site_t(config.signal["angle"]), rng) / spacing
     width_elsewhere = 0.45 * width_inferior
     cortex_px = width_elsewhere + (width_inferior - width_elsewhere) * inferior
     depth = -sdf_px
     bone = _soft(depth, 1.5)
     cortex = bone * _soft(cortex_px - depth, 1.5)
-    porosity = bone_parameters(t_score).cortical_porosity
+    porosity = bone_parameters(site_t(config.signal["angle"])).cortical_porosity
     pores = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 2.0)
     endosteal = _soft(depth - 0.5 * cortex_px, 1.0)
     cortex = cortex * (1.0 - porosity * endosteal * (pores > 0.1))

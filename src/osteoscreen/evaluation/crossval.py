@@ -146,7 +146,8 @@ class FoldRunner:
         labels = self.cohort.labels
         if method in BASELINES:
             features = np.zeros((len(labels), 1)) if method == "majority" else self.lbp()
-            model = build_baseline(method, self.config.seed).fit(features[fold.train], labels[fold.train])
+            model = build_baseline(method, self.config.seed, len(fold.train))
+            model.fit(features[fold.train], labels[fold.train])
             probability, attention = model.predict_proba(features[fold.test])[:, 1], None
         else:
             train_config = TrainConfig(**{**asdict(self.config.train), "head": method,

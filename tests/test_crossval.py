@@ -1,0 +1,129 @@
+import json
+
+import numpy as np
+import pytest
+
+from osteoscreen.cli import main
+from osteoscreen.errors import InputError
+from osteoscreen.evaluation import crossval
+from osteoscreen.evaluation.crossval import (
+    CVConfig,
+    Fold,
+    LeakageError,
+    check_no_leakage,
+    make_folds,
+    run_folds,
+    summarise,
+)
+from osteoscreen.evaluation.report import SECTIONS
+from osteoscreen.training import TrainConfig
+
+FAST = TrainConfig(views=1, epochs=15)
+METHODS = ("majority", "knn-lbp", "group-attention")
+
+
+@pytest.fixture(scope="module")
+def cohort(planted_cohort):
+    return planted_cohort(12, seed=2)
+
+
+def subject_ids(cohort):
+    return [p.subject_id for p in cohort.patches]
+
+
+def test_loo_folds_cover_every_subject_once():
+    folds = make_folds(np.array([0, 1] * 5), CVConfig())
+    assert len(folds) == 10
+    assert sorted(int(f.test[0]) for f in folds) == list(range(10))
+    assert all(len(f.train) == 9 and f.test[0] not in f.train for f in folds)
+
+
+def test_repeated_kfold_is_stratified_and_seeded():
+    labels = np.array([1] * 14 + [0] * 6)
+    config = CVConfig(protocol="kfold", folds=3, repeats=2, seed=4)
+    folds = make_folds(labels, config)
+    assert len(folds) == 6 and folds[0].name == "r00-f00"
+    assert all(labels[f.test].sum() in (4, 5) for f in folds)
+    assert [f.test.tolist() for f in folds] == [f.test.tolist() for f in make_folds(labels, config)]
+
+
+def test_leakage_guard_fires_on_a_bad_split():
+    ids = ["A", "B", "C", "C"]  # the same subject twice: index 2 and 3
+    with pytest.raises(LeakageError, match="subject\\(s\\) \\['C'\\] in both train and test"):
+        check_no_leakage([Fold("bad", np.array([0, 1, 2]), np.array([3]))], ids)
+    check_no_leakage(make_folds(np.array([0, 1, 0, 1]), CVConfig()), ["A", "B", "C", "D"])
+
+
+def test_resume_after_interruption_gives_identical_results(cohort, tmp_path, monkeypatch):
+    config = CVConfig(methods=METHODS, train=FAST)
+    reference = run_folds(cohort, subject_ids(cohort), config, tmp_path / "reference")
+
+    calls = {"n": 0}
+    original = crossval.FoldRunner.run
+
+    def interrupted(self, method, fold):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise KeyboardInterrupt
+        return original(self, method, fold)
+
+    monkeypatch.setattr(crossval.FoldRunner, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_folds(cohort, subject_ids(cohort), config, tmp_path / "resumed")
+    assert len(list((tmp_path / "resumed" / "folds").rglob("*.json"))) == 19
+    monkeypatch.setattr(crossval.FoldRunner, "run", original)
+    resumed = run_folds(cohort, subject_ids(cohort), config, tmp_path / "resumed")
+    labels = cohort.labels
+    assert json.dumps(summarise(reference, labels)[1]) == json.dumps(summarise(resumed, labels)[1])
+
+
+def test_every_fold_refits_from_scratch(cohort, tmp_path):
+    config = CVConfig(methods=("group-attention",), train=FAST)
+    records = run_folds(cohort, subject_ids(cohort), config, tmp_path)["group-attention"]
+    assert len(records) == 12 and all(len(r["p"]) == 1 and len(r["attention"][0]) == 4 for r in records)
+    _, metrics = summarise({"group-attention": records}, cohort.labels)
+    assert metrics["group-attention"]["balanced_accuracy"] > 0.7  # the planted signal is learnt fold by fold
+
+
+def test_cv_command_writes_every_output(small_png_cohort, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["cv", str(small_png_cohort), "--out", str(run), "--methods", ",".join(METHODS), "--views", "1",
+            "--epochs", "5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "group-attention" in out and "OPA % [95% CI]" in out
+    header = (run / "predictions.csv").read_text().splitlines()[0]
+    assert header == ("subject_id,method,fold,y_true,p_osteoporosis,y_pred,att_condyle,att_angle,att_premolar,"
+                      "att_tuberosity")
+    assert len((run / "predictions.csv").read_text().splitlines()) == 1 + 4 * len(METHODS)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"dataset", "config", "methods", "comparisons"}
+    assert set(metrics["methods"]) == set(METHODS)
+    entry = metrics["methods"]["knn-lbp"]
+    assert {"OPA", "NOPA", "OA", "balanced_accuracy", "auroc", "tp", "fn", "tn", "fp", "n", "ci95"} <= set(entry)
+    assert {c["method"] for c in metrics["comparisons"]} == {"majority", "knn-lbp"}
+    config = json.loads((run / "config.json").read_text())
+    assert config["identity"]["dataset_hash"] == metrics["dataset"]["hash"] and "torch" in config["versions"]
+    report = (run / "report.html").read_text()
+    assert all(f"<h2>{title}</h2>" in report for title in SECTIONS)
+    assert report.count("data:image/png;base64,") >= 4 and "http" not in report.split("<body>")[1]
+
+    # the same command again resumes (nothing to do) and ends with the same metrics
+    assert main(args) == 0
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    # a different configuration in the same run directory is refused
+    assert main(args[:-1] + ["6"]) == 2
+    assert "holds results of a different configuration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kwargs, message", [({"methods": ("svm",)}, "unknown method"),
+                                             ({"protocol": "bootstrap"}, "protocol"),
+                                             ({"folds": 1}, "folds")])
+def test_ill_args(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        CVConfig(**kwargs)
+
+
+def test_too_many_folds_for_the_minority_class():
+    with pytest.raises(InputError, match="exceeds the size of the smaller class"):
+        make_folds(np.array([1, 1, 1, 0, 0]), CVConfig(protocol="kfold", folds=3))
