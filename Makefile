@@ -15,7 +15,7 @@ demo: $(STAMP)
 	.venv/bin/osteoscreen demo --out runs/demo
 
 lint: $(STAMP)
-	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/ruff check src tests scripts benchmarks
 
 test: lint
 	$(PY) -m pytest

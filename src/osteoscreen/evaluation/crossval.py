@@ -164,8 +164,6 @@ def run_folds(cohort: Cohort, subject_ids: list[str], config: CVConfig, run_dir:
     folds = make_folds(cohort.labels, config)
     check_no_leakage(folds, subject_ids)
     runner = FoldRunner(cohort, config)
-    if any(m in HEADS for m in config.methods) and config.train.mode == "frozen":
-        runner.cohort.frozen_features(config.train)  # computed once for all heads and folds
     records: dict[str, list[dict]] = {}
     tasks = [(method, fold) for method in config.methods for fold in folds]
     for method, fold in progress(tasks):

@@ -13,6 +13,7 @@ from osteoscreen.data.dataset import load_dataset
 from osteoscreen.evaluation.crossval import CVConfig, comparisons, prepare_run, run_folds, summarise
 from osteoscreen.evaluation.report import build_report, format_table
 from osteoscreen.landmarks import CLASSES, GROUPS
+from osteoscreen.models.heads import HEADS
 from osteoscreen.training import Cohort
 
 ATTENTION_COLUMNS = [f"att_{group}" for group in GROUPS]
@@ -61,6 +62,8 @@ def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
     cohort = Cohort.from_dataset(dataset, config.train.patch, cache_dir=run_dir / "cache",
                                  data_hash=dataset_info["hash"], progress=progress("patches"))
     subject_ids = [s.subject_id for s in dataset.subjects]
+    if config.train.mode == "frozen" and any(m in HEADS for m in config.methods):
+        cohort.frozen_features(config.train, progress=progress("features"))  # once, for every head and fold
     records = run_folds(cohort, subject_ids, config, run_dir, progress=progress("folds"))
     per_subject, metrics = summarise(records, labels)
     tests = comparisons(per_subject, labels)
