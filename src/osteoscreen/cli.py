@@ -16,9 +16,9 @@ from osteoscreen import __version__
 from osteoscreen.errors import InputError
 
 
-def progress(description: str) -> Callable:
+def progress(description: str, unit: str = "subject") -> Callable:
     """A progress-bar wrapper for an iterable (to stderr, so stdout stays clean)."""
-    return lambda iterable: tqdm(iterable, desc=description, unit="subject", file=sys.stderr, leave=False,
+    return lambda iterable: tqdm(iterable, desc=description, unit=unit, file=sys.stderr, leave=False,
                                  dynamic_ncols=True)
 
 
@@ -116,16 +116,12 @@ def _cv_config(args):
 def _run_cv(data, out, config) -> None:
     from osteoscreen.evaluation.experiment import cross_validate
 
-    outcome = cross_validate(data, out, config, progress=lambda name: _bar(name))
+    outcome = cross_validate(data, out, config, progress=lambda name: progress(name, unit="step"))
     if outcome.padded_patches:
         print(f"warning: {outcome.padded_patches} patch(es) reached past the image border and were "
               "reflect-padded", file=sys.stderr)
     print(outcome.table)
     print(f"report: {Path(out) / 'report.html'}\nmetrics: {Path(out) / 'metrics.json'}")
-
-
-def _bar(description: str) -> Callable:
-    return lambda iterable: tqdm(iterable, desc=description, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
 def cmd_cv(args) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,9 +64,6 @@ class Dataset:
         if any(s.label is None for s in self.subjects):
             raise InputError(f"{self.root}: some subjects have no label")
         return np.array([s.label for s in self.subjects], dtype=np.int64)
-
-    def subset(self, indices: Iterable[int]) -> Dataset:
-        return Dataset(self.root, [self.subjects[i] for i in indices])
 
     def content_hash(self) -> str:
         """SHA-256 over both CSV files and every image's bytes: identifies the data a run used."""
