@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint clean
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ demo: $(STAMP)
 	.venv/bin/osteoscreen demo --out runs/demo
 
 lint: $(STAMP)
-	.venv/bin/ruff check src tests scripts benchmarks
+	.venv/bin/ruff check src tests scripts
 
 test: lint
 	$(PY) -m pytest
