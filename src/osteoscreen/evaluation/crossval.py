@@ -12,7 +12,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -150,8 +150,7 @@ class FoldRunner:
             model.fit(features[fold.train], labels[fold.train])
             probability, attention = model.predict_proba(features[fold.test])[:, 1], None
         else:
-            train_config = TrainConfig(**{**asdict(self.config.train), "head": method,
-                                          "patch": self.config.train.patch, "seed": self.config.seed})
+            train_config = replace(self.config.train, head=method, seed=self.config.seed)
             model = fit(self.cohort, fold.train, train_config)
             probability, attention = predict_proba(model, self.cohort, fold.test)
         return {"method": method, "fold": fold.name, "test": fold.test.tolist(), "p": probability.tolist(),
