@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from osteoscreen.atomic import atomic_path
 from osteoscreen.data.dataset import Dataset
 from osteoscreen.data.patches import PatchConfig, random_augmentation, render_views
 from osteoscreen.data.subject_patches import SubjectPatches, load_subject_patches
@@ -138,10 +139,8 @@ class Cohort:
             if cache_file is not None:
                 from safetensors.torch import save_file
 
-                cache_file.parent.mkdir(parents=True, exist_ok=True)
-                partial = cache_file.with_suffix(".partial")
-                save_file({"features": features.contiguous()}, str(partial))
-                partial.replace(cache_file)
+                with atomic_path(cache_file) as partial:
+                    save_file({"features": features.contiguous()}, str(partial))
         self._features[key] = features
         return features
 

@@ -22,6 +22,7 @@ from PIL import Image, PngImagePlugin
 from scipy import ndimage
 from scipy.special import ndtri
 
+from osteoscreen.atomic import atomic_path
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import CLASSES, GROUPS, LANDMARKS
 
@@ -426,12 +427,10 @@ def synthesise(out: str | Path, config: PhantomConfig, progress=None) -> Path:
 
 
 def _write_rows(path: Path, header: list[str], rows: list[list]) -> None:
-    partial = path.with_suffix(".partial")
-    with open(partial, "w", newline="") as handle:
+    with atomic_path(path) as partial, open(partial, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
-    partial.replace(path)
 
 
 __all__ = ["PhantomConfig", "synthesise", "render_subject", "bone_parameters", "trabecular_field"]

@@ -8,7 +8,6 @@ RUN/config.json pins the configuration: a different configuration in the same RU
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import numpy as np
 from sklearn.model_selection import LeaveOneOut, RepeatedStratifiedKFold
 
 from osteoscreen import __version__
+from osteoscreen.atomic import write_text_atomic
 from osteoscreen.baselines import BASELINES, build_baseline, lbp_features
 from osteoscreen.data.patches import to_uint8
 from osteoscreen.errors import InputError
@@ -92,11 +92,7 @@ def package_versions() -> dict[str, str]:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    """Atomic write: a reader sees the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    os.replace(partial, path)
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def prepare_run(run_dir: Path, config: CVConfig, dataset_info: dict) -> dict:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from osteoscreen.atomic import atomic_path, write_text_atomic
 from osteoscreen.data.dataset import load_dataset
 from osteoscreen.evaluation.crossval import CVConfig, comparisons, prepare_run, run_folds, summarise
 from osteoscreen.evaluation.report import build_report, format_table
@@ -27,15 +27,8 @@ class CVOutcome:
     padded_patches: int
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def write_predictions(path: Path, records: dict, subject_ids: list[str], labels) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="") as handle:
+    with atomic_path(path) as partial, open(partial, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["subject_id", "method", "fold", "y_true", "p_osteoporosis", "y_pred", *ATTENTION_COLUMNS])
         for method, folds in records.items():
@@ -45,7 +38,6 @@ def write_predictions(path: Path, records: dict, subject_ids: list[str], labels)
                     weights_text = [""] * len(GROUPS) if weights is None else [f"{w:.6f}" for w in weights]
                     writer.writerow([subject_ids[index], method, record["fold"], CLASSES[labels[index]],
                                      f"{probability:.6f}", CLASSES[int(probability >= 0.5)], *weights_text])
-    os.replace(partial, path)
 
 
 def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
@@ -69,8 +61,8 @@ def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
     tests = comparisons(per_subject, labels)
     config_dict = {**asdict(config), "versions": record["versions"]}
     write_predictions(run_dir / "predictions.csv", records, subject_ids, labels)
-    _atomic_text(run_dir / "metrics.json", json.dumps({"dataset": dataset_info, "config": asdict(config),
+    write_text_atomic(run_dir / "metrics.json", json.dumps({"dataset": dataset_info, "config": asdict(config),
                                                        "methods": metrics, "comparisons": tests}, indent=2) + "\n")
-    _atomic_text(run_dir / "report.html", build_report(metrics, tests, per_subject, labels, subject_ids, cohort,
+    write_text_atomic(run_dir / "report.html", build_report(metrics, tests, per_subject, labels, subject_ids, cohort,
                                                        config_dict, dataset_info))
     return CVOutcome(run_dir, format_table(metrics, tests), metrics, cohort.padded_patches)
