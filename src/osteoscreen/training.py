@@ -3,16 +3,22 @@
 - `finetune`: the paper's protocol. The whole OctupletNet trains with SGD (backbone lr 1e-4, head lr 1e-2,
   momentum 0.9, weight decay 1e-4), batch 32, 100 epochs, cross-entropy, patches augmented by random stretch
   and horizontal flip at every step.
+  Each step runs in bf16 autocast (where the hardware has native bf16, see `precision`) on channels-last
+  tensors; `native_res` feeds patches at their own resolution (patch_px, 100) instead of upsampling to 224.
 - `frozen`: the backbone is frozen in eval mode. Texture features of V views per subject (view 0 plain, the
   rest augmented) are computed once per cohort (memoised, and cached on disk keyed by data hash, backbone,
-  weights, taps, views and seed) and shared by all folds; only the head trains, on features standardised with
-  the training subjects' mean and standard deviation.
+  weights, taps, views, seed, precision and resolution) and shared by all folds; only the head trains, on
+  features standardised with the training subjects' mean and standard deviation. `fit_frozen_folds` trains the
+  heads of many folds at once: their parameters are stacked on a leading fold axis and one vmapped
+  forward/backward serves them all; each fold gets what `fit` alone would give it. Heads train in fp32: their
+  steps are bound by memory traffic and per-op overhead, not FLOPs, and bf16 autocast measured no faster.
 
-Every call to `fit` builds its model, optimizer and scaler from scratch and seeds them from the config.
+Every fit builds its model, optimizer and scaler from scratch and seeds them from the config.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -33,8 +39,11 @@ from osteoscreen.landmarks import LANDMARKS
 from osteoscreen.models.backbones import BACKBONES, Backbone
 from osteoscreen.models.heads import HEADS, build_head
 from osteoscreen.models.octuplet import OctupletNet
+from osteoscreen.parallel import thread_map
+from osteoscreen.precision import PRECISIONS, autocast, resolve_precision
 
 MODES = ("frozen", "finetune")
+DEVICES = ("auto", "cpu", "cuda")
 FEATURE_BATCH = 64  # patches per backbone call when extracting frozen features
 
 
@@ -58,9 +67,13 @@ class TrainConfig:
     views: int = 4
     taps: tuple[int, ...] | None = None
     seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    native_res: bool = False
     patch: PatchConfig = field(default_factory=PatchConfig)
 
     def __post_init__(self):
+        """Validates every field; resolves precision and device `auto` to what this machine runs."""
         checks = [(self.head in HEADS, f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}"),
                   (self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}"),
                   (self.backbone in BACKBONES, f"unknown backbone {self.backbone!r}; choose one of "
@@ -68,10 +81,21 @@ class TrainConfig:
                   (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
                   (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
                   (self.views >= 1, f"views must be >= 1, got {self.views}"),
-                  (min(self.lr_backbone, self.lr_head) > 0, "learning rates must be positive")]
+                  (min(self.lr_backbone, self.lr_head) > 0, "learning rates must be positive"),
+                  (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+                  (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        if self.device == "auto":
+            object.__setattr__(self, "device", "cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise InputError("--device cuda: no CUDA device is available to this torch build")
+        object.__setattr__(self, "precision", resolve_precision(self.precision, self.device))
+
+    def input_size(self, backbone: Backbone) -> int:
+        """Side in px of the patches fed to the backbone: the backbone's 224, or patch_px with native_res."""
+        return self.patch.patch_px if self.native_res else backbone.input_size
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,7 +119,7 @@ class Cohort:
     def from_dataset(cls, dataset: Dataset, patch_config: PatchConfig, cache_dir: Path | None = None,
                      data_hash: str | None = None, progress: Callable = iter) -> Cohort:
         """Load every subject's crops; with a cache_dir, frozen features are cached under the data's hash."""
-        patches = [load_subject_patches(s, patch_config) for s in progress(dataset.subjects)]
+        patches = thread_map(lambda subject: load_subject_patches(subject, patch_config), dataset.subjects, progress)
         if cache_dir is not None and data_hash is None:
             data_hash = dataset.content_hash()
         return cls(patches, patch_config, data_hash, cache_dir)
@@ -123,7 +147,7 @@ class Cohort:
         return torch.stack(views).unsqueeze(2)
 
     def frozen_features(self, config: TrainConfig, progress: Callable = iter) -> torch.Tensor:
-        """[N, V, 8, T] texture features of every subject's V views (view 0 plain); computed once."""
+        """[N, V, 8, T] fp32 texture features of every subject's V views (view 0 plain); computed once."""
         backbone = Backbone(config.backbone, config.weights, config.taps)
         key = _feature_key(self, config, backbone)
         if key in self._features:
@@ -145,15 +169,16 @@ class Cohort:
         return features
 
     def _extract(self, backbone: Backbone, config: TrainConfig, progress: Callable) -> torch.Tensor:
-        backbone = backbone.eval().to(memory_format=torch.channels_last)
+        backbone = backbone.eval().to(config.device)
+        size = config.input_size(backbone)
         out = torch.empty(len(self), config.views, len(LANDMARKS), backbone.texture_dim)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(config.precision, config.device):
             for index in progress(range(len(self))):
                 generator = torch.Generator().manual_seed(config.seed * 1_000_003 + index)
-                views = [self.render([index], backbone.input_size)[0]]
-                views += [self.render([index], backbone.input_size, generator)[0] for _ in range(config.views - 1)]
-                patches = torch.cat(views).contiguous(memory_format=torch.channels_last)  # [V*8, 1, H, W]
-                chunks = [backbone.texture_features(chunk) for chunk in patches.split(FEATURE_BATCH)]
+                views = [self.render([index], size)[0]]
+                views += [self.render([index], size, generator)[0] for _ in range(config.views - 1)]
+                patches = torch.cat(views).to(config.device)  # [V*8, 1, H, W]
+                chunks = [backbone.texture_features(chunk).float().cpu() for chunk in patches.split(FEATURE_BATCH)]
                 out[index] = torch.cat(chunks).view(config.views, len(LANDMARKS), -1)
         return out
 
@@ -161,7 +186,8 @@ class Cohort:
 def _feature_key(cohort: Cohort, config: TrainConfig, backbone: Backbone) -> str:
     identity = {"data": cohort.data_hash or id(cohort), "backbone": config.backbone,
                 "weights": backbone.weights_source, "taps": backbone.taps, "views": config.views,
-                "seed": config.seed, "patch": asdict(cohort.patch_config), "format": 1}
+                "seed": config.seed, "patch": asdict(cohort.patch_config), "precision": config.precision,
+                "size": config.input_size(backbone), "format": 2}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -177,24 +203,27 @@ class FittedModel:
 
 
 def _class_weights(labels: torch.Tensor, enabled: bool) -> torch.Tensor | None:
+    """Inverse class frequency per row of labels [..., n] -> [..., 2]; None when disabled."""
     if not enabled:
         return None
-    counts = torch.bincount(labels, minlength=2).clamp(min=1).float()
-    return counts.sum() / (2.0 * counts)
+    counts = F.one_hot(labels, 2).sum(dim=-2).clamp(min=1).float()
+    return counts.sum(dim=-1, keepdim=True) / (2.0 * counts)
+
+
+def _check_both_classes(labels: torch.Tensor) -> None:
+    """labels [..., n]: every row needs a subject of each class."""
+    if labels.shape[-1] < 2 or not bool(((labels == 0).any(-1) & (labels == 1).any(-1)).all()):
+        raise InputError("training needs at least one subject of each class")
 
 
 def fit(cohort: Cohort, train_indices: Sequence[int], config: TrainConfig) -> FittedModel:
     """Train a fresh model on the given subjects of the cohort (their labels must be known)."""
+    if config.mode == "frozen":
+        return fit_frozen_folds(cohort, [train_indices], config)[0]
     indices = np.asarray(train_indices)
     labels = torch.from_numpy(cohort.labels[indices])
-    if len(indices) < 2 or len(torch.unique(labels)) < 2:
-        raise InputError("training needs at least one subject of each class")
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    weight = _class_weights(labels, config.class_weighting)
-    if config.mode == "frozen":
-        return _fit_frozen(cohort, indices, labels, config, generator, weight)
-    return _fit_finetune(cohort, indices, labels, config, generator, weight)
+    _check_both_classes(labels)
+    return _fit_finetune(cohort, indices, labels, config)
 
 
 def _batches(count: int, batch_size: int, generator: torch.Generator):
@@ -202,54 +231,151 @@ def _batches(count: int, batch_size: int, generator: torch.Generator):
     return order.split(batch_size)
 
 
-class _single_thread:
-    """Small heads train about twice as fast on one thread (no fork/join per tiny op)."""
+class _threads:
+    """Run with a given number of intra-op threads (tiny head steps are fastest on one: no fork/join)."""
+
+    def __init__(self, count: int):
+        self.count = count
 
     def __enter__(self):
         self.previous = torch.get_num_threads()
-        torch.set_num_threads(1)
+        torch.set_num_threads(self.count)
 
     def __exit__(self, *exc):
         torch.set_num_threads(self.previous)
 
 
-def _fit_frozen(cohort, indices, labels, config, generator, weight) -> FittedModel:
-    features = cohort.frozen_features(config)[torch.from_numpy(indices)]  # [n, V, 8, T]
-    with _single_thread():
-        return _train_head(features, indices, labels, config, generator, weight)
+FOLD_CHUNK = 35  # folds whose heads train as one stacked computation (measured: docs/performance.md)
 
 
-def _train_head(features, indices, labels, config, generator, weight) -> FittedModel:
-    mean = features.mean(dim=(0, 1, 2))
-    std = features.std(dim=(0, 1, 2)).clamp(min=1e-6)
-    features = (features - mean) / std
+def fit_frozen_folds(cohort: Cohort, train_sets: Sequence[Sequence[int]], config: TrainConfig
+                     ) -> list[FittedModel]:
+    """One frozen-mode model per training set, trained together; returns them in the order given.
+
+    Training sets of equal size are stacked (up to FOLD_CHUNK at a time) and trained by one vmapped step; every
+    fold gets the initialisation, view draws and batch order that `fit` on that set alone gives it, so the
+    results do not depend on which folds share a batch (up to float summation order).
+    """
+    features = cohort.frozen_features(config)
+    labels = torch.from_numpy(cohort.labels)
+    by_size: dict[int, list[int]] = {}
+    for position, indices in enumerate(train_sets):
+        by_size.setdefault(len(indices), []).append(position)
+    models: list[FittedModel | None] = [None] * len(train_sets)
+    for positions in by_size.values():
+        for start in range(0, len(positions), FOLD_CHUNK):
+            chunk = positions[start:start + FOLD_CHUNK]
+            index = torch.from_numpy(np.stack([np.asarray(train_sets[p], dtype=np.int64) for p in chunk]))
+            _check_both_classes(labels[index])
+            with _threads(1 if len(chunk) == 1 else torch.get_num_threads()):
+                fitted = _train_stacked_heads(features, index, labels, config)
+            for position, model in zip(chunk, fitted, strict=True):
+                models[position] = model
+    return models
+
+
+def _train_stacked_heads(features: torch.Tensor, index: torch.Tensor, labels: torch.Tensor, config: TrainConfig
+                         ) -> list[FittedModel]:
+    """features [N, V, 8, T]; index [F, n] training subjects of F folds -> F fitted heads."""
+    from torch.func import functional_call, vmap
+
+    folds, count = index.shape
+    x = features[index]  # [F, n, V, 8, T]
+    mean, std = x.mean(dim=(1, 2, 3)), x.std(dim=(1, 2, 3)).clamp(min=1e-6)  # [F, T]
+    x = (x - mean[:, None, None, None]) / std[:, None, None, None]
+    y = labels[index]  # [F, n]
+    weight = _class_weights(y, config.class_weighting)  # [F, 2] or None
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
     head = build_head(config.head, features.shape[-1], config.hidden, config.attention)
-    optimizer = torch.optim.SGD(head.parameters(), lr=config.lr_head, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    head.train()
+    stacked = {name: p.detach().expand(folds, *p.shape).clone().requires_grad_()
+               for name, p in head.named_parameters()}
+    optimizer = torch.optim.SGD(list(stacked.values()), lr=config.lr_head, momentum=config.momentum,
+                                weight_decay=config.weight_decay, fused=True)
+
+    def fold_loss(params, fold_x, fold_y, fold_weight):
+        logits = functional_call(head, params, (fold_x,)).logits
+        return F.cross_entropy(logits.float(), fold_y, weight=fold_weight)
+
+    step_loss = vmap(fold_loss, in_dims=(0, 0, 0, None if weight is None else 0))
+    folds_axis = torch.arange(folds)[:, None]
     for _ in range(config.epochs):
-        views = torch.randint(0, config.views, (len(indices),), generator=generator)
-        for batch in _batches(len(indices), config.batch_size, generator):
-            loss = F.cross_entropy(head(features[batch, views[batch]]).logits, labels[batch], weight=weight)
+        views = torch.randint(0, config.views, (count,), generator=generator)
+        for batch in _batches(count, config.batch_size, generator):
+            loss = step_loss(stacked, x[folds_axis, batch, views[batch]], y[:, batch], weight).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    return FittedModel(config, head.eval(), None, mean, std)
+    models = []
+    for fold in range(folds):
+        fold_head = copy.deepcopy(head)
+        fold_head.load_state_dict({name: p[fold].detach() for name, p in stacked.items()})
+        models.append(FittedModel(config, fold_head.eval(), None, mean[fold], std[fold]))
+    return models
 
 
-def _fit_finetune(cohort, indices, labels, config, generator, weight) -> FittedModel:
+def finetune_step(net: OctupletNet, optimizer: torch.optim.Optimizer, patches: torch.Tensor, labels: torch.Tensor,
+                  weight: torch.Tensor | None, precision: str) -> float:
+    """One SGD step of the whole network: patches [B, 8, 1, H, W] in [0, 1], labels [B]; returns the loss.
+
+    The forward pass runs under bf16 autocast when precision is bf16 (parameters and the loss stay fp32); the
+    backbone converts its input to channels-last, the layout oneDNN's convolutions are fastest in.
+    """
+    device = patches.device.type
+    with autocast(precision, device):
+        logits = net(patches).logits
+    loss = F.cross_entropy(logits.float(), labels, weight=weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def build_finetune_net(config: TrainConfig) -> tuple[OctupletNet, torch.optim.Optimizer]:
+    """A fresh OctupletNet on config.device (channels-last) and its SGD with the two learning rates."""
     backbone = Backbone(config.backbone, config.weights, config.taps)
     net = OctupletNet(backbone, build_head(config.head, backbone.feature_dim, config.hidden, config.attention))
+    net = net.to(config.device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(net.parameter_groups(config.lr_backbone, config.lr_head, config.weight_decay),
                                 momentum=config.momentum)
+    return net, optimizer
+
+
+def finetune_steps(train_size: int, config: TrainConfig) -> int:
+    """Optimiser steps of one fine-tune fit on train_size subjects."""
+    return config.epochs * -(-train_size // config.batch_size)
+
+
+def time_finetune_step(cohort: Cohort, config: TrainConfig) -> float:
+    """Seconds of one fine-tune step at config.batch_size on this machine (median of 2 after a warm-up)."""
+    import time
+
+    net, optimizer = build_finetune_net(config)
+    net.train()
+    indices = np.resize(np.arange(len(cohort)), config.batch_size)
+    patches = cohort.render(indices, config.input_size(net.backbone)).to(config.device)
+    labels = torch.from_numpy(cohort.labels[indices]).to(config.device)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        finetune_step(net, optimizer, patches, labels, None, config.precision)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+def _fit_finetune(cohort, indices, labels, config) -> FittedModel:
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    weight = _class_weights(labels, config.class_weighting)
+    weight = None if weight is None else weight.to(config.device)
+    net, optimizer = build_finetune_net(config)
+    size = config.input_size(net.backbone)
+    labels = labels.to(config.device)
     net.train()
     for _ in range(config.epochs):
         for batch in _batches(len(indices), config.batch_size, generator):
-            patches = cohort.render(indices[batch.numpy()], backbone.input_size, generator)
-            loss = F.cross_entropy(net(patches).logits, labels[batch], weight=weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            patches = cohort.render(indices[batch.numpy()], size, generator).to(config.device)
+            finetune_step(net, optimizer, patches, labels[batch], weight, config.precision)
     return FittedModel(config, net.head, net.eval())
 
 
@@ -257,15 +383,18 @@ def predict_proba(model: FittedModel, cohort: Cohort, indices: Sequence[int]
                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """(p_osteoporosis [m], group attention [m, 4] or None) for the given subjects, from their plain view."""
     indices = np.asarray(indices)
+    config = model.config
     with torch.inference_mode():
         if model.net is None:
-            features = cohort.frozen_features(model.config)[torch.from_numpy(indices), 0]
+            features = cohort.frozen_features(config)[torch.from_numpy(indices), 0]
             output = model.head((features - model.feature_mean) / model.feature_std)
         else:
-            outputs = [model.net(cohort.render(chunk, model.net.backbone.input_size))
-                       for chunk in np.array_split(indices, max(1, len(indices) // 8))]
+            size = config.input_size(model.net.backbone)
+            with autocast(config.precision, config.device):
+                outputs = [model.net(cohort.render(chunk, size).to(config.device))
+                           for chunk in np.array_split(indices, max(1, len(indices) // 8))]
             output = type(outputs[0])(*(None if outputs[0][k] is None else torch.cat([o[k] for o in outputs])
                                         for k in range(3)))
-    probability = output.logits.softmax(dim=1)[:, 1].numpy().astype(np.float64)
-    attention = None if output.attention is None else output.attention.numpy().astype(np.float64)
+    probability = output.logits.float().softmax(dim=1)[:, 1].cpu().numpy().astype(np.float64)
+    attention = None if output.attention is None else output.attention.float().cpu().numpy().astype(np.float64)
     return probability, attention

@@ -13,6 +13,7 @@ import numpy as np
 from osteoscreen.data.imageio import Radiograph, read_radiograph
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import CLASSES, LANDMARKS, label_index
+from osteoscreen.parallel import thread_map
 
 SUBJECT_COLUMNS = ("subject_id", "image", "label")
 OPTIONAL_SUBJECT_COLUMNS = ("t_score", "age", "sex", "pixel_spacing_mm")
@@ -187,9 +188,9 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
         problems.append(f"{subjects_csv}: no subjects")
 
     if check_images:
-        for subject in subjects.values():
-            if subject.image_path.is_file():
-                problems.extend(_check_image(subject, landmarks_csv))
+        readable = [s for s in subjects.values() if s.image_path.is_file()]
+        for found in thread_map(lambda subject: _check_image(subject, landmarks_csv), readable):
+            problems.extend(found)
     if problems:
         raise DatasetError(problems)
     return Dataset(root, list(subjects.values()))

@@ -8,13 +8,17 @@ RUN/config.json pins the configuration: a different configuration in the same RU
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import platform
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.model_selection import LeaveOneOut, RepeatedStratifiedKFold
 
 from osteoscreen import __version__
@@ -24,7 +28,16 @@ from osteoscreen.data.patches import to_uint8
 from osteoscreen.errors import InputError
 from osteoscreen.evaluation.metrics import mcnemar_exact, screening_metrics
 from osteoscreen.models.heads import HEADS
-from osteoscreen.training import Cohort, TrainConfig, fit, predict_proba
+from osteoscreen.training import (
+    FOLD_CHUNK,
+    Cohort,
+    TrainConfig,
+    finetune_steps,
+    fit,
+    fit_frozen_folds,
+    predict_proba,
+    time_finetune_step,
+)
 
 METHODS: tuple[str, ...] = BASELINES + HEADS
 REFERENCE_METHOD = "group-attention"
@@ -126,7 +139,10 @@ def _first_difference(a, b, prefix="") -> str:
 
 
 class FoldRunner:
-    """Runs one method on one fold; LBP features and frozen CNN features are computed once and shared."""
+    """Runs methods on folds; LBP features and frozen CNN features are computed once and shared.
+
+    Frozen-mode CNN heads of many folds train together (`fit_frozen_folds`); everything else runs fold by fold.
+    """
 
     def __init__(self, cohort: Cohort, config: CVConfig):
         self.cohort, self.config = cohort, config
@@ -138,40 +154,129 @@ class FoldRunner:
             self._lbp = np.stack([lbp_features(to_uint8(p.plain_views(context))) for p in self.cohort.patches])
         return self._lbp
 
-    def run(self, method: str, fold: Fold) -> dict:
+    def train_config(self, method: str) -> TrainConfig:
+        return replace(self.config.train, head=method, seed=self.config.seed)
+
+    def batched(self, method: str) -> bool:
+        """True when the method's folds train together as one stacked computation."""
+        return method in HEADS and self.config.train.mode == "frozen"
+
+    def run(self, method: str, folds: list[Fold]) -> list[dict]:
+        """One record per fold, each with its wall time (for batched folds: their share of the batch's)."""
+        start = time.perf_counter()
+        if self.batched(method):
+            models = fit_frozen_folds(self.cohort, [fold.train for fold in folds], self.train_config(method))
+            records = [_record(method, fold, *predict_proba(model, self.cohort, fold.test))
+                       for fold, model in zip(folds, models, strict=True)]
+        else:
+            records = [self._run_one(method, fold) for fold in folds]
+        for record in records:
+            record["wall_s"] = round((time.perf_counter() - start) / len(folds), 3)
+            record["batched_with"] = len(folds)
+        return records
+
+    def _run_one(self, method: str, fold: Fold) -> dict:
         labels = self.cohort.labels
         if method in BASELINES:
             features = np.zeros((len(labels), 1)) if method == "majority" else self.lbp()
             model = build_baseline(method, self.config.seed, len(fold.train))
             model.fit(features[fold.train], labels[fold.train])
-            probability, attention = model.predict_proba(features[fold.test])[:, 1], None
-        else:
-            train_config = replace(self.config.train, head=method, seed=self.config.seed)
-            model = fit(self.cohort, fold.train, train_config)
-            probability, attention = predict_proba(model, self.cohort, fold.test)
-        return {"method": method, "fold": fold.name, "test": fold.test.tolist(), "p": probability.tolist(),
-                "attention": None if attention is None else attention.tolist()}
+            return _record(method, fold, model.predict_proba(features[fold.test])[:, 1], None)
+        return _record(method, fold, *predict_proba(fit(self.cohort, fold.train, self.train_config(method)),
+                                                    self.cohort, fold.test))
+
+
+def _record(method: str, fold: Fold, probability: np.ndarray, attention: np.ndarray | None) -> dict:
+    return {"method": method, "fold": fold.name, "test": fold.test.tolist(), "p": probability.tolist(),
+            "attention": None if attention is None else attention.tolist()}
+
+
+_worker_runner: FoldRunner | None = None
+
+
+def _start_worker(cohort: Cohort, config: CVConfig, threads: int) -> None:
+    global _worker_runner
+    torch.set_num_threads(threads)
+    _worker_runner = FoldRunner(cohort, config)
+
+
+def _run_in_worker(method: str, fold: Fold) -> list[dict]:
+    return _worker_runner.run(method, [fold])
+
+
+def default_workers(mode: str) -> int:
+    """Worker processes for fine-tune folds: one per 4 cores (a fold's convolutions use 4 threads well)."""
+    return max(1, (os.cpu_count() or 1) // 4) if mode == "finetune" else 1
+
+
+def project_seconds(cohort: Cohort, config: CVConfig, jobs: list[tuple[str, list[Fold]]], workers: int) -> float:
+    """Projected wall time of the pending fine-tune fits: one timed training step on this machine x steps."""
+    fits = [(method, fold) for method, folds in jobs if method in HEADS for fold in folds]
+    if not fits:
+        return 0.0
+    step = time_finetune_step(cohort, replace(config.train, head=fits[0][0]))
+    steps = sum(finetune_steps(len(fold.train), config.train) for _, fold in fits)
+    return step * steps / workers
 
 
 def run_folds(cohort: Cohort, subject_ids: list[str], config: CVConfig, run_dir: Path,
-              progress: Callable = iter) -> dict[str, list[dict]]:
-    """Run (or resume) every method on every fold; returns {method: [fold records]}."""
+              progress: Callable = iter, workers: int = 1, log: Callable[[str], None] = lambda _: None
+              ) -> dict[str, list[dict]]:
+    """Run (or resume) every method on every fold; returns {method: [fold records]} in fold order.
+
+    Finished folds are read back from RUN/folds; fine-tune folds run in `workers` processes when > 1; before
+    fine-tuning starts, the projected time is logged.
+    """
     folds = make_folds(cohort.labels, config)
     check_no_leakage(folds, subject_ids)
     runner = FoldRunner(cohort, config)
-    records: dict[str, list[dict]] = {}
-    tasks = [(method, fold) for method in config.methods for fold in folds]
-    for method, fold in progress(tasks):
-        path = run_dir / "folds" / method / f"{fold.name}.json"
-        if path.exists():
-            record = json.loads(path.read_text())
-        else:
-            start = time.perf_counter()
-            record = runner.run(method, fold)
-            record["wall_s"] = round(time.perf_counter() - start, 3)
-            _write_json(path, record)
-        records.setdefault(method, []).append(record)
-    return records
+    done: dict[tuple[str, str], dict] = {}
+    jobs: list[tuple[str, list[Fold]]] = []
+    for method in config.methods:
+        pending = []
+        for fold in folds:
+            path = _fold_path(run_dir, method, fold.name)
+            if path.exists():
+                done[method, fold.name] = json.loads(path.read_text())
+            else:
+                pending.append(fold)
+        chunk = FOLD_CHUNK if runner.batched(method) else 1
+        jobs += [(method, pending[i:i + chunk]) for i in range(0, len(pending), chunk)]
+    if config.train.mode == "finetune":
+        seconds = project_seconds(cohort, config, jobs, workers)
+        if seconds:
+            log(f"fine-tune: projected {_duration(seconds)} for the pending folds on this machine "
+                f"({workers} worker(s)); --epochs and --native-res shorten it")
+    for records in _execute(runner, jobs, workers, progress):
+        for record in records:
+            _write_json(_fold_path(run_dir, record["method"], record["fold"]), record)
+            done[record["method"], record["fold"]] = record
+    return {method: [done[method, fold.name] for fold in folds] for method in config.methods}
+
+
+def _fold_path(run_dir: Path, method: str, fold_name: str) -> Path:
+    return run_dir / "folds" / method / f"{fold_name}.json"
+
+
+def _execute(runner: FoldRunner, jobs: list[tuple[str, list[Fold]]], workers: int, progress: Callable):
+    """Yield each job's records as it finishes: in this process, or fine-tune folds in worker processes."""
+    parallel = [job for job in jobs if job[0] in HEADS and not runner.batched(job[0])] if workers > 1 else []
+    local = [job for job in jobs if job not in parallel]
+    for method, folds in progress(local):
+        yield runner.run(method, folds)
+    if parallel:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, context, _start_worker, (runner.cohort, runner.config, threads)) as pool:
+            futures = [pool.submit(_run_in_worker, method, folds[0]) for method, folds in parallel]
+            for future in progress(as_completed(futures)):
+                yield future.result()
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
 
 
 def summarise(records: dict[str, list[dict]], labels: np.ndarray) -> tuple[dict, dict]:

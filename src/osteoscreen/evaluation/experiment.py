@@ -41,8 +41,12 @@ def write_predictions(path: Path, records: dict, subject_ids: list[str], labels)
 
 
 def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
-                   progress: Callable[[str], Callable] = lambda _: iter) -> CVOutcome:
-    """Run (or resume) the whole cross-validation and write every output file of DESIGN §6."""
+                   progress: Callable[[str], Callable] = lambda _: iter, workers: int = 1,
+                   log: Callable[[str], None] = lambda _: None) -> CVOutcome:
+    """Run (or resume) the whole cross-validation and write every output file of DESIGN §6.
+
+    workers: processes for fine-tune folds (results do not depend on it); log: progress messages.
+    """
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     dataset = load_dataset(data_dir)
     labels = dataset.labels
@@ -56,7 +60,7 @@ def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
     subject_ids = [s.subject_id for s in dataset.subjects]
     if config.train.mode == "frozen" and any(m in HEADS for m in config.methods):
         cohort.frozen_features(config.train, progress=progress("features"))  # once, for every head and fold
-    records = run_folds(cohort, subject_ids, config, run_dir, progress=progress("folds"))
+    records = run_folds(cohort, subject_ids, config, run_dir, progress=progress("folds"), workers=workers, log=log)
     per_subject, metrics = summarise(records, labels)
     tests = comparisons(per_subject, labels)
     config_dict = {**asdict(config), "versions": record["versions"]}

@@ -146,8 +146,8 @@ class Backbone(nn.Module):
         return 2 * sum(self.net.tap_channels[t] for t in self.taps)
 
     def prepare(self, grey: torch.Tensor) -> torch.Tensor:
-        """[N, 1, H, W] in [0, 1] -> [N, 3, H, W] normalised for the weights."""
-        return (grey.expand(-1, 3, -1, -1) - self.mean) / self.std
+        """[N, 1, H, W] in [0, 1] -> [N, 3, H, W] normalised for the weights, in channels-last layout."""
+        return ((grey.expand(-1, 3, -1, -1) - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def forward(self, grey: torch.Tensor) -> torch.Tensor:
         return self.net.pooled_features(self.prepare(grey))
