@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench clean
 
 install: $(STAMP)
 
@@ -15,7 +15,10 @@ demo: $(STAMP)
 	.venv/bin/osteoscreen demo --out runs/demo
 
 lint: $(STAMP)
-	.venv/bin/ruff check src tests scripts
+	.venv/bin/ruff check src tests scripts benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
 
 test: lint
 	$(PY) -m pytest

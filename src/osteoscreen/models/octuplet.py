@@ -9,7 +9,12 @@ from osteoscreen.models.heads import HeadOutput
 
 
 class OctupletNet(nn.Module):
-    """patches [B, 8, 1, H, W] in [0, 1] -> backbone on [B*8, 1, H, W] -> features [B, 8, D] -> head."""
+    """patches [B, 8, 1, H, W] in [0, 1] -> backbone on [B*8, 1, H, W] -> features [B, 8, D] -> head.
+
+    BatchNorm layers (EfficientNet) keep their ImageNet running statistics in training mode too: the usual
+    practice when fine-tuning on small batches, and what makes a batch processed in chunks give exactly the
+    gradient of the whole batch (see training.finetune_step). AlexNet has no BatchNorm.
+    """
 
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
@@ -19,6 +24,13 @@ class OctupletNet(nn.Module):
     def patch_features(self, patches: torch.Tensor) -> torch.Tensor:
         batch, count = patches.shape[:2]
         return self.backbone(patches.flatten(0, 1)).view(batch, count, -1)
+
+    def train(self, mode: bool = True) -> OctupletNet:
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
 
     def forward(self, patches: torch.Tensor) -> HeadOutput:
         return self.head(self.patch_features(patches))

@@ -1,0 +1,32 @@
+"""`make bench`: every benchmark of benchmarks/, one table. BENCH_REPEATS (default 5) sets the repetitions."""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+import torch
+
+import bench_finetune_step
+import bench_frozen_loo
+import bench_memory
+from common import REPEATS, format_table
+from hardware import cpu_name, peak
+
+
+def main() -> int:
+    print(f"machine: {cpu_name()}, {peak().cores} cores, torch {torch.__version__} ({torch.get_num_threads()} "
+          f"threads), Python {platform.python_version()}; medians of {REPEATS} after a warm-up", flush=True)
+    rows = []
+    for bench in (bench_finetune_step, bench_frozen_loo, bench_memory):
+        print(f"running {bench.__name__} ...", flush=True)
+        rows += bench.run()
+    print(format_table(rows))
+    missed = [row.measure for row in rows if row.met is False]
+    if missed:
+        print(f"targets missed: {len(missed)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
