@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from osteoscreen import __version__
 from osteoscreen.errors import InputError
+from osteoscreen.models.heads import HEADS
 
 
 def progress(description: str, unit: str = "subject") -> Callable:
@@ -145,6 +146,41 @@ def cmd_cv(args) -> None:
     _run_cv(args.data, args.out, _cv_config(args), args.workers)
 
 
+def cmd_train(args) -> None:
+    from osteoscreen.screening import train_model
+
+    config = _train_config(args, head=args.method)
+    out = train_model(args.data, args.out, config, cv_run=args.cv, progress=lambda name: progress(name, unit="step"))
+    print(f"trained {config.head} ({config.mode}, {config.backbone}) on {args.data}; model: {out} "
+          f"(weights.safetensors, model.json, README.md)")
+
+
+def cmd_predict(args) -> None:
+    from osteoscreen.data.dataset import load_dataset, single_image_dataset
+    from osteoscreen.screening import load_model, predict
+
+    loaded = load_model(args.model)
+    source = Path(args.input)
+    if source.is_dir():
+        if args.landmarks:
+            raise InputError("--landmarks is for a single image; a dataset directory has its landmarks.csv")
+        dataset = load_dataset(source, require_labels=False)
+    elif args.landmarks is None:
+        raise InputError(f"{source}: a single image needs --landmarks FILE (CSV landmark,x,y or JSON)")
+    else:
+        dataset = single_image_dataset(source, args.landmarks)
+    path = predict(loaded, dataset, args.out, figures=not args.no_figures, progress=progress("screening"))
+    print(f"screened {len(dataset.subjects)} radiograph(s) with {args.model}: {path}"
+          + ("" if args.no_figures else f"; figures: {Path(args.out) / 'figures'}"))
+
+
+def cmd_import_landmarks(args) -> None:
+    from osteoscreen.data.annotations import import_landmarks
+
+    count = import_landmarks(args.files, args.out, args.format)
+    print(f"wrote the landmarks of {count} subject(s) to {args.out}")
+
+
 def cmd_demo(args) -> None:
     from osteoscreen.data.dataset import load_dataset
     from osteoscreen.data.phantom import PhantomConfig, synthesise
@@ -223,6 +259,30 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fine-tune: folds trained in parallel processes (default: one per 4 cores)")
     _add_training_options(cv)
     cv.set_defaults(run=cmd_cv)
+
+    train = commands.add_parser("train", help="train one method on every subject of a dataset and save the model")
+    train.add_argument("data")
+    train.add_argument("--out", required=True, help="model directory to create")
+    train.add_argument("--method", choices=list(HEADS), default="group-attention")
+    train.add_argument("--cv", default=None, metavar="RUN",
+                       help="a cv run on the same data: its metrics for the method go into the model card")
+    _add_training_options(train)
+    train.set_defaults(run=cmd_train)
+
+    predict = commands.add_parser("predict", help="screen new radiographs with a trained model")
+    predict.add_argument("model", help="model directory written by `osteoscreen train`")
+    predict.add_argument("input", help="a dataset directory (labels optional), or one image with --landmarks")
+    predict.add_argument("--landmarks", default=None, help="landmarks of the single image: CSV landmark,x,y or JSON")
+    predict.add_argument("--out", required=True)
+    predict.add_argument("--no-figures", action="store_true", help="write predictions.csv only")
+    predict.set_defaults(run=cmd_predict)
+
+    annotations = commands.add_parser("import-landmarks",
+                                      help="convert LabelMe or COCO keypoint annotations into landmarks.csv")
+    annotations.add_argument("files", nargs="+", help="LabelMe JSON files (one per image) or a COCO JSON file")
+    annotations.add_argument("--out", required=True, help="landmarks.csv to write")
+    annotations.add_argument("--format", choices=["auto", "labelme", "coco"], default="auto")
+    annotations.set_defaults(run=cmd_import_landmarks)
 
     check = commands.add_parser("check-weights", help="print a backbone's top-5 ImageNet classes for an image")
     check.add_argument("image", nargs="?", default=None, help="natural RGB image (default: a cat from scikit-image)")

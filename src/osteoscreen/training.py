@@ -146,9 +146,13 @@ class Cohort:
             views.append(render_views(crops, self.patch_config.context, out_size, stretch, flip))
         return torch.stack(views).unsqueeze(2)
 
-    def frozen_features(self, config: TrainConfig, progress: Callable = iter) -> torch.Tensor:
-        """[N, V, 8, T] fp32 texture features of every subject's V views (view 0 plain); computed once."""
-        backbone = Backbone(config.backbone, config.weights, config.taps)
+    def frozen_features(self, config: TrainConfig, progress: Callable = iter, backbone: Backbone | None = None
+                        ) -> torch.Tensor:
+        """[N, V, 8, T] fp32 texture features of every subject's V views (view 0 plain); computed once.
+
+        backbone: a loaded one (a saved model's); by default the one config names, with its weights.
+        """
+        backbone = backbone or Backbone(config.backbone, config.weights, config.taps)
         key = _feature_key(self, config, backbone)
         if key in self._features:
             return self._features[key]
@@ -193,13 +197,15 @@ def _feature_key(cohort: Cohort, config: TrainConfig, backbone: Backbone) -> str
 
 @dataclass
 class FittedModel:
-    """A trained model. frozen: head + feature scaler (mean, std: [T]); finetune: the whole net."""
+    """A trained model. frozen: head + feature scaler (mean, std: [T]) + the frozen backbone (None: the one
+    config names); finetune: the whole net."""
 
     config: TrainConfig
     head: nn.Module
     net: OctupletNet | None = None
     feature_mean: torch.Tensor | None = None
     feature_std: torch.Tensor | None = None
+    backbone: Backbone | None = None
 
 
 def _class_weights(labels: torch.Tensor, enabled: bool) -> torch.Tensor | None:

@@ -47,3 +47,49 @@ def cohort_overview(rows: list[tuple[str, str, np.ndarray]], thumb: int = 64) ->
         strip = np.concatenate(list(np.clip(patches, 0, 1)), axis=1)
         image[top : top + thumb, bar:] = (strip[..., None] * 255).round().astype(np.uint8)
     return image
+
+
+def screening_figure(pixels: np.ndarray, subject, patches, context: float, probability: float,
+                     attention: np.ndarray | None, decision: str, threshold: float, path) -> None:
+    """One subject's screening result as a PNG written atomically to `path`.
+
+    Top: the radiograph (pixels [H, W], shown downsampled) with its 8 landmarks; bottom: the 8 patches (as the
+    network saw them, un-augmented), the attention per landmark group, p(osteoporosis) against the threshold.
+    """
+    from osteoscreen.atomic import atomic_path
+    from osteoscreen.data.patches import normalise_intensity
+    from osteoscreen.landmarks import GROUPS
+
+    step = max(1, int(np.ceil(max(pixels.shape) / 1400)))
+    figure = plt.figure(figsize=(12, 9.5), dpi=100)
+    grid = figure.add_gridspec(3, 5, height_ratios=[2.2, 1, 1], width_ratios=[1, 1, 1, 1, 1.5])
+    overview = figure.add_subplot(grid[0, :])
+    overview.imshow(normalise_intensity(pixels[::step, ::step]), cmap="gray", vmin=0, vmax=1)
+    for name, (x, y) in zip(LANDMARKS, subject.landmarks, strict=True):
+        overview.plot(x / step, y / step, "+", color="#f1c40f", markersize=12, markeredgewidth=2)
+        overview.annotate(name, (x / step, y / step), xytext=(4, -6), textcoords="offset points", color="#f1c40f",
+                          fontsize=8)
+    overview.set_axis_off()
+    plain = patches.plain_views(context)
+    for index, name in enumerate(LANDMARKS):
+        axis = figure.add_subplot(grid[1 + index % 2, index // 2])
+        axis.imshow(plain[index], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axis.set_title(name, fontsize=8)
+        axis.set_axis_off()
+    bars = figure.add_subplot(grid[1:, 4])
+    if attention is None:
+        bars.text(0.5, 0.5, "this model has\nno attention weights", ha="center", va="center")
+        bars.set_axis_off()
+    else:
+        bars.barh(list(GROUPS), attention, color="#7f8c8d")
+        bars.set_xlim(0, 1)
+        bars.invert_yaxis()
+        bars.set_title("attention per landmark group", fontsize=9)
+    colour = CLASS_COLOURS.get(decision, "black")
+    figure.suptitle(f"{subject.subject_id}: p(osteoporosis) = {probability:.2f} (threshold {threshold:.2f}) -> "
+                    f"{decision}    [research pre-screening, not a diagnosis]", color=colour, fontsize=12)
+    figure.tight_layout()
+    with atomic_path(path) as partial:
+        figure.savefig(partial, format="png")
+    plt.close(figure)
+

@@ -209,3 +209,57 @@ def _check_image(subject: Subject, landmarks_csv: Path) -> list[str]:
             problems.append(f"{landmarks_csv}: subject {subject.subject_id!r}: landmark {name} at "
                             f"({x:g}, {y:g}) lies outside the {width}x{height} image")
     return problems
+
+
+def read_landmark_file(path: Path) -> dict[str, tuple[float, float]]:
+    """One radiograph's landmarks from CSV rows `landmark,x,y` (with that header) or JSON {name: [x, y]}.
+
+    Returns {landmark: (x, y)} for all 8 landmarks; every problem (unknown, missing, duplicate, non-numeric)
+    is reported with the file, and the row for CSV.
+    """
+    import json
+
+    path = Path(path)
+    problems: list[str] = []
+    found: dict[str, tuple[float, float]] = {}
+    if path.suffix.lower() == ".json":
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise InputError(f"{path}: not a readable JSON file ({error})") from None
+        if not isinstance(payload, dict):
+            raise InputError(f"{path}: expected a JSON object {{landmark: [x, y]}}")
+        rows = [(f"key {name!r}", name, value) for name, value in payload.items()]
+    else:
+        parsed = _read_csv(path, ("landmark", "x", "y"), problems)
+        rows = [(f"line {line}", row["landmark"], (row["x"], row["y"])) for line, row in parsed]
+    for where, name, value in rows:
+        point = [_parse_float(str(v)) for v in value] if isinstance(value, list | tuple) else []
+        if name not in LANDMARKS:
+            problems.append(f"{path}: {where}: unknown landmark {name!r}; expected one of {', '.join(LANDMARKS)}")
+        elif name in found:
+            problems.append(f"{path}: {where}: landmark {name} given twice")
+        elif len(point) != 2 or None in point:
+            problems.append(f"{path}: {where}: landmark {name} needs two numbers x, y, got {value!r}")
+        else:
+            found[name] = (point[0], point[1])
+    missing = [name for name in LANDMARKS if name not in found]
+    if missing and not problems:
+        problems.append(f"{path}: missing landmark(s) {', '.join(missing)}")
+    if problems:
+        raise DatasetError(problems)
+    return found
+
+
+def single_image_dataset(image: str | Path, landmarks_file: str | Path) -> Dataset:
+    """A one-subject, unlabelled dataset from an image file and its landmark file; the image's file name
+    (without suffix) is the subject id. The image is read and the landmarks checked against its size."""
+    image, landmarks_file = Path(image), Path(landmarks_file)
+    if not image.is_file():
+        raise InputError(f"{image}: image file not found")
+    points = read_landmark_file(landmarks_file)
+    subject = Subject(image.stem, image, None, np.array([points[name] for name in LANDMARKS], dtype=np.float64))
+    problems = _check_image(subject, landmarks_file)
+    if problems:
+        raise DatasetError(problems)
+    return Dataset(image.parent, [subject])

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from osteoscreen.data.dataset import Subject
+from osteoscreen.data.imageio import Radiograph
 from osteoscreen.data.patches import PatchConfig, crop_contexts, normalise_intensity, render_views
 from osteoscreen.errors import InputError
 
@@ -31,7 +32,11 @@ class SubjectPatches:
 
 def load_subject_patches(subject: Subject, config: PatchConfig) -> SubjectPatches:
     """Read the subject's radiograph and cut its 8 context crops (errors name the subject and its file)."""
-    radiograph = subject.load_image()
+    return cut_subject_patches(subject, subject.load_image(), config)
+
+
+def cut_subject_patches(subject: Subject, radiograph: Radiograph, config: PatchConfig) -> SubjectPatches:
+    """The 8 context crops of an already decoded radiograph of the subject."""
     side = config.side_px(radiograph.spacing_mm, where=f"subject {subject.subject_id!r} ({subject.image_path})")
     try:
         crops, padded = crop_contexts(normalise_intensity(radiograph.pixels), subject.landmarks, side,

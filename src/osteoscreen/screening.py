@@ -1,0 +1,291 @@
+"""Final models for new patients: train on a whole dataset, save and load safely, screen new radiographs.
+
+A model directory (MODEL/) holds
+- `weights.safetensors`: tensors only, so loading runs no code: the backbone and head (`net.*` for a fine-tuned
+  network; `backbone.*`, `head.*` and the feature scaler `scaler.mean`/`scaler.std` [T] for the frozen mode);
+- `model.json`: format version, method, the training configuration, preprocessing, backbone and weights
+  provenance, class names, decision threshold, training-data hash, the SHA-256 of the weights file and, when
+  a cross-validation RUN was given, that run's metrics for the method;
+- `README.md`: the model card.
+Loading refuses a model of another format version, another preprocessing, or whose weights file does not match
+the hash recorded next to it (corrupt or tampered).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from osteoscreen import __version__
+from osteoscreen.atomic import atomic_path, write_text_atomic
+from osteoscreen.data.dataset import Dataset, load_dataset
+from osteoscreen.data.patches import PatchConfig
+from osteoscreen.data.subject_patches import cut_subject_patches
+from osteoscreen.errors import InputError
+from osteoscreen.landmarks import CLASSES, GROUPS
+from osteoscreen.models.backbones import Backbone
+from osteoscreen.models.heads import HEADS, build_head
+from osteoscreen.training import Cohort, FittedModel, TrainConfig, build_finetune_net, fit, predict_proba
+
+MODEL_FORMAT = 1
+#: Version of the pixel pipeline (intensity percentiles, context crops, affine resampling). A model trained
+#: under another version saw differently prepared patches and is refused.
+PREPROCESSING_VERSION = 1
+THRESHOLD = 0.5
+WEIGHTS_FILE, INFO_FILE, CARD_FILE = "weights.safetensors", "model.json", "README.md"
+PREDICTION_COLUMNS = ["subject_id", "p_osteoporosis", "decision", *[f"att_{g}" for g in GROUPS], "y_true"]
+
+
+def preprocessing(config: TrainConfig, backbone: Backbone) -> dict:
+    """What a radiograph goes through before the network; must match between training and prediction."""
+    return {"version": PREPROCESSING_VERSION, "patch": asdict(config.patch), "input_size": config.input_size(backbone),
+            "intensity": "image percentiles 0.5 and 99.5 -> 0 and 1", "grey_to_rgb": "replicate",
+            "normalise_mean": list(backbone.net.mean), "normalise_std": list(backbone.net.std)}
+
+
+def _state(model: FittedModel) -> dict[str, torch.Tensor]:
+    if model.net is not None:
+        items = {f"net.{k}": v for k, v in model.net.state_dict().items()}
+    else:
+        backbone = model.backbone or Backbone(model.config.backbone, model.config.weights, model.config.taps)
+        items = {**{f"backbone.{k}": v for k, v in backbone.net.state_dict().items()},
+                 **{f"head.{k}": v for k, v in model.head.state_dict().items()},
+                 "scaler.mean": model.feature_mean, "scaler.std": model.feature_std}
+    return {k: v.detach().cpu().contiguous().clone() for k, v in items.items()}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cv_metrics(run_dir: Path, method: str, data_hash: str) -> dict:
+    """The cross-validated metrics of `method` from a cv RUN on the same data (refused otherwise)."""
+    path = Path(run_dir) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: cannot read cross-validation metrics ({error})") from None
+    if metrics.get("dataset", {}).get("hash") != data_hash:
+        raise InputError(f"{run_dir}: cross-validated on other data than DATA (dataset hashes differ)")
+    if method not in metrics.get("methods", {}):
+        raise InputError(f"{run_dir}: has no results for method {method!r} "
+                         f"(it has {', '.join(metrics.get('methods', {})) or 'none'})")
+    return {"run": str(run_dir), "protocol": metrics["config"]["protocol"], "config": metrics["config"]["train"],
+            "metrics": metrics["methods"][method]}
+
+
+def save_model(model: FittedModel, out_dir: Path, training_data: dict, cross_validation: dict | None) -> Path:
+    """Write MODEL/ whole or not at all (built in a sibling folder, then renamed into place)."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise InputError(f"{out_dir} already exists and is not empty; choose another --out or delete it")
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        save_file(_state(model), str(partial / WEIGHTS_FILE), metadata={"format": str(MODEL_FORMAT)})
+        backbone = model.net.backbone if model.net is not None else (
+            model.backbone or Backbone(model.config.backbone, model.config.weights, model.config.taps))
+        info = {"format": MODEL_FORMAT, "osteoscreen": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "method": model.config.head, "mode": model.config.mode, "config": model.config.to_dict(),
+                "preprocessing": preprocessing(model.config, backbone),
+                "backbone": {"name": model.config.backbone, "taps": list(backbone.taps),
+                             "weights": backbone.weights_source},
+                "classes": list(CLASSES), "positive_class": CLASSES[1], "threshold": THRESHOLD,
+                "training_data": training_data, "cross_validation": cross_validation,
+                "weights_sha256": _sha256(partial / WEIGHTS_FILE)}
+        (partial / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        (partial / CARD_FILE).write_text(model_card(info))
+        if out_dir.exists():
+            out_dir.rmdir()
+        partial.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def model_card(info: dict) -> str:
+    data = info["training_data"]
+    synthetic = data.get("synthetic")
+    cv = info.get("cross_validation")
+    lines = [f"# osteoscreen model: {info['method']} ({info['mode']}, {info['backbone']['name']})", "",
+             "## Intended use",
+             "Research pre-screening of osteoporosis from dental panoramic radiographs: a flag that a patient may "
+             "benefit from a DXA referral. **Not a diagnostic device**; it does not replace DXA or clinical "
+             "judgement, and its output must not be used to diagnose or treat anyone.", ""]
+    if synthetic:
+        lines += ["**Trained on synthetic phantom radiographs.** This model has no clinical validity whatsoever: "
+                  "it has never seen a real patient. It exists to test the software.", ""]
+    lines += ["## Training data",
+              f"- {data['n']} subjects ({data['positives']} osteoporosis, {data['negatives']} normal), "
+              f"{'synthetic phantom' if synthetic else 'user-supplied'}; dataset SHA-256 `{data['hash']}`", "",
+              "## Method",
+              f"- Fan et al. 2021 pipeline: 8 landmark patches ({_patch_text(info)}), one shared "
+              f"{info['backbone']['name']} backbone, head `{info['method']}`, mode `{info['mode']}`",
+              f"- backbone weights: {info['backbone']['weights'].get('weights')} "
+              f"(file {info['backbone']['weights'].get('file')}, SHA-256 {info['backbone']['weights'].get('sha256')})",
+              f"- decision: osteoporosis when p_osteoporosis >= {info['threshold']}", "",
+              "## Performance"]
+    if cv:
+        m = cv["metrics"]
+        lines += [f"Cross-validated ({cv['protocol']}) on the training data: OPA (sensitivity) {m['OPA']:.3f}, "
+                  f"NOPA (specificity) {m['NOPA']:.3f}, OA {m['OA']:.3f}, balanced accuracy "
+                  f"{m['balanced_accuracy']:.3f}, AUROC {m['auroc']:.3f} (n = {m['n']}). 95% Wilson intervals "
+                  f"are in model.json."]
+    else:
+        lines += ["Not measured: no cross-validation run was given at training time (`osteoscreen train --cv RUN`)."]
+    lines += ["", "## Limitations",
+              "- Small training cohorts give wide uncertainty; performance on other devices, populations and "
+              "landmark annotators is unknown until measured there.",
+              "- Landmarks must be placed as in training; patches near the image border are reflect-padded.", ""]
+    return "\n".join(lines)
+
+
+def _patch_text(info: dict) -> str:
+    patch = info["preprocessing"]["patch"]
+    side = f"{patch['patch_mm']} mm" if patch["patch_mm"] else f"{patch['patch_px']} px"
+    return f"{side}, fed at {info['preprocessing']['input_size']} px"
+
+
+@dataclass
+class LoadedModel:
+    model: FittedModel
+    info: dict
+
+
+def load_model(model_dir: str | Path) -> LoadedModel:
+    """Read MODEL/ safely (safetensors; hash, format and preprocessing checked) into a predict-ready model."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    model_dir = Path(model_dir)
+    info_path, weights_path = model_dir / INFO_FILE, model_dir / WEIGHTS_FILE
+    for path in (info_path, weights_path):
+        if not path.is_file():
+            raise InputError(f"{path}: not found ({model_dir} is not an osteoscreen model directory)")
+    try:
+        info = json.loads(info_path.read_text())
+        config_dict = dict(info["config"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{info_path}: not a valid model description ({error})") from None
+    if info.get("format") != MODEL_FORMAT:
+        raise InputError(f"{info_path}: model format {info.get('format')!r}, this osteoscreen reads format "
+                         f"{MODEL_FORMAT}; retrain the model or use the osteoscreen version that wrote it")
+    if _sha256(weights_path) != info.get("weights_sha256"):
+        raise InputError(f"{weights_path}: does not match the SHA-256 recorded in {info_path} (corrupt or altered)")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise InputError(f"{weights_path}: not a readable safetensors file ({error})") from None
+    try:
+        config = TrainConfig(**{**config_dict, "patch": PatchConfig(**config_dict["patch"]), "device": "auto",
+                                "taps": tuple(config_dict["taps"]) if config_dict.get("taps") else None})
+        model = _rebuild(config, state, info)
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise InputError(f"{model_dir}: weights do not fit the described model ({error})") from None
+    backbone = model.net.backbone if model.net is not None else model.backbone
+    if preprocessing(config, backbone) != info.get("preprocessing"):
+        raise InputError(f"{info_path}: preprocessing {info.get('preprocessing')} differs from this osteoscreen's "
+                         f"{preprocessing(config, backbone)}; retrain the model with this version")
+    return LoadedModel(model, info)
+
+
+def _rebuild(config: TrainConfig, state: dict[str, torch.Tensor], info: dict) -> FittedModel:
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+    if config.head not in HEADS:
+        raise KeyError(f"unknown head {config.head!r}")
+    untrained = replace(config, weights="none")
+    if config.mode == "finetune":
+        net, _ = build_finetune_net(untrained)
+        net.load_state_dict(part("net."))
+        net.backbone.weights_source = info["backbone"]["weights"]
+        return FittedModel(config, net.head, net.eval())
+    backbone = Backbone(config.backbone, "none", config.taps)
+    backbone.net.load_state_dict(part("backbone."))
+    backbone.weights_source = info["backbone"]["weights"]
+    head = build_head(config.head, backbone.texture_dim, config.hidden, config.attention)
+    head.load_state_dict(part("head."))
+    return FittedModel(config, head.eval(), None, state["scaler.mean"], state["scaler.std"], backbone.eval())
+
+
+def dataset_info(dataset: Dataset, data_dir: Path) -> dict:
+    labels = dataset.labels
+    return {"path": str(data_dir), "hash": dataset.content_hash(), "n": len(labels), "positives": int(labels.sum()),
+            "negatives": int(len(labels) - labels.sum()), "synthetic": (Path(data_dir) / "phantom.json").exists()}
+
+
+def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, cv_run: str | Path | None = None,
+                progress: Callable[[str], Callable] = lambda _: iter) -> Path:
+    """Train `config` on every subject of DATA and save it as MODEL/."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise InputError(f"{out_dir} already exists and is not empty; choose another --out or delete it")
+    dataset = load_dataset(data_dir)
+    info = dataset_info(dataset, Path(data_dir))
+    cross_validation = None if cv_run is None else cv_metrics(Path(cv_run), config.head, info["hash"])
+    cohort = Cohort.from_dataset(dataset, config.patch, progress=progress("patches"))
+    if config.mode == "frozen":
+        cohort.frozen_features(config, progress=progress("features"))
+    model = fit(cohort, np.arange(len(cohort)), config)
+    return save_model(model, out_dir, info, cross_validation)
+
+
+def safe_file_name(subject_id: str) -> str:
+    """A file name for a subject id (path separators and odd characters replaced)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", subject_id).strip("._") or "subject"
+
+
+def predict(loaded: LoadedModel, dataset: Dataset, out_dir: str | Path, figures: bool = True,
+            progress: Callable = iter) -> Path:
+    """Screen every subject of `dataset` one at a time (flat memory): DIR/predictions.csv and, with figures,
+    DIR/figures/<subject>.png. Returns the CSV's path."""
+    from osteoscreen.visualise import screening_figure
+
+    out_dir = Path(out_dir)
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    model = replace(loaded.model, config=replace(loaded.model.config, views=1))  # the plain view only
+    threshold = loaded.info["threshold"]
+    rows, names = [], set()
+    for subject in progress(dataset.subjects):
+        radiograph = subject.load_image()
+        patches = cut_subject_patches(subject, radiograph, model.config.patch)
+        probability, attention = predict_proba(model, Cohort([patches], model.config.patch), [0])
+        weights = None if attention is None else attention[0]
+        decision = CLASSES[int(probability[0] >= threshold)]
+        rows.append([subject.subject_id, f"{probability[0]:.6f}", decision,
+                     *([""] * len(GROUPS) if weights is None else [f"{w:.6f}" for w in weights]),
+                     "" if subject.label is None else CLASSES[subject.label]])
+        if figures:
+            name = safe_file_name(subject.subject_id)
+            name = name if name not in names else f"{name}-{len(names)}"
+            names.add(name)
+            screening_figure(radiograph.pixels, subject, patches, model.config.patch.context, probability[0], weights,
+                             decision, threshold, out_dir / "figures" / f"{name}.png")
+    path = out_dir / "predictions.csv"
+    with atomic_path(path) as partial, open(partial, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(PREDICTION_COLUMNS)
+        writer.writerows(rows)
+    write_text_atomic(out_dir / "prediction.json", json.dumps({"model": loaded.info["method"],
+                                                               "model_created": loaded.info["created"],
+                                                               "threshold": threshold, "n": len(rows)}, indent=2))
+    return path
