@@ -1,0 +1,171 @@
+"""train -> save -> load -> predict, safe model files, single images, DICOM vs PNG, landmark import."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from osteoscreen.cli import main
+from osteoscreen.data.annotations import import_landmarks
+from osteoscreen.data.dataset import load_dataset
+from osteoscreen.errors import InputError
+from osteoscreen.landmarks import LANDMARKS
+from osteoscreen.screening import dataset_info, load_model, predict, save_model
+from osteoscreen.training import Cohort, TrainConfig, fit, predict_proba
+
+FROZEN = TrainConfig(views=1, epochs=5)
+FINETUNE = TrainConfig(mode="finetune", backbone="alexnet", weights="none", epochs=1, batch_size=4, native_res=True)
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def dataset(small_png_cohort):
+    return load_dataset(small_png_cohort)
+
+
+@pytest.fixture(scope="module")
+def frozen_model(dataset, small_png_cohort, tmp_path_factory):
+    cohort = Cohort.from_dataset(dataset, FROZEN.patch)
+    model = fit(cohort, np.arange(len(cohort)), FROZEN)
+    directory = save_model(model, tmp_path_factory.mktemp("model") / "frozen", dataset_info(dataset, small_png_cohort),
+                           None)
+    return model, cohort, directory
+
+
+@pytest.mark.parametrize("config", [FROZEN, FINETUNE], ids=["frozen", "finetune"])
+def test_saved_and_loaded_model_predicts_exactly_as_in_memory(dataset, small_png_cohort, tmp_path, config):
+    cohort = Cohort.from_dataset(dataset, config.patch)
+    model = fit(cohort, np.arange(len(cohort)), config)
+    in_memory = predict_proba(model, cohort, np.arange(len(cohort)))
+    directory = save_model(model, tmp_path / "model", dataset_info(dataset, small_png_cohort), None)
+    loaded = load_model(directory)
+    fresh = Cohort.from_dataset(dataset, config.patch)
+    reloaded = predict_proba(loaded.model, fresh, np.arange(len(fresh)))
+    np.testing.assert_array_equal(reloaded[0], in_memory[0])
+    np.testing.assert_array_equal(reloaded[1], in_memory[1])
+    rows = read_rows(predict(loaded, dataset, tmp_path / "screen", figures=False))
+    assert [float(r["p_osteoporosis"]) for r in rows] == [float(f"{p:.6f}") for p in in_memory[0]]
+    info = json.loads((directory / "model.json").read_text())
+    assert info["training_data"]["synthetic"] and info["threshold"] == 0.5
+    assert "no clinical validity" in (directory / "README.md").read_text()
+
+
+def test_tampered_or_corrupt_model_files_are_refused(frozen_model, tmp_path):
+    _, _, directory = frozen_model
+    broken = tmp_path / "broken"
+    shutil.copytree(directory, broken)
+    weights = broken / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="SHA-256"):
+        load_model(broken)
+    info = json.loads((directory / "model.json").read_text())
+    weights.write_bytes(b"not a safetensors file")
+    import hashlib
+
+    (broken / "model.json").write_text(json.dumps({**info, "weights_sha256": hashlib.sha256(
+        b"not a safetensors file").hexdigest()}))
+    with pytest.raises(InputError, match="not a readable safetensors file"):
+        load_model(broken)
+    shutil.copy(directory / "weights.safetensors", weights)
+    (broken / "model.json").write_text(json.dumps({**info, "format": 99}))
+    with pytest.raises(InputError, match="model format 99"):
+        load_model(broken)
+    changed = {**info, "preprocessing": {**info["preprocessing"], "version": 0}}
+    (broken / "model.json").write_text(json.dumps(changed))
+    with pytest.raises(InputError, match="preprocessing"):
+        load_model(broken)
+    (broken / "model.json").write_text("{not json")
+    with pytest.raises(InputError, match="not a valid model description"):
+        load_model(broken)
+    assert main(["predict", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_monochrome1_dicom_and_png_give_the_same_prediction_and_no_patient_id_leaks(
+        frozen_model, small_png_cohort, small_dicom_cohort, tmp_path):
+    loaded = load_model(frozen_model[2])
+    png_rows = read_rows(predict(loaded, load_dataset(small_png_cohort), tmp_path / "png"))
+    dicom_rows = read_rows(predict(loaded, load_dataset(small_dicom_cohort), tmp_path / "dicom"))
+    assert [r["subject_id"] for r in png_rows] == [r["subject_id"] for r in dicom_rows]
+    np.testing.assert_allclose([float(r["p_osteoporosis"]) for r in dicom_rows],
+                               [float(r["p_osteoporosis"]) for r in png_rows], atol=1e-5)
+    written = [p for p in (tmp_path / "dicom").rglob("*") if p.is_file()]
+    assert len(written) == 2 + len(dicom_rows)  # CSV, prediction.json, one PNG per subject
+    for path in written:
+        content = path.read_bytes()
+        assert b"PHANTOM-" not in content and b"SYNTHETIC^" not in content, path
+
+
+def test_single_image_with_csv_or_json_landmarks(frozen_model, dataset, tmp_path, capsys):
+    subject = dataset.subjects[1]
+    rows = ["landmark,x,y"] + [f"{n},{x},{y}" for n, (x, y) in zip(LANDMARKS, subject.landmarks, strict=True)]
+    (tmp_path / "points.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "points.json").write_text(json.dumps({n: list(p) for n, p in zip(LANDMARKS, subject.landmarks.tolist(),
+                                                                                  strict=True)}))
+    results = []
+    for name in ("points.csv", "points.json"):
+        out = tmp_path / name.replace(".", "-")
+        assert main(["predict", str(frozen_model[2]), str(subject.image_path), "--landmarks",
+                     str(tmp_path / name), "--out", str(out)]) == 0
+        results.append(read_rows(out / "predictions.csv"))
+        assert (out / "figures" / f"{subject.image_path.stem}.png").stat().st_size > 10_000
+    assert results[0] == results[1] and len(results[0]) == 1
+    (tmp_path / "bad.csv").write_text("\n".join(rows[:-1]) + "\nnose,1,2\n")
+    assert main(["predict", str(frozen_model[2]), str(subject.image_path), "--landmarks",
+                 str(tmp_path / "bad.csv"), "--out", str(tmp_path / "bad")]) == 2
+    error = capsys.readouterr().err
+    assert "unknown landmark 'nose'" in error and "bad.csv: line 9" in error
+    assert not (tmp_path / "bad" / "predictions.csv").exists()
+
+
+def test_train_command_writes_a_model_and_refuses_to_overwrite(small_png_cohort, tmp_path, capsys):
+    args = ["train", str(small_png_cohort), "--out", str(tmp_path / "m"), "--views", "1", "--epochs", "2",
+            "--method", "concat"]
+    assert main(args) == 0
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["README.md", "model.json", "weights.safetensors"]
+    assert main(args) == 2 and "not empty" in capsys.readouterr().err
+    assert main([*args[:3], str(tmp_path / "m2"), *args[4:], "--cv", str(tmp_path)]) == 2
+    assert not (tmp_path / "m2").exists()
+
+
+def labelme_file(path, subject_id, points):
+    shapes = [{"label": n, "points": [list(p)], "shape_type": "point"} for n, p in points.items()]
+    path.write_text(json.dumps({"imagePath": f"../images/{subject_id}.png", "shapes": shapes}))
+    return path
+
+
+def test_import_landmarks_from_labelme_and_coco(dataset, tmp_path):
+    truth = {s.subject_id: dict(zip(LANDMARKS, s.landmarks.tolist(), strict=True)) for s in dataset.subjects[:2]}
+    files = [labelme_file(tmp_path / f"{sid}.json", sid, points) for sid, points in truth.items()]
+    assert import_landmarks(files, tmp_path / "labelme.csv") == 2
+    coco = {"images": [{"id": i, "file_name": f"{sid}.png"} for i, sid in enumerate(truth)],
+            "categories": [{"id": 1, "name": "jaw", "keypoints": list(LANDMARKS)}],
+            "annotations": [{"image_id": i, "category_id": 1,
+                             "keypoints": [v for n in LANDMARKS for v in (*[c + 0.5 for c in points[n]], 2)]}
+                            for i, points in enumerate(truth.values())]}
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    assert main(["import-landmarks", str(tmp_path / "coco.json"), "--out", str(tmp_path / "coco.csv")]) == 0
+    for name in ("labelme.csv", "coco.csv"):
+        for row in read_rows(tmp_path / name):
+            expected = truth[row["subject_id"]][row["landmark"]]
+            assert abs(float(row["x"]) - expected[0]) < 0.01 and abs(float(row["y"]) - expected[1]) < 0.01
+
+
+def test_import_landmarks_names_missing_and_unknown_points(dataset, tmp_path, capsys):
+    subject = dataset.subjects[0]
+    points = dict(zip(LANDMARKS, subject.landmarks.tolist(), strict=True))
+    del points["angle_left"]
+    points["chin"] = (1.0, 2.0)
+    path = labelme_file(tmp_path / "one.json", subject.subject_id, points)
+    assert main(["import-landmarks", str(path), "--out", str(tmp_path / "out.csv")]) == 2
+    error = capsys.readouterr().err
+    assert "'chin'" in error and "unknown landmark" in error
+    assert f"subject '{subject.subject_id}': missing landmark(s) angle_left" in error
+    assert not (tmp_path / "out.csv").exists()
