@@ -326,12 +326,13 @@ def finetune_step(net: OctupletNet, optimizer: torch.optim.Optimizer, patches: t
 
     Forward passes run under bf16 autocast when precision is bf16 (parameters and the loss stay fp32); the
     backbone converts its input to channels-last, the layout oneDNN's convolutions are fastest in. The batch goes
-    through the network in chunks of at most the backbone's `train_chunk` patches whose gradients accumulate:
-    exactly the whole batch's gradient (the loss is a sum over subjects; BatchNorm statistics are frozen), with
-    activation memory bounded by the chunk.
+    through the network in chunks of at most the backbone's `train_chunk` patches (half that in fp32) whose
+    gradients accumulate: exactly the whole batch's gradient (the loss is a sum over subjects; BatchNorm
+    statistics are frozen), with activation memory bounded by the chunk.
     """
     device = patches.device.type
-    per_chunk = max(1, net.backbone.train_chunk // patches.shape[1])
+    chunk_patches = net.backbone.train_chunk // (1 if precision == "bf16" else 2)  # fp32 activations: twice the bytes
+    per_chunk = max(1, chunk_patches // patches.shape[1])
     normaliser = len(labels) if weight is None else weight[labels].sum()
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
