@@ -1,6 +1,7 @@
 """Peak resident memory (RSS) of a frozen leave-one-out and of one fine-tune fold at batch 32.
 
-Each runs in a fresh Python process that reports its own peak RSS (ru_maxrss of RUSAGE_SELF) when done.
+Each runs in a fresh Python process that reports its own peak RSS when done: VmHWM of /proc/self/status (the
+high-water mark of its own address space; ru_maxrss would carry over the benchmark parent's RSS at fork).
 The fine-tune fold trains for one epoch (3 steps of up to 32 subjects = 256 patches at 224 px), then
 predicts its test subject: memory does not grow with epochs, so a 100-epoch fold peaks at the same value.
 """
@@ -34,15 +35,15 @@ predict_proba(fit(cohort, fold.train, config), cohort, fold.test)
 """
 
 
-REPORT = "\nimport resource\nprint('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+REPORT = "\nprint(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')))\n"
 
 
 def peak_rss_gib(code: str) -> float:
     """Peak RSS in GiB of `code` run in a fresh interpreter (benchmarks/ on its path)."""
     script = f"import sys\nsys.path.insert(0, {str(HERE)!r})\n{code}{REPORT}"
     output = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
-    kib = next(line.split()[1] for line in output.splitlines() if line.startswith("peak_rss_kib"))
-    return int(kib) / 2**20  # ru_maxrss is in KiB on Linux
+    kib = next(line.split()[1] for line in output.splitlines() if line.startswith("VmHWM"))
+    return int(kib) / 2**20  # VmHWM is in kB (KiB)
 
 
 def run() -> list[Row]:
