@@ -191,7 +191,7 @@ def _feature_key(cohort: Cohort, config: TrainConfig, backbone: Backbone) -> str
     identity = {"data": cohort.data_hash or id(cohort), "backbone": config.backbone,
                 "weights": backbone.weights_source, "taps": backbone.taps, "views": config.views,
                 "seed": config.seed, "patch": asdict(cohort.patch_config), "precision": config.precision,
-                "size": config.input_size(backbone), "format": 3}
+                "size": config.input_size(backbone), "format": 4}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 

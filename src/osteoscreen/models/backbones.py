@@ -166,23 +166,21 @@ class Backbone(nn.Module):
         return 2 * sum(self.net.tap_channels[t] for t in self.taps)
 
     def stem(self, grey: torch.Tensor) -> torch.Tensor:
-        """The first convolution of the grey patch replicated to 3 channels and normalised, computed on 1 channel.
+        """The first convolution of the grey patch replicated to 3 channels and normalised, without making either.
 
-        conv(pad0((x - m_c) / s_c), W_c) summed over c equals conv(pad0(x), sum_c W_c / s_c) minus
-        conv(pad0(1), sum_c W_c m_c / s_c): the second term is the same map for every patch (it differs from a
-        constant only where the kernel overlaps the zero padding). Exact, and a third of the stem's work.
-        grey [N, 1, H, W] in [0, 1] -> [N, C, H', W'].
+        With zero padding, sum_c conv(pad0((x - m_c) / s_c), W_c) = conv(pad0([x, 1]), [sum_c W_c / s_c,
+        -sum_c W_c m_c / s_c]): one 2-channel convolution of the patch and a channel of ones, whose zero padding
+        marks the border. Exact (tested in value and gradient) and cheaper than the 3-channel input.
+        grey [N, 1, H, W] in [0, 1] -> [N, C, H', W'] in channels-last layout.
         """
         conv = self.net.stem
         pad = getattr(conv, "static_padding", nn.Identity())  # EfficientNet's TF-style "same" padding
-        weight, scale = conv.weight, self.std.view(1, 3, 1, 1)
-        grey_weight = (weight / scale).sum(dim=1, keepdim=True)
-        offset_weight = (weight * (self.mean.view(1, 3, 1, 1) / scale)).sum(dim=1, keepdim=True)
-        inside = pad(torch.ones_like(grey[:1]))
-        options = (conv.stride, conv.padding, conv.dilation)
-        grey = pad(grey).contiguous(memory_format=torch.channels_last)  # the layout oneDNN convolves fastest
-        out = F.conv2d(grey, grey_weight, conv.bias, *options) - F.conv2d(inside, offset_weight, None, *options)
-        return out.contiguous(memory_format=torch.channels_last)  # 1-channel convolutions come back NCHW
+        scale, shift = self.std.view(1, 3, 1, 1), (self.mean / self.std).view(1, 3, 1, 1)
+        weight = torch.cat([(conv.weight / scale).sum(dim=1, keepdim=True),
+                            -(conv.weight * shift).sum(dim=1, keepdim=True)], dim=1)
+        inputs = pad(torch.cat([grey, torch.ones_like(grey)], dim=1)).contiguous(memory_format=torch.channels_last)
+        out = F.conv2d(inputs, weight, conv.bias, conv.stride, conv.padding, conv.dilation)
+        return out.contiguous(memory_format=torch.channels_last)
 
     def forward(self, grey: torch.Tensor) -> torch.Tensor:
         return self.net.pooled_after_stem(self.stem(grey))
