@@ -12,7 +12,7 @@ from osteoscreen.data.annotations import import_landmarks
 from osteoscreen.data.dataset import load_dataset
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import LANDMARKS
-from osteoscreen.screening import dataset_info, load_model, predict, save_model
+from osteoscreen.screening import load_model, predict, save_model
 from osteoscreen.training import Cohort, TrainConfig, fit, predict_proba
 
 FROZEN = TrainConfig(views=1, epochs=5)
@@ -33,8 +33,7 @@ def dataset(small_png_cohort):
 def frozen_model(dataset, small_png_cohort, tmp_path_factory):
     cohort = Cohort.from_dataset(dataset, FROZEN.patch)
     model = fit(cohort, np.arange(len(cohort)), FROZEN)
-    directory = save_model(model, tmp_path_factory.mktemp("model") / "frozen", dataset_info(dataset, small_png_cohort),
-                           None)
+    directory = save_model(model, tmp_path_factory.mktemp("model") / "frozen", dataset.summary(), None)
     return model, cohort, directory
 
 
@@ -43,7 +42,7 @@ def test_saved_and_loaded_model_predicts_exactly_as_in_memory(dataset, small_png
     cohort = Cohort.from_dataset(dataset, config.patch)
     model = fit(cohort, np.arange(len(cohort)), config)
     in_memory = predict_proba(model, cohort, np.arange(len(cohort)))
-    directory = save_model(model, tmp_path / "model", dataset_info(dataset, small_png_cohort), None)
+    directory = save_model(model, tmp_path / "model", dataset.summary(), None)
     loaded = load_model(directory)
     fresh = Cohort.from_dataset(dataset, config.patch)
     reloaded = predict_proba(loaded.model, fresh, np.arange(len(fresh)))

@@ -53,11 +53,10 @@ def preprocessing(config: TrainConfig, backbone: Backbone) -> dict:
             "normalise_mean": list(backbone.net.mean), "normalise_std": list(backbone.net.std)}
 
 
-def _state(model: FittedModel) -> dict[str, torch.Tensor]:
+def _state(model: FittedModel, backbone: Backbone) -> dict[str, torch.Tensor]:
     if model.net is not None:
         items = {f"net.{k}": v for k, v in model.net.state_dict().items()}
     else:
-        backbone = model.backbone or Backbone(model.config.backbone, model.config.weights, model.config.taps)
         items = {**{f"backbone.{k}": v for k, v in backbone.net.state_dict().items()},
                  **{f"head.{k}": v for k, v in model.head.state_dict().items()},
                  "scaler.mean": model.feature_mean, "scaler.std": model.feature_std}
@@ -88,20 +87,26 @@ def cv_metrics(run_dir: Path, method: str, data_hash: str) -> dict:
             "metrics": metrics["methods"][method]}
 
 
+def _new_model_dir(out_dir: str | Path) -> Path:
+    """out_dir as a Path, refused when it already holds something (a model is never overwritten)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise InputError(f"{out_dir} already exists and is not empty; choose another --out or delete it")
+    return out_dir
+
+
 def save_model(model: FittedModel, out_dir: Path, training_data: dict, cross_validation: dict | None) -> Path:
     """Write MODEL/ whole or not at all (built in a sibling folder, then renamed into place)."""
     from safetensors.torch import save_file
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise InputError(f"{out_dir} already exists and is not empty; choose another --out or delete it")
+    out_dir = _new_model_dir(out_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        save_file(_state(model), str(partial / WEIGHTS_FILE), metadata={"format": str(MODEL_FORMAT)})
         backbone = model.net.backbone if model.net is not None else (
             model.backbone or Backbone(model.config.backbone, model.config.weights, model.config.taps))
+        save_file(_state(model, backbone), str(partial / WEIGHTS_FILE), metadata={"format": str(MODEL_FORMAT)})
         info = {"format": MODEL_FORMAT, "osteoscreen": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "method": model.config.head, "mode": model.config.mode, "config": model.config.to_dict(),
                 "preprocessing": preprocessing(model.config, backbone),
@@ -227,20 +232,12 @@ def _rebuild(config: TrainConfig, state: dict[str, torch.Tensor], info: dict) ->
     return FittedModel(config, head.eval(), None, state["scaler.mean"], state["scaler.std"], backbone.eval())
 
 
-def dataset_info(dataset: Dataset, data_dir: Path) -> dict:
-    labels = dataset.labels
-    return {"path": str(data_dir), "hash": dataset.content_hash(), "n": len(labels), "positives": int(labels.sum()),
-            "negatives": int(len(labels) - labels.sum()), "synthetic": (Path(data_dir) / "phantom.json").exists()}
-
-
 def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, cv_run: str | Path | None = None,
                 progress: Callable[[str], Callable] = lambda _: iter) -> Path:
     """Train `config` on every subject of DATA and save it as MODEL/."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise InputError(f"{out_dir} already exists and is not empty; choose another --out or delete it")
+    out_dir = _new_model_dir(out_dir)
     dataset = load_dataset(data_dir)
-    info = dataset_info(dataset, Path(data_dir))
+    info = dataset.summary()
     cross_validation = None if cv_run is None else cv_metrics(Path(cv_run), config.head, info["hash"])
     cohort = Cohort.from_dataset(dataset, config.patch, progress=progress("patches"))
     if config.mode == "frozen":

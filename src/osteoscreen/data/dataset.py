@@ -66,6 +66,14 @@ class Dataset:
             raise InputError(f"{self.root}: some subjects have no label")
         return np.array([s.label for s in self.subjects], dtype=np.int64)
 
+    def summary(self) -> dict:
+        """Identity and class counts, as runs and models record their data: path, hash, n, positives,
+        negatives, synthetic (a phantom cohort written by `osteoscreen synth`)."""
+        labels = self.labels
+        return {"path": str(self.root), "hash": self.content_hash(), "n": len(labels),
+                "positives": int(labels.sum()), "negatives": int(len(labels) - labels.sum()),
+                "synthetic": (self.root / "phantom.json").exists()}
+
     def content_hash(self) -> str:
         """SHA-256 over both CSV files and every image's bytes: identifies the data a run used."""
         digest = hashlib.sha256()

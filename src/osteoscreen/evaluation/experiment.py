@@ -50,9 +50,7 @@ def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     dataset = load_dataset(data_dir)
     labels = dataset.labels
-    dataset_info = {"path": str(data_dir), "hash": dataset.content_hash(), "n": len(labels),
-                    "positives": int(labels.sum()), "negatives": int(len(labels) - labels.sum()),
-                    "synthetic": (data_dir / "phantom.json").exists()}
+    dataset_info = dataset.summary()
     run_dir.mkdir(parents=True, exist_ok=True)
     record = prepare_run(run_dir, config, dataset_info)
     cohort = Cohort.from_dataset(dataset, config.train.patch, cache_dir=run_dir / "cache",
