@@ -92,13 +92,14 @@ def test_native_res_feeds_patches_at_their_own_size(cohort, monkeypatch):
 def test_finetune_workers_give_the_same_records_and_a_projection(planted_cohort, tmp_path):
     small = planted_cohort(6, seed=2)
     ids = [p.subject_id for p in small.patches]
-    config = CVConfig(methods=("concat",), train=TrainConfig(mode="finetune", backbone="alexnet", weights="none",
-                                                             epochs=1, batch_size=8, native_res=True))
+    config = CVConfig(methods=("majority", "concat"), train=TrainConfig(
+        mode="finetune", backbone="alexnet", weights="none", epochs=1, batch_size=8, native_res=True))
     messages = []
     alone = run_folds(small, ids, config, tmp_path / "one", workers=1, log=messages.append)
-    parallel = run_folds(small, ids, config, tmp_path / "two", workers=2)
-    strip = [{k: v for k, v in r.items() if k != "wall_s"} for r in alone["concat"]]
-    assert strip == [{k: v for k, v in r.items() if k != "wall_s"} for r in parallel["concat"]]
+    parallel = run_folds(small, ids, config, tmp_path / "two", workers=2)  # majority here, concat in workers
+    for method in config.methods:
+        strip = [{k: v for k, v in r.items() if k != "wall_s"} for r in alone[method]]
+        assert strip == [{k: v for k, v in r.items() if k != "wall_s"} for r in parallel[method]]
     assert len(messages) == 1 and "projected" in messages[0]
     record = json.loads(next((tmp_path / "two" / "folds" / "concat").glob("*.json")).read_text())
     assert record["wall_s"] > 0

@@ -260,8 +260,11 @@ def _fold_path(run_dir: Path, method: str, fold_name: str) -> Path:
 
 def _execute(runner: FoldRunner, jobs: list[tuple[str, list[Fold]]], workers: int, progress: Callable):
     """Yield each job's records as it finishes: in this process, or fine-tune folds in worker processes."""
-    parallel = [job for job in jobs if job[0] in HEADS and not runner.batched(job[0])] if workers > 1 else []
-    local = [job for job in jobs if job not in parallel]
+    def in_workers(method: str) -> bool:
+        return workers > 1 and method in HEADS and not runner.batched(method)
+
+    parallel = [job for job in jobs if in_workers(job[0])]
+    local = [job for job in jobs if not in_workers(job[0])]
     for method, folds in progress(local):
         yield runner.run(method, folds)
     if parallel:
