@@ -35,7 +35,15 @@ from osteoscreen.errors import InputError
 from osteoscreen.landmarks import CLASSES, GROUPS
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import HEADS, build_head
-from osteoscreen.training import Cohort, FittedModel, TrainConfig, build_finetune_net, fit, predict_proba
+from osteoscreen.training import (
+    Cohort,
+    FittedModel,
+    TrainConfig,
+    build_finetune_net,
+    fit,
+    frozen_backbone,
+    predict_proba,
+)
 
 MODEL_FORMAT = 1
 #: Version of the pixel pipeline (intensity percentiles, context crops, affine resampling). A model trained
@@ -105,7 +113,7 @@ def save_model(model: FittedModel, out_dir: Path, training_data: dict, cross_val
     partial.mkdir(parents=True)
     try:
         backbone = model.net.backbone if model.net is not None else (
-            model.backbone or Backbone(model.config.backbone, model.config.weights, model.config.taps))
+            model.backbone or frozen_backbone(model.config.backbone, model.config.weights, model.config.taps))
         save_file(_state(model, backbone), str(partial / WEIGHTS_FILE), metadata={"format": str(MODEL_FORMAT)})
         info = {"format": MODEL_FORMAT, "osteoscreen": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "method": model.config.head, "mode": model.config.mode, "config": model.config.to_dict(),

@@ -19,6 +19,7 @@ Every fit builds its model, optimizer and scaler from scratch and seeds them fro
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -101,6 +102,13 @@ class TrainConfig:
         return asdict(self)
 
 
+@functools.lru_cache(maxsize=4)
+def frozen_backbone(name: str, weights: str, taps: tuple[int, ...] | None) -> Backbone:
+    """The frozen-mode backbone of a config, built once per process (building one reads and hashes its weights
+    file, about 80 ms; every fold's fit and prediction asks for it). Frozen backbones are never trained."""
+    return Backbone(name, weights, taps).eval()
+
+
 class Cohort:
     """Subjects prepared for training and prediction: context crops in memory, frozen features memoised.
 
@@ -152,7 +160,7 @@ class Cohort:
 
         backbone: a loaded one (a saved model's); by default the one config names, with its weights.
         """
-        backbone = backbone or Backbone(config.backbone, config.weights, config.taps)
+        backbone = backbone or frozen_backbone(config.backbone, config.weights, config.taps)
         key = _feature_key(self, config, backbone)
         if key in self._features:
             return self._features[key]
