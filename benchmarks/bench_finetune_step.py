@@ -38,27 +38,45 @@ def naive_step(net: OctupletNet, optimizer: torch.optim.Optimizer, patches: torc
 
 def naive_net(config: TrainConfig) -> tuple[OctupletNet, torch.optim.Optimizer]:
     backbone = Backbone(config.backbone, "none")
-    net = OctupletNet(backbone, build_head(config.head, backbone.feature_dim, config.hidden)).train()
+    net = OctupletNet(backbone, build_head(config.head, backbone.feature_dim, config.hidden)).to(config.device).train()
     optimizer = torch.optim.SGD(net.parameter_groups(config.lr_backbone, config.lr_head, config.weight_decay),
                                 momentum=config.momentum)
     return net, optimizer
 
 
-def run() -> list[Row]:
+def synchronised(device: str, step):
+    """step, then wait for the device to finish it (CUDA kernels run asynchronously)."""
+    def timed():
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return timed
+
+
+def run(device: str = "cpu") -> list[Row]:
     torch.manual_seed(0)
-    patches = torch.rand(SUBJECTS, PATCHES, 1, SIZE, SIZE)
-    labels = torch.randint(0, 2, (SUBJECTS,))
-    config = TrainConfig(mode="finetune", backbone="alexnet", weights="none")
+    config = TrainConfig(mode="finetune", backbone="alexnet", weights="none", device=device)
+    patches = torch.rand(SUBJECTS, PATCHES, 1, SIZE, SIZE, device=device)
+    labels = torch.randint(0, 2, (SUBJECTS,), device=device)
     reference, reference_optimizer = naive_net(config)
     ours, ours_optimizer = build_finetune_net(config)
     ours.train()
     with FlopCounterMode(display=False) as counter:
         naive_step(reference, reference_optimizer, patches, labels)
     flop = counter.get_total_flops()
-    naive_s = median_seconds(lambda: naive_step(reference, reference_optimizer, patches, labels))
-    ours_s = median_seconds(lambda: finetune_step(ours, ours_optimizer, patches, labels, None, config.precision))
-    hardware = peak()
+    naive_s = median_seconds(synchronised(device, lambda: naive_step(reference, reference_optimizer, patches,
+                                                                     labels)))
+    ours_s = median_seconds(synchronised(device, lambda: finetune_step(ours, ours_optimizer, patches, labels, None,
+                                                                       config.precision)))
     patches_per_step = SUBJECTS * PATCHES
+    if device == "cuda":
+        return [Row(f"fine-tune step, AlexNet, 256 patches @224, {torch.cuda.get_device_name()} (patches/s; median "
+                    f"of {REPEATS})",
+                    f"{patches_per_step / ours_s:.0f} ({ours_s * 1e3:.1f} ms, {config.precision}, channels-last; "
+                    f"{flop / ours_s / 1e12:.1f} TFLOP/s)",
+                    f"{patches_per_step / naive_s:.0f} ({naive_s * 1e3:.1f} ms, fp32 NCHW; "
+                    f"{flop / naive_s / 1e12:.1f} TFLOP/s)", f"{naive_s / ours_s:.2f}x", "", None)]
+    hardware = peak()
     ours_peak = hardware.bf16_gflops if config.precision == "bf16" else hardware.fp32_gflops
     print(f"fine-tune step: {flop / 1e9:.0f} GFLOP per step ({flop / patches_per_step / 1e9:.2f} GFLOP per patch, "
           f"forward + backward, FlopCounterMode); {hardware.explain()}")
@@ -76,6 +94,8 @@ def run() -> list[Row]:
 
 
 if __name__ == "__main__":
+    import sys
+
     from common import format_table
 
-    print(format_table(run()))
+    print(format_table(run(sys.argv[1] if len(sys.argv) > 1 else "cpu")))

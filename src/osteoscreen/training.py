@@ -294,14 +294,15 @@ def _train_stacked_heads(features: torch.Tensor, index: torch.Tensor, labels: to
     from torch.func import functional_call, vmap
 
     folds, count = index.shape
-    x = features[index]  # [F, n, V, 8, T]
+    device = config.device
+    x = features[index].to(device)  # [F, n, V, 8, T]
     mean, std = x.mean(dim=(1, 2, 3)), x.std(dim=(1, 2, 3)).clamp(min=1e-6)  # [F, T]
     x = (x - mean[:, None, None, None]) / std[:, None, None, None]
-    y = labels[index]  # [F, n]
+    y = labels[index].to(device)  # [F, n]
     weight = _class_weights(y, config.class_weighting)  # [F, 2] or None
     torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    head = build_head(config.head, features.shape[-1], config.hidden, config.attention)
+    generator = torch.Generator().manual_seed(config.seed)  # on the CPU: the same draws on every device
+    head = build_head(config.head, features.shape[-1], config.hidden, config.attention).to(device)
     stacked = {name: p.detach().expand(folds, *p.shape).clone().requires_grad_()
                for name, p in head.named_parameters()}
     optimizer = torch.optim.SGD(list(stacked.values()), lr=config.lr_head, momentum=config.momentum,
@@ -312,19 +313,20 @@ def _train_stacked_heads(features: torch.Tensor, index: torch.Tensor, labels: to
         return F.cross_entropy(logits.float(), fold_y, weight=fold_weight)
 
     step_loss = vmap(fold_loss, in_dims=(0, 0, 0, None if weight is None else 0))
-    folds_axis = torch.arange(folds)[:, None]
+    folds_axis = torch.arange(folds, device=device)[:, None]
     for _ in range(config.epochs):
         views = torch.randint(0, config.views, (count,), generator=generator)
         for batch in _batches(count, config.batch_size, generator):
-            loss = step_loss(stacked, x[folds_axis, batch, views[batch]], y[:, batch], weight).sum()
+            rows, batch_views = batch.to(device), views[batch].to(device)
+            loss = step_loss(stacked, x[folds_axis, rows, batch_views], y[:, rows], weight).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
     models = []
     for fold in range(folds):
-        fold_head = copy.deepcopy(head)
-        fold_head.load_state_dict({name: p[fold].detach() for name, p in stacked.items()})
-        models.append(FittedModel(config, fold_head.eval(), None, mean[fold], std[fold]))
+        fold_head = copy.deepcopy(head).cpu()  # heads predict from the CPU-held features
+        fold_head.load_state_dict({name: p[fold].detach().cpu() for name, p in stacked.items()})
+        models.append(FittedModel(config, fold_head.eval(), None, mean[fold].cpu(), std[fold].cpu()))
     return models
 
 
