@@ -34,7 +34,7 @@ def load(data: Path) -> tuple[Cohort, list[str]]:
 def ours_once(data: Path) -> dict:
     cohort, subject_ids = load(data)
     with tempfile.TemporaryDirectory() as run_dir:
-        return run_folds(cohort, subject_ids, CVConfig(methods=HEADS), Path(run_dir))
+        return run_folds(cohort, subject_ids, CVConfig(methods=HEADS), Path(run_dir))[0]
 
 
 def naive_fold(cohort: Cohort, fold) -> None:

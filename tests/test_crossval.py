@@ -40,11 +40,11 @@ def test_loo_folds_cover_every_subject_once():
 
 def test_repeated_kfold_is_stratified_and_seeded():
     labels = np.array([1] * 14 + [0] * 6)
-    config = CVConfig(protocol="kfold", folds=3, repeats=2, seed=4)
-    folds = make_folds(labels, config)
+    config = CVConfig(protocol="kfold", folds=3, repeats=2)
+    folds = make_folds(labels, config, seed=4)
     assert len(folds) == 6 and folds[0].name == "r00-f00"
     assert all(labels[f.test].sum() in (4, 5) for f in folds)
-    assert [f.test.tolist() for f in folds] == [f.test.tolist() for f in make_folds(labels, config)]
+    assert [f.test.tolist() for f in folds] == [f.test.tolist() for f in make_folds(labels, config, seed=4)]
 
 
 def test_leakage_guard_fires_on_a_bad_split():
@@ -61,11 +61,11 @@ def test_resume_after_interruption_gives_identical_results(cohort, tmp_path, mon
     calls = {"n": 0}
     original = crossval.FoldRunner.run
 
-    def interrupted(self, method, fold):
+    def interrupted(self, method, folds):
         calls["n"] += 1
         if calls["n"] == 20:
             raise KeyboardInterrupt
-        return original(self, method, fold)
+        return original(self, method, folds)
 
     monkeypatch.setattr(crossval.FoldRunner, "run", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -74,12 +74,12 @@ def test_resume_after_interruption_gives_identical_results(cohort, tmp_path, mon
     monkeypatch.setattr(crossval.FoldRunner, "run", original)
     resumed = run_folds(cohort, subject_ids(cohort), config, tmp_path / "resumed")
     labels = cohort.labels
-    assert json.dumps(summarise(reference, labels)[1]) == json.dumps(summarise(resumed, labels)[1])
+    assert json.dumps(summarise(reference[0], labels)[1]) == json.dumps(summarise(resumed[0], labels)[1])
 
 
 def test_every_fold_refits_from_scratch(cohort, tmp_path):
     config = CVConfig(methods=("group-attention",), train=FAST)
-    records = run_folds(cohort, subject_ids(cohort), config, tmp_path)["group-attention"]
+    records = run_folds(cohort, subject_ids(cohort), config, tmp_path)[0]["group-attention"]
     assert len(records) == 12 and all(len(r["p"]) == 1 and len(r["attention"][0]) == 4 for r in records)
     _, metrics = summarise({"group-attention": records}, cohort.labels)
     assert metrics["group-attention"]["balanced_accuracy"] > 0.7  # the planted signal is learnt fold by fold
@@ -94,10 +94,14 @@ def test_cv_command_writes_every_output(small_png_cohort, tmp_path, capsys):
     assert "group-attention" in out and "OPA % [95% CI]" in out
     header = (run / "predictions.csv").read_text().splitlines()[0]
     assert header == ("subject_id,method,fold,y_true,p_osteoporosis,y_pred,att_condyle,att_angle,att_premolar,"
-                      "att_tuberosity")
+                      "att_tuberosity,seed")
     assert len((run / "predictions.csv").read_text().splitlines()) == 1 + 4 * len(METHODS)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"dataset", "config", "methods", "comparisons"}
+    assert set(metrics) == {"dataset", "config", "methods", "comparisons", "seeds", "spread"}
+    assert metrics["seeds"] == [{"seed": 0, "methods": metrics["methods"]}]
+    assert metrics["spread"]["knn-lbp"]["OA"] == {"mean": metrics["methods"]["knn-lbp"]["OA"], "sd": None,
+                                                  "min": metrics["methods"]["knn-lbp"]["OA"],
+                                                  "max": metrics["methods"]["knn-lbp"]["OA"], "n_seeds": 1}
     assert set(metrics["methods"]) == set(METHODS)
     entry = metrics["methods"]["knn-lbp"]
     assert {"OPA", "NOPA", "OA", "balanced_accuracy", "auroc", "tp", "fn", "tn", "fp", "n", "ci95"} <= set(entry)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from osteoscreen.errors import InputError
-from osteoscreen.evaluation.crossval import CVConfig, run_folds
+from osteoscreen.evaluation.crossval import CVConfig, LocalBackend, run_folds
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import build_head
 from osteoscreen.models.octuplet import OctupletNet
@@ -95,17 +95,18 @@ def test_finetune_workers_give_the_same_records_and_a_projection(planted_cohort,
     config = CVConfig(methods=("majority", "concat"), train=TrainConfig(
         mode="finetune", backbone="alexnet", weights="none", epochs=1, batch_size=8, native_res=True))
     messages = []
-    alone = run_folds(small, ids, config, tmp_path / "one", workers=1, log=messages.append)
-    parallel = run_folds(small, ids, config, tmp_path / "two", workers=2)  # majority here, concat in workers
+    alone = run_folds(small, ids, config, tmp_path / "one", backend=LocalBackend(1), log=messages.append)[0]
+    # majority here, concat in 2 worker processes
+    parallel = run_folds(small, ids, config, tmp_path / "two", backend=LocalBackend(2))[0]
     for method in config.methods:
         strip = [{k: v for k, v in r.items() if k != "wall_s"} for r in alone[method]]
         assert strip == [{k: v for k, v in r.items() if k != "wall_s"} for r in parallel[method]]
     assert len(messages) == 1 and "projected" in messages[0]
-    record = json.loads(next((tmp_path / "two" / "folds" / "concat").glob("*.json")).read_text())
+    record = json.loads(next((tmp_path / "two" / "folds" / "seed-0" / "concat").glob("*.json")).read_text())
     assert record["wall_s"] > 0
 
 
 def test_frozen_folds_of_a_head_run_as_one_batch(cohort, tmp_path):
     ids = [p.subject_id for p in cohort.patches]
-    records = run_folds(cohort, ids, CVConfig(methods=("abmil",), train=FROZEN), tmp_path)["abmil"]
+    records = run_folds(cohort, ids, CVConfig(methods=("abmil",), train=FROZEN), tmp_path)[0]["abmil"]
     assert len(records) == 14 and {r["batched_with"] for r in records} == {14}

@@ -49,7 +49,10 @@ def test_saved_and_loaded_model_predicts_exactly_as_in_memory(dataset, small_png
     np.testing.assert_array_equal(reloaded[0], in_memory[0])
     np.testing.assert_array_equal(reloaded[1], in_memory[1])
     rows = read_rows(predict(loaded, dataset, tmp_path / "screen", figures=False))
-    assert [float(r["p_osteoporosis"]) for r in rows] == [float(f"{p:.6f}") for p in in_memory[0]]
+    # predict streams one subject at a time: on the CPU that is bit-identical to a batch (up to the CSV's 6
+    # decimals); CUDA picks kernels by batch size (measured on an H100: up to 8e-6 apart)
+    batch_tolerance = 5e-7 if model.config.device == "cpu" else 1e-4
+    np.testing.assert_allclose([float(r["p_osteoporosis"]) for r in rows], in_memory[0], rtol=0, atol=batch_tolerance)
     info = json.loads((directory / "model.json").read_text())
     assert info["training_data"]["synthetic"] and info["threshold"] == 0.5
     assert "no clinical validity" in (directory / "README.md").read_text()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -118,20 +119,44 @@ def _cv_config(args):
     from osteoscreen.evaluation.crossval import METHODS, CVConfig
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
-    return CVConfig(methods=methods, protocol=args.protocol, folds=args.folds, repeats=args.repeats, seed=args.seed,
-                    train=_train_config(args))
+    seeds = _seed_list(args.seeds) if args.seeds else (args.seed,)
+    return CVConfig(methods=methods, protocol=args.protocol, folds=args.folds, repeats=args.repeats, seeds=seeds,
+                    train=replace(_train_config(args), seed=seeds[0]))
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(f"--seeds: expected comma-separated integers such as 0,1,2, got {text!r}") from None
+
+
+def _add_backend_options(parser: argparse.ArgumentParser, work: str) -> None:
+    parser.add_argument("--backend", choices=["local", "ray"], default="local",
+                        help=f"local (default): this machine; ray: one Ray task per {work} (needs osteoscreen[ray])")
+    parser.add_argument("--address", default=None,
+                        help="ray: the cluster to join (auto, HOST:PORT or ray://HOST:10001); default: start a local "
+                             "Ray instance")
+    parser.add_argument("--task-cpus", type=float, default=1, help="ray: CPUs each task asks for (default 1)")
+    parser.add_argument("--task-gpus", type=float, default=0,
+                        help="ray: GPUs each task asks for (default 0; 0.25 lets 4 tasks share a GPU)")
+
+
+def _backend_check(args) -> None:
+    if args.backend == "local" and (args.address or args.task_cpus != 1 or args.task_gpus):
+        raise InputError("--address, --task-cpus and --task-gpus need --backend ray")
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _run_cv(data, out, config, workers: int | None = None) -> None:
-    from osteoscreen.evaluation.crossval import default_workers
+def _run_cv(data, out, config, backend=None) -> None:
+    from osteoscreen.evaluation.crossval import LocalBackend, default_workers
     from osteoscreen.evaluation.experiment import cross_validate
 
-    workers = workers or default_workers(config.train.mode)
-    outcome = cross_validate(data, out, config, progress=lambda name: progress(name, unit="step"), workers=workers,
+    backend = backend or LocalBackend(default_workers(config.train.mode))
+    outcome = cross_validate(data, out, config, progress=lambda name: progress(name, unit="step"), backend=backend,
                              log=_log)
     if outcome.padded_patches:
         print(f"warning: {outcome.padded_patches} patch(es) reached past the image border and were "
@@ -141,9 +166,19 @@ def _run_cv(data, out, config, workers: int | None = None) -> None:
 
 
 def cmd_cv(args) -> None:
+    from osteoscreen.evaluation.crossval import LocalBackend, RayBackend, default_workers
+
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
-    _run_cv(args.data, args.out, _cv_config(args), args.workers)
+    _backend_check(args)
+    if args.backend == "ray" and args.workers is not None:
+        raise InputError("--workers is for --backend local; with ray, --task-cpus sizes the tasks")
+    config = _cv_config(args)
+    if args.task_gpus and config.train.device != "cuda":
+        raise InputError("--task-gpus needs --device cuda (a GPU visible to this machine's torch too)")
+    backend = (RayBackend(args.address, args.task_cpus, args.task_gpus) if args.backend == "ray"
+               else LocalBackend(args.workers or default_workers(config.train.mode)))
+    _run_cv(args.data, args.out, config, backend)
 
 
 def cmd_train(args) -> None:
@@ -169,7 +204,15 @@ def cmd_predict(args) -> None:
         raise InputError(f"{source}: a single image needs --landmarks FILE (CSV landmark,x,y or JSON)")
     else:
         dataset = single_image_dataset(source, args.landmarks)
-    path = predict(loaded, dataset, args.out, figures=not args.no_figures, progress=progress("screening"))
+    _backend_check(args)
+    resources = None
+    if args.backend == "ray":
+        from osteoscreen.distributed import TaskResources
+
+        resources = TaskResources(args.task_cpus, args.task_gpus)
+    path = predict(loaded, dataset, args.out, figures=not args.no_figures,
+                   progress=progress("screening", unit="shard" if resources else "subject"), ray=resources,
+                   address=args.address)
     print(f"screened {len(dataset.subjects)} radiograph(s) with {args.model}: {path}"
           + ("" if args.no_figures else f"; figures: {Path(args.out) / 'figures'}"))
 
@@ -257,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--repeats", type=int, default=10, help="kfold: repeats (default 10)")
     cv.add_argument("--workers", type=int, default=None,
                     help="fine-tune: folds trained in parallel processes (default: one per 4 cores)")
+    cv.add_argument("--seeds", default=None,
+                    help="comma-separated seeds (e.g. 0,1,2,3,4): the whole run once per seed; metrics.json and the "
+                         "report give each seed and the spread across seeds (default: --seed)")
+    _add_backend_options(cv, "(method, seed, fold) job")
     _add_training_options(cv)
     cv.set_defaults(run=cmd_cv)
 
@@ -275,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--landmarks", default=None, help="landmarks of the single image: CSV landmark,x,y or JSON")
     predict.add_argument("--out", required=True)
     predict.add_argument("--no-figures", action="store_true", help="write predictions.csv only")
+    _add_backend_options(predict, "shard of radiographs")
     predict.set_defaults(run=cmd_predict)
 
     annotations = commands.add_parser("import-landmarks",

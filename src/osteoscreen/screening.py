@@ -28,9 +28,10 @@ import torch
 
 from osteoscreen import __version__
 from osteoscreen.atomic import atomic_path, write_text_atomic
-from osteoscreen.data.dataset import Dataset, load_dataset
+from osteoscreen.data.dataset import Dataset, Subject, load_dataset
 from osteoscreen.data.patches import PatchConfig
 from osteoscreen.data.subject_patches import cut_subject_patches
+from osteoscreen.distributed import TaskResources
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import CLASSES, GROUPS
 from osteoscreen.models.backbones import Backbone
@@ -259,18 +260,25 @@ def safe_file_name(subject_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", subject_id).strip("._") or "subject"
 
 
-def predict(loaded: LoadedModel, dataset: Dataset, out_dir: str | Path, figures: bool = True,
-            progress: Callable = iter) -> Path:
-    """Screen every subject of `dataset` one at a time (flat memory): DIR/predictions.csv and, with figures,
-    DIR/figures/<subject>.png. Returns the CSV's path."""
+def figure_names(subject_ids: list[str]) -> list[str]:
+    """A distinct figure file stem per subject, in input order (ids that map to the same name get a suffix)."""
+    names, seen = [], set()
+    for subject_id in subject_ids:
+        name = safe_file_name(subject_id)
+        name = name if name not in seen else f"{name}-{len(seen)}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def screen_subjects(shared: tuple[FittedModel, float, Path | None], work: list[tuple[Subject, str]]) -> list[list]:
+    """predictions.csv rows of the given (subject, figure name) pairs, one subject at a time (flat memory); with a
+    figure directory, each subject's figure is written there. A Ray task screens one shard this way."""
     from osteoscreen.visualise import screening_figure
 
-    out_dir = Path(out_dir)
-    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    model = replace(loaded.model, config=replace(loaded.model.config, views=1))  # the plain view only
-    threshold = loaded.info["threshold"]
-    rows, names = [], set()
-    for subject in progress(dataset.subjects):
+    model, threshold, figure_dir = shared
+    rows = []
+    for subject, name in work:
         radiograph = subject.load_image()
         patches = cut_subject_patches(subject, radiograph, model.config.patch)
         probability, attention = predict_proba(model, Cohort([patches], model.config.patch), [0])
@@ -279,12 +287,32 @@ def predict(loaded: LoadedModel, dataset: Dataset, out_dir: str | Path, figures:
         rows.append([subject.subject_id, f"{probability[0]:.6f}", decision,
                      *([""] * len(GROUPS) if weights is None else [f"{w:.6f}" for w in weights]),
                      "" if subject.label is None else CLASSES[subject.label]])
-        if figures:
-            name = safe_file_name(subject.subject_id)
-            name = name if name not in names else f"{name}-{len(names)}"
-            names.add(name)
+        if figure_dir is not None:
             screening_figure(radiograph.pixels, subject, patches, model.config.patch.context, probability[0], weights,
-                             decision, threshold, out_dir / "figures" / f"{name}.png")
+                             decision, threshold, figure_dir / f"{name}.png")
+    return rows
+
+
+def predict(loaded: LoadedModel, dataset: Dataset, out_dir: str | Path, figures: bool = True,
+            progress: Callable = iter, ray: TaskResources | None = None, address: str | None = None) -> Path:
+    """Screen every subject of `dataset`: DIR/predictions.csv (input order) and, with figures,
+    DIR/figures/<subject>.png. Returns the CSV's path.
+
+    ray: screen shards of the input as Ray tasks of these resources (on `address`, or a local Ray instance);
+    the rows come back in input order, so the CSV equals a local run's. Figures are written by the tasks: on a
+    cluster, DIR must be on storage every node shares.
+    """
+    out_dir = Path(out_dir)
+    figure_dir = out_dir / "figures" if figures else None
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    model = replace(loaded.model, config=replace(loaded.model.config, views=1))  # the plain view only
+    threshold = loaded.info["threshold"]
+    work = list(zip(dataset.subjects, figure_names([s.subject_id for s in dataset.subjects]), strict=True))
+    shared = (model, threshold, figure_dir and figure_dir.resolve())
+    if ray is None:
+        rows = [row for item in progress(work) for row in screen_subjects(shared, [item])]
+    else:
+        rows = _screen_on_ray(shared, work, ray, address, progress)
     path = out_dir / "predictions.csv"
     with atomic_path(path) as partial, open(partial, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -294,3 +322,20 @@ def predict(loaded: LoadedModel, dataset: Dataset, out_dir: str | Path, figures:
                                                                "model_created": loaded.info["created"],
                                                                "threshold": threshold, "n": len(rows)}, indent=2))
     return path
+
+
+SHARDS_PER_SLOT = 4  # shards per task slot: balances uneven shards without a task per radiograph
+
+
+def _screen_on_ray(shared, work: list, resources: TaskResources, address: str | None, progress: Callable
+                   ) -> list[list]:
+    from osteoscreen.distributed import cluster_slots, ray_map, ray_session
+
+    with ray_session(address):
+        count = min(len(work), cluster_slots(resources) * SHARDS_PER_SLOT) or 1
+        shards = [list(shard) for shard in np.array_split(np.arange(len(work)), count) if len(shard)]
+        results: dict[int, list[list]] = {}
+        for position, rows in progress(ray_map(screen_subjects, shared, [[work[i] for i in s] for s in shards],
+                                               resources)):
+            results[position] = rows
+    return [row for position in range(len(shards)) for row in results[position]]

@@ -1,12 +1,18 @@
 """Cross-validation of every method on the same folds, resumable, with a leakage guard (DESIGN §4, §6).
 
-Each fold's result is written atomically to RUN/folds/<method>/<fold>.json as soon as it finishes; a rerun of
-the same command skips finished folds, so an interrupted run ends with the same files as an uninterrupted one.
+Each fold's result is written atomically to RUN/folds/seed-<seed>/<method>/<fold>.json as soon as it finishes; a
+rerun of the same command skips finished folds, so an interrupted run ends with the same files as an uninterrupted
+one, whichever backend ran which fold (a run started locally can continue on a Ray cluster, or the reverse).
 RUN/config.json pins the configuration: a different configuration in the same RUN is refused.
+
+Work is cut into jobs (one seed, one method, some folds): frozen-mode CNN heads of up to FOLD_CHUNK folds train
+as one stacked computation, every other method fold by fold. A backend runs the jobs: `LocalBackend` in this
+process, fine-tune folds in worker processes; `RayBackend` as Ray tasks (osteoscreen.distributed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -61,7 +67,7 @@ class CVConfig:
     protocol: str = "loo"
     folds: int = 5
     repeats: int = 10
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # each seed: its own k-fold split, initialisations and augmentation draws
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
@@ -73,10 +79,21 @@ class CVConfig:
             raise InputError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.folds < 2 or self.repeats < 1:
             raise InputError(f"need --folds >= 2 and --repeats >= 1, got {self.folds} and {self.repeats}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise InputError(f"--seeds needs distinct seeds >= 0, got {','.join(map(str, self.seeds)) or '(none)'}")
 
 
-def make_folds(labels: np.ndarray, config: CVConfig) -> list[Fold]:
-    """Leave-one-out, or repeated stratified k-fold (seeded); fold names are stable file names."""
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: a method on some folds of one seed."""
+
+    seed: int
+    method: str
+    folds: tuple[Fold, ...]
+
+
+def make_folds(labels: np.ndarray, config: CVConfig, seed: int = 0) -> list[Fold]:
+    """Leave-one-out, or repeated stratified k-fold (split by `seed`); fold names are stable file names."""
     indices = np.arange(len(labels))
     if config.protocol == "loo":
         splitter = LeaveOneOut().split(indices)
@@ -84,7 +101,7 @@ def make_folds(labels: np.ndarray, config: CVConfig) -> list[Fold]:
     if np.bincount(labels, minlength=2).min() < config.folds:
         raise InputError(f"--folds {config.folds} exceeds the size of the smaller class "
                          f"({np.bincount(labels, minlength=2).min()} subjects)")
-    splitter = RepeatedStratifiedKFold(n_splits=config.folds, n_repeats=config.repeats, random_state=config.seed)
+    splitter = RepeatedStratifiedKFold(n_splits=config.folds, n_repeats=config.repeats, random_state=seed)
     return [Fold(f"r{i // config.folds:02d}-f{i % config.folds:02d}", train, test)
             for i, (train, test) in enumerate(splitter.split(indices, labels))]
 
@@ -144,8 +161,8 @@ class FoldRunner:
     Frozen-mode CNN heads of many folds train together (`fit_frozen_folds`); everything else runs fold by fold.
     """
 
-    def __init__(self, cohort: Cohort, config: CVConfig):
-        self.cohort, self.config = cohort, config
+    def __init__(self, cohort: Cohort, config: CVConfig, seed: int):
+        self.cohort, self.config, self.seed = cohort, config, seed
         self._lbp: np.ndarray | None = None
 
     def lbp(self) -> np.ndarray:
@@ -155,7 +172,7 @@ class FoldRunner:
         return self._lbp
 
     def train_config(self, method: str) -> TrainConfig:
-        return replace(self.config.train, head=method, seed=self.config.seed)
+        return replace(self.config.train, head=method, seed=self.seed)
 
     def batched(self, method: str) -> bool:
         """True when the method's folds train together as one stacked computation."""
@@ -171,6 +188,7 @@ class FoldRunner:
         else:
             records = [self._run_one(method, fold) for fold in folds]
         for record in records:
+            record["seed"] = self.seed
             record["wall_s"] = round((time.perf_counter() - start) / len(folds), 3)
             record["batched_with"] = len(folds)
         return records
@@ -179,7 +197,7 @@ class FoldRunner:
         labels = self.cohort.labels
         if method in BASELINES:
             features = np.zeros((len(labels), 1)) if method == "majority" else self.lbp()
-            model = build_baseline(method, self.config.seed, len(fold.train))
+            model = build_baseline(method, self.seed, len(fold.train))
             model.fit(features[fold.train], labels[fold.train])
             return _record(method, fold, model.predict_proba(features[fold.test])[:, 1], None)
         return _record(method, fold, *predict_proba(fit(self.cohort, fold.train, self.train_config(method)),
@@ -191,17 +209,90 @@ def _record(method: str, fold: Fold, probability: np.ndarray, attention: np.ndar
             "attention": None if attention is None else attention.tolist()}
 
 
-_worker_runner: FoldRunner | None = None
+def run_job(shared: tuple[Cohort, CVConfig], job: Job) -> list[dict]:
+    """A job's fold records, computed from scratch (a Ray task: one per job)."""
+    cohort, config = shared
+    return FoldRunner(cohort, config, job.seed).run(job.method, list(job.folds))
+
+
+_worker_state: dict = {}
 
 
 def _start_worker(cohort: Cohort, config: CVConfig, threads: int) -> None:
-    global _worker_runner
     torch.set_num_threads(threads)
-    _worker_runner = FoldRunner(cohort, config)
+    _worker_state.update(cohort=cohort, config=config, runners={})
 
 
-def _run_in_worker(method: str, fold: Fold) -> list[dict]:
-    return _worker_runner.run(method, [fold])
+def _run_in_worker(job: Job) -> list[dict]:
+    runners = _worker_state["runners"]
+    if job.seed not in runners:
+        runners[job.seed] = FoldRunner(_worker_state["cohort"], _worker_state["config"], job.seed)
+    return runners[job.seed].run(job.method, list(job.folds))
+
+
+class LocalBackend:
+    """This machine: jobs in this process (sharing LBP and frozen features), fine-tune folds in `workers` spawned
+    processes when workers > 1 (results do not depend on it)."""
+
+    whole_methods = False  # cheap methods run fold by fold (a fold file each as it finishes)
+
+    def __init__(self, workers: int = 1):
+        self.workers = workers
+
+    def session(self):
+        return contextlib.nullcontext()
+
+    def parallelism(self, config: CVConfig) -> int:
+        return self.workers
+
+    def execute(self, cohort: Cohort, config: CVConfig, jobs: list[Job], progress: Callable):
+        """Yield each job's records as it finishes."""
+        def in_workers(job: Job) -> bool:
+            return self.workers > 1 and job.method in HEADS and config.train.mode == "finetune"
+
+        runners: dict[int, FoldRunner] = {}
+        for job in progress([job for job in jobs if not in_workers(job)]):
+            runner = runners.setdefault(job.seed, FoldRunner(cohort, config, job.seed))
+            yield runner.run(job.method, list(job.folds))
+        parallel = [job for job in jobs if in_workers(job)]
+        if parallel:
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(self.workers, context, _start_worker, (cohort, config, threads)) as pool:
+                futures = [pool.submit(_run_in_worker, job) for job in parallel]
+                for future in progress(as_completed(futures)):
+                    yield future.result()
+
+
+class RayBackend:
+    """A Ray cluster (`address`), or a local Ray instance when address is None: one Ray task per job, each asking
+    for `cpus` CPUs and `gpus` GPUs; a task whose worker dies is retried (`retries`). `task` is the function a
+    task runs (run_job)."""
+
+    whole_methods = True  # baselines: one task per method and seed, so LBP features are computed once per task
+
+    def __init__(self, address: str | None = None, cpus: float = 1, gpus: float = 0, retries: int = 3,
+                 task: Callable[[tuple[Cohort, CVConfig], Job], list[dict]] = run_job):
+        from osteoscreen.distributed import TaskResources
+
+        self.address, self.task = address, task
+        self.resources = TaskResources(cpus, gpus, retries)
+
+    def session(self):
+        from osteoscreen.distributed import ray_session
+
+        return ray_session(self.address)
+
+    def parallelism(self, config: CVConfig) -> int:
+        from osteoscreen.distributed import cluster_slots
+
+        return cluster_slots(self.resources)
+
+    def execute(self, cohort: Cohort, config: CVConfig, jobs: list[Job], progress: Callable):
+        from osteoscreen.distributed import ray_map
+
+        for _, records in progress(ray_map(self.task, (cohort, config), jobs, self.resources)):
+            yield records
 
 
 def default_workers(mode: str) -> int:
@@ -209,71 +300,61 @@ def default_workers(mode: str) -> int:
     return max(1, (os.cpu_count() or 1) // 4) if mode == "finetune" else 1
 
 
-def project_seconds(cohort: Cohort, config: CVConfig, jobs: list[tuple[str, list[Fold]]], workers: int) -> float:
+def project_seconds(cohort: Cohort, config: CVConfig, jobs: list[Job], parallelism: int) -> float:
     """Projected wall time of the pending fine-tune fits: one timed training step on this machine x steps."""
-    fits = [(method, fold) for method, folds in jobs if method in HEADS for fold in folds]
+    fits = [(job.method, fold) for job in jobs if job.method in HEADS for fold in job.folds]
     if not fits:
         return 0.0
     step = time_finetune_step(cohort, replace(config.train, head=fits[0][0]))
     steps = sum(finetune_steps(len(fold.train), config.train) for _, fold in fits)
-    return step * steps / workers
+    return step * steps / parallelism
 
 
 def run_folds(cohort: Cohort, subject_ids: list[str], config: CVConfig, run_dir: Path,
-              progress: Callable = iter, workers: int = 1, log: Callable[[str], None] = lambda _: None
-              ) -> dict[str, list[dict]]:
-    """Run (or resume) every method on every fold; returns {method: [fold records]} in fold order.
+              progress: Callable = iter, backend: LocalBackend | RayBackend | None = None,
+              log: Callable[[str], None] = lambda _: None) -> dict[int, dict[str, list[dict]]]:
+    """Run (or resume) every method on every fold of every seed; returns {seed: {method: [fold records]}} in
+    fold order.
 
-    Finished folds are read back from RUN/folds; fine-tune folds run in `workers` processes when > 1; before
-    fine-tuning starts, the projected time is logged.
+    Finished folds are read back from RUN/folds; the rest run on `backend` (default: this process), each
+    record written as it arrives; before fine-tuning starts, the projected time is logged.
     """
-    folds = make_folds(cohort.labels, config)
-    check_no_leakage(folds, subject_ids)
-    runner = FoldRunner(cohort, config)
-    done: dict[tuple[str, str], dict] = {}
-    jobs: list[tuple[str, list[Fold]]] = []
-    for method in config.methods:
-        pending = []
-        for fold in folds:
-            path = _fold_path(run_dir, method, fold.name)
-            if path.exists():
-                done[method, fold.name] = json.loads(path.read_text())
-            else:
-                pending.append(fold)
-        chunk = FOLD_CHUNK if runner.batched(method) else 1
-        jobs += [(method, pending[i:i + chunk]) for i in range(0, len(pending), chunk)]
-    if config.train.mode == "finetune":
-        seconds = project_seconds(cohort, config, jobs, workers)
-        if seconds:
-            log(f"fine-tune: projected {_duration(seconds)} for the pending folds on this machine "
-                f"({workers} worker(s)); --epochs and --native-res shorten it")
-    for records in _execute(runner, jobs, workers, progress):
-        for record in records:
-            _write_json(_fold_path(run_dir, record["method"], record["fold"]), record)
-            done[record["method"], record["fold"]] = record
-    return {method: [done[method, fold.name] for fold in folds] for method in config.methods}
+    backend = backend or LocalBackend()
+    done: dict[tuple[int, str, str], dict] = {}
+    jobs: list[Job] = []
+    folds_of: dict[int, list[Fold]] = {}
+    for seed in config.seeds:
+        folds = folds_of[seed] = make_folds(cohort.labels, config, seed)
+        check_no_leakage(folds, subject_ids)
+        for method in config.methods:
+            pending = []
+            for fold in folds:
+                path = _fold_path(run_dir, seed, method, fold.name)
+                if path.exists():
+                    done[seed, method, fold.name] = json.loads(path.read_text())
+                else:
+                    pending.append(fold)
+            batched = method in HEADS and config.train.mode == "frozen"
+            chunk = FOLD_CHUNK if batched else (len(pending) or 1) if (
+                backend.whole_methods and method not in HEADS) else 1
+            jobs += [Job(seed, method, tuple(pending[i:i + chunk])) for i in range(0, len(pending), chunk)]
+    with backend.session():
+        if config.train.mode == "finetune":
+            slots = backend.parallelism(config)
+            seconds = project_seconds(cohort, config, jobs, slots)
+            if seconds:
+                log(f"fine-tune: projected {_duration(seconds)} for the pending folds on this machine "
+                    f"({slots} at a time); --epochs and --native-res shorten it")
+        for records in backend.execute(cohort, config, jobs, progress):
+            for record in records:
+                _write_json(_fold_path(run_dir, record["seed"], record["method"], record["fold"]), record)
+                done[record["seed"], record["method"], record["fold"]] = record
+    return {seed: {method: [done[seed, method, fold.name] for fold in folds_of[seed]] for method in config.methods}
+            for seed in config.seeds}
 
 
-def _fold_path(run_dir: Path, method: str, fold_name: str) -> Path:
-    return run_dir / "folds" / method / f"{fold_name}.json"
-
-
-def _execute(runner: FoldRunner, jobs: list[tuple[str, list[Fold]]], workers: int, progress: Callable):
-    """Yield each job's records as it finishes: in this process, or fine-tune folds in worker processes."""
-    def in_workers(method: str) -> bool:
-        return workers > 1 and method in HEADS and not runner.batched(method)
-
-    parallel = [job for job in jobs if in_workers(job[0])]
-    local = [job for job in jobs if not in_workers(job[0])]
-    for method, folds in progress(local):
-        yield runner.run(method, folds)
-    if parallel:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, context, _start_worker, (runner.cohort, runner.config, threads)) as pool:
-            futures = [pool.submit(_run_in_worker, method, folds[0]) for method, folds in parallel]
-            for future in progress(as_completed(futures)):
-                yield future.result()
+def _fold_path(run_dir: Path, seed: int, method: str, fold_name: str) -> Path:
+    return run_dir / "folds" / f"seed-{seed}" / method / f"{fold_name}.json"
 
 
 def _duration(seconds: float) -> str:

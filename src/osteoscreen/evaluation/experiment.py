@@ -5,13 +5,22 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from osteoscreen.atomic import atomic_path, write_text_atomic
 from osteoscreen.data.dataset import load_dataset
-from osteoscreen.evaluation.crossval import CVConfig, comparisons, prepare_run, run_folds, summarise
-from osteoscreen.evaluation.report import build_report, format_table
+from osteoscreen.evaluation.crossval import (
+    CVConfig,
+    LocalBackend,
+    RayBackend,
+    comparisons,
+    prepare_run,
+    run_folds,
+    summarise,
+)
+from osteoscreen.evaluation.metrics import seed_spread
+from osteoscreen.evaluation.report import build_report, format_spread, format_table
 from osteoscreen.landmarks import CLASSES, GROUPS
 from osteoscreen.models.heads import HEADS
 from osteoscreen.training import Cohort
@@ -27,25 +36,31 @@ class CVOutcome:
     padded_patches: int
 
 
-def write_predictions(path: Path, records: dict, subject_ids: list[str], labels) -> None:
+def write_predictions(path: Path, records: dict[int, dict], subject_ids: list[str], labels) -> None:
+    """records: {seed: {method: [fold records]}} -> one row per subject, method, fold and seed."""
     with atomic_path(path) as partial, open(partial, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["subject_id", "method", "fold", "y_true", "p_osteoporosis", "y_pred", *ATTENTION_COLUMNS])
-        for method, folds in records.items():
-            for record in folds:
-                attention = record["attention"] or [None] * len(record["test"])
-                for index, probability, weights in zip(record["test"], record["p"], attention, strict=True):
-                    weights_text = [""] * len(GROUPS) if weights is None else [f"{w:.6f}" for w in weights]
-                    writer.writerow([subject_ids[index], method, record["fold"], CLASSES[labels[index]],
-                                     f"{probability:.6f}", CLASSES[int(probability >= 0.5)], *weights_text])
+        writer.writerow(["subject_id", "method", "fold", "y_true", "p_osteoporosis", "y_pred", *ATTENTION_COLUMNS,
+                         "seed"])
+        for seed, by_method in records.items():
+            for method, folds in by_method.items():
+                for record in folds:
+                    attention = record["attention"] or [None] * len(record["test"])
+                    for index, probability, weights in zip(record["test"], record["p"], attention, strict=True):
+                        weights_text = [""] * len(GROUPS) if weights is None else [f"{w:.6f}" for w in weights]
+                        writer.writerow([subject_ids[index], method, record["fold"], CLASSES[labels[index]],
+                                         f"{probability:.6f}", CLASSES[int(probability >= 0.5)], *weights_text, seed])
 
 
 def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
-                   progress: Callable[[str], Callable] = lambda _: iter, workers: int = 1,
+                   progress: Callable[[str], Callable] = lambda _: iter,
+                   backend: LocalBackend | RayBackend | None = None,
                    log: Callable[[str], None] = lambda _: None) -> CVOutcome:
     """Run (or resume) the whole cross-validation and write every output file of DESIGN §6.
 
-    workers: processes for fine-tune folds (results do not depend on it); log: progress messages.
+    backend: where folds run (default: this process; results do not depend on it); log: progress messages.
+    metrics.json's "methods" and "comparisons" are the first seed's; "seeds" holds every seed's metrics and
+    "spread" their mean, standard deviation, min and max.
     """
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     dataset = load_dataset(data_dir)
@@ -57,14 +72,21 @@ def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
                                  data_hash=dataset_info["hash"], progress=progress("patches"))
     subject_ids = [s.subject_id for s in dataset.subjects]
     if config.train.mode == "frozen" and any(m in HEADS for m in config.methods):
-        cohort.frozen_features(config.train, progress=progress("features"))  # once, for every head and fold
-    records = run_folds(cohort, subject_ids, config, run_dir, progress=progress("folds"), workers=workers, log=log)
-    per_subject, metrics = summarise(records, labels)
+        for seed in config.seeds:  # once per seed, for every head and fold (Ray tasks receive them)
+            cohort.frozen_features(replace(config.train, seed=seed), progress=progress("features"))
+    records = run_folds(cohort, subject_ids, config, run_dir, progress=progress("folds"), backend=backend, log=log)
+    summaries = {seed: summarise(by_method, labels) for seed, by_method in records.items()}
+    per_subject, metrics = summaries[config.seeds[0]]
     tests = comparisons(per_subject, labels)
+    spread = seed_spread([summaries[seed][1] for seed in config.seeds])
     config_dict = {**asdict(config), "versions": record["versions"]}
     write_predictions(run_dir / "predictions.csv", records, subject_ids, labels)
-    write_text_atomic(run_dir / "metrics.json", json.dumps({"dataset": dataset_info, "config": asdict(config),
-                                                       "methods": metrics, "comparisons": tests}, indent=2) + "\n")
+    payload = {"dataset": dataset_info, "config": asdict(config), "methods": metrics, "comparisons": tests,
+               "seeds": [{"seed": seed, "methods": summaries[seed][1]} for seed in config.seeds], "spread": spread}
+    write_text_atomic(run_dir / "metrics.json", json.dumps(payload, indent=2) + "\n")
     write_text_atomic(run_dir / "report.html", build_report(metrics, tests, per_subject, labels, subject_ids, cohort,
-                                                       config_dict, dataset_info))
-    return CVOutcome(run_dir, format_table(metrics, tests), metrics, cohort.padded_patches)
+                                                       config_dict, dataset_info, spread))
+    table = format_table(metrics, tests)
+    if len(config.seeds) > 1:
+        table = f"seed {config.seeds[0]}:\n{table}\n\n{format_spread(spread)}"
+    return CVOutcome(run_dir, table, metrics, cohort.padded_patches)

@@ -66,3 +66,22 @@ def mcnemar_exact(reference_correct: np.ndarray, other_correct: np.ndarray) -> d
     c = int(np.sum(~reference_correct & other_correct))
     p_value = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
     return {"b": b, "c": c, "p_value": p_value}
+
+
+SPREAD_KEYS = ("OPA", "NOPA", "OA", "balanced_accuracy", "auroc")
+
+
+def seed_spread(per_seed: list[dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """Across seeds, per method and metric: mean, sample standard deviation (None for one seed), min, max.
+
+    per_seed: one {method: screening_metrics(...)} per seed.
+    """
+    spread = {}
+    for method in per_seed[0]:
+        spread[method] = {}
+        for key in SPREAD_KEYS:
+            values = np.array([seed[method][key] for seed in per_seed], dtype=float)
+            spread[method][key] = {"mean": float(values.mean()),
+                                   "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
+                                   "min": float(values.min()), "max": float(values.max()), "n_seeds": len(values)}
+    return spread

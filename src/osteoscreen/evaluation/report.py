@@ -52,6 +52,35 @@ def format_table(metrics: dict, comparisons: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _spread_cell(entry: dict) -> str:
+    sd = "" if entry["sd"] is None else f" ± {_percent(entry['sd'])}"
+    return f"{_percent(entry['mean'])}{sd} [{_percent(entry['min'])}–{_percent(entry['max'])}]"
+
+
+SPREAD_COLUMNS = (("OPA", "OPA %"), ("NOPA", "NOPA %"), ("OA", "OA %"), ("balanced_accuracy", "BA %"))
+
+
+def format_spread(spread: dict) -> str:
+    """Plain-text table across seeds: mean ± sd [min–max] in % per method."""
+    seeds = next(iter(next(iter(spread.values())).values()))["n_seeds"]
+    header = f"{'method':<16} " + " ".join(f"{title + ' mean ± sd [min–max]':<30}" for _, title in SPREAD_COLUMNS)
+    lines = [f"across {seeds} seeds:", header, "-" * len(header)]
+    for method, entry in spread.items():
+        lines.append(f"{method:<16} " + " ".join(f"{_spread_cell(entry[key]):<30}" for key, _ in SPREAD_COLUMNS))
+    return "\n".join(lines)
+
+
+def _spread_html(spread: dict) -> str:
+    seeds = next(iter(next(iter(spread.values())).values()))["n_seeds"]
+    head = "".join(f"<th>{title} mean ± sd [min–max]</th>" for _, title in SPREAD_COLUMNS)
+    rows = "".join(f"<tr><td>{html.escape(method)}</td>" + "".join(f"<td>{_spread_cell(entry[key])}</td>"
+                                                                   for key, _ in SPREAD_COLUMNS) + "</tr>"
+                   for method, entry in spread.items())
+    return (f"<h3>Across {seeds} seeds</h3><p>The table above is the first seed's. Each seed re-draws "
+            "initialisations, augmentations and (k-fold) the split; the spread shows how much of a difference "
+            f"between methods is seed noise.</p><table><tr><th>method</th>{head}</tr>{rows}</table>")
+
+
 def _figure_uri(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
@@ -126,8 +155,8 @@ def _example_subjects(result: dict, labels: np.ndarray) -> list[tuple[str, int]]
 
 
 def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labels: np.ndarray,
-                 subject_ids: list[str], cohort, config: dict, dataset: dict) -> str:
-    """The whole report.html as a string."""
+                 subject_ids: list[str], cohort, config: dict, dataset: dict, spread: dict | None = None) -> str:
+    """The whole report.html as a string; spread (metrics.seed_spread) adds the across-seeds table."""
     p_values = {c["method"]: c for c in comparisons}
     rows = []
     for method, m in metrics.items():
@@ -164,7 +193,8 @@ def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labe
                       "accuracy. Intervals: Wilson 95%. AUROC is computed once on pooled out-of-fold scores; under "
                       "leave-one-out it is biased (a model that outputs the training-fold prevalence scores far "
                       "from 0.5), so read it beside balanced accuracy and, where run, the repeated k-fold protocol. "
-                      "The paper's numbers come from its private 70-subject cohort and are not comparable.</p>",
+                      "The paper's numbers come from its private 70-subject cohort and are not comparable.</p>"
+                      + (_spread_html(spread) if spread and len(config.get("seeds", ())) > 1 else ""),
         "Confusion matrices": _img(_figure_uri(_confusion_figure(metrics)), "confusion matrices"),
         "ROC curves": _img(_figure_uri(_roc_figure(per_subject, labels)), "ROC curves"),
         "Attention by group and class": (_img(_figure_uri(attention), "attention by group and class")
