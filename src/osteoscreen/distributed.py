@@ -94,10 +94,16 @@ class ResultStream:
                 ray.cancel(ref, force=True)
 
 
+def _call(function: Callable, shared: object, item: object) -> object:
+    return function(shared, item)
+
+
 def ray_map(function: Callable, shared: object, items: Sequence, resources: TaskResources) -> ResultStream:
-    """function(shared, item) as one Ray task per item; `shared` goes into the object store once."""
+    """function(shared, item) as one Ray task per item (any picklable callable, a functools.partial too);
+    `function` and `shared` go into the object store once."""
     ray = import_ray()
-    remote = ray.remote(function).options(num_cpus=resources.cpus, num_gpus=resources.gpus,
-                                          max_retries=resources.retries, retry_exceptions=False)
-    shared_ref = ray.put(shared)
-    return ResultStream({remote.remote(shared_ref, item): position for position, item in enumerate(items)}, ray)
+    remote = ray.remote(_call).options(num_cpus=resources.cpus, num_gpus=resources.gpus,
+                                       max_retries=resources.retries, retry_exceptions=False)
+    function_ref, shared_ref = ray.put(function), ray.put(shared)
+    return ResultStream({remote.remote(function_ref, shared_ref, item): position
+                         for position, item in enumerate(items)}, ray)

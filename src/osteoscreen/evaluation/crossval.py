@@ -242,8 +242,12 @@ class LocalBackend:
     def session(self):
         return contextlib.nullcontext()
 
-    def parallelism(self, config: CVConfig) -> int:
+    def parallelism(self) -> int:
         return self.workers
+
+    def task_threads(self) -> int:
+        """Intra-op threads a fine-tune fold gets."""
+        return max(1, (os.cpu_count() or 1) // self.workers) if self.workers > 1 else torch.get_num_threads()
 
     def execute(self, cohort: Cohort, config: CVConfig, jobs: list[Job], progress: Callable):
         """Yield each job's records as it finishes."""
@@ -256,7 +260,7 @@ class LocalBackend:
             yield runner.run(job.method, list(job.folds))
         parallel = [job for job in jobs if in_workers(job)]
         if parallel:
-            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            threads = self.task_threads()
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(self.workers, context, _start_worker, (cohort, config, threads)) as pool:
                 futures = [pool.submit(_run_in_worker, job) for job in parallel]
@@ -283,10 +287,13 @@ class RayBackend:
 
         return ray_session(self.address)
 
-    def parallelism(self, config: CVConfig) -> int:
+    def parallelism(self) -> int:
         from osteoscreen.distributed import cluster_slots
 
         return cluster_slots(self.resources)
+
+    def task_threads(self) -> int:
+        return max(1, int(self.resources.cpus))  # Ray sets a task's OMP_NUM_THREADS to its CPUs
 
     def execute(self, cohort: Cohort, config: CVConfig, jobs: list[Job], progress: Callable):
         from osteoscreen.distributed import ray_map
@@ -300,12 +307,18 @@ def default_workers(mode: str) -> int:
     return max(1, (os.cpu_count() or 1) // 4) if mode == "finetune" else 1
 
 
-def project_seconds(cohort: Cohort, config: CVConfig, jobs: list[Job], parallelism: int) -> float:
-    """Projected wall time of the pending fine-tune fits: one timed training step on this machine x steps."""
+def project_seconds(cohort: Cohort, config: CVConfig, jobs: list[Job], parallelism: int, threads: int) -> float:
+    """Projected wall time of the pending fine-tune fits: one training step timed on this machine with the
+    threads a fold gets x steps / folds at a time."""
     fits = [(job.method, fold) for job in jobs if job.method in HEADS for fold in job.folds]
     if not fits:
         return 0.0
-    step = time_finetune_step(cohort, replace(config.train, head=fits[0][0]))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        step = time_finetune_step(cohort, replace(config.train, head=fits[0][0]))
+    finally:
+        torch.set_num_threads(previous)
     steps = sum(finetune_steps(len(fold.train), config.train) for _, fold in fits)
     return step * steps / parallelism
 
@@ -340,8 +353,8 @@ def run_folds(cohort: Cohort, subject_ids: list[str], config: CVConfig, run_dir:
             jobs += [Job(seed, method, tuple(pending[i:i + chunk])) for i in range(0, len(pending), chunk)]
     with backend.session():
         if config.train.mode == "finetune":
-            slots = backend.parallelism(config)
-            seconds = project_seconds(cohort, config, jobs, slots)
+            slots = backend.parallelism()
+            seconds = project_seconds(cohort, config, jobs, slots, backend.task_threads())
             if seconds:
                 log(f"fine-tune: projected {_duration(seconds)} for the pending folds on this machine "
                     f"({slots} at a time); --epochs and --native-res shorten it")
