@@ -1,15 +1,21 @@
-"""Shared fixtures: small phantom cohorts generated once per test session."""
+"""Shared fixtures: small phantom cohorts generated once per test session; web-test helpers."""
 
 from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from osteoscreen.data.dataset import load_dataset
 from osteoscreen.data.patches import PatchConfig
 from osteoscreen.data.phantom import PhantomConfig, bone_parameters, synthesise, trabecular_field
 from osteoscreen.data.subject_patches import SubjectPatches
 from osteoscreen.landmarks import GROUPS
-from osteoscreen.training import Cohort
+from osteoscreen.screening import save_model
+from osteoscreen.training import Cohort, TrainConfig, fit
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +53,45 @@ def make_planted_cohort(n: int, seed: int, group: str = "premolar") -> Cohort:
 def planted_cohort():
     """Factory of planted cohorts: planted_cohort(n, seed) -> Cohort."""
     return make_planted_cohort
+
+
+def train_small_model(dataset_dir: Path, out: Path) -> Path:
+    """A frozen group-attention model trained on the dataset (1 view, 5 epochs: seconds)."""
+    dataset = load_dataset(dataset_dir)
+    config = TrainConfig(views=1, epochs=5)
+    cohort = Cohort.from_dataset(dataset, config.patch)
+    return save_model(fit(cohort, np.arange(len(cohort)), config), out, dataset.summary(), None)
+
+
+def subject_upload(dataset_dir: Path, index: int = 0) -> tuple[bytes, dict[str, list[float]], str]:
+    """(image file bytes, {landmark: [x, y]}, subject id) of the dataset's index-th subject."""
+    rows = list(csv.DictReader(open(dataset_dir / "subjects.csv", newline="")))
+    subject = rows[index]
+    landmarks = {r["landmark"]: [float(r["x"]), float(r["y"])]
+                 for r in csv.DictReader(open(dataset_dir / "landmarks.csv", newline=""))
+                 if r["subject_id"] == subject["subject_id"]}
+    return (dataset_dir / subject["image"]).read_bytes(), landmarks, subject["subject_id"]
+
+
+def dataset_missing_one_subject(source: Path, out: Path) -> tuple[Path, dict[str, list[float]]]:
+    """A copy of the dataset whose first subject has no landmarks; returns it and the removed landmarks."""
+    shutil.copytree(source, out)
+    _, removed, subject_id = subject_upload(source, 0)
+    rows = list(csv.DictReader(open(out / "landmarks.csv", newline="")))
+    with open(out / "landmarks.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["subject_id", "landmark", "x", "y"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["subject_id"] != subject_id)
+    return out, removed
+
+
+@pytest.fixture(scope="session")
+def web_model(small_png_cohort, tmp_path_factory):
+    """A model directory trained on small_png_cohort."""
+    return train_small_model(small_png_cohort, tmp_path_factory.mktemp("web") / "model")
+
+
+@pytest.fixture
+def annotation_dataset(small_png_cohort, tmp_path):
+    """(a copy of small_png_cohort whose first subject lacks landmarks, the removed landmarks)."""
+    return dataset_missing_one_subject(small_png_cohort, tmp_path / "data")

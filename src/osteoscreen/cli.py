@@ -242,6 +242,27 @@ def cmd_demo(args) -> None:
     _run_cv(data, out / "cv", CVConfig(train=TrainConfig(patch=_patch_config(args))))
 
 
+def cmd_serve(args) -> None:
+    import ipaddress
+
+    import uvicorn
+
+    from osteoscreen.web.app import create_app
+
+    if args.max_upload_mb <= 0:
+        raise InputError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    app = create_app(args.model, args.data, int(args.max_upload_mb * 2 ** 20))
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        print(f"warning: serving on {args.host}: other machines can reach this page; it has no login",
+              file=sys.stderr)
+    print(f"osteoscreen: open http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
 def cmd_check_weights(args) -> None:
     import numpy as np
 
@@ -337,6 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--backbone", default="efficientnet_lite0")
     check.add_argument("--weights", default="imagenet", help="imagenet, none, a path or a URL")
     check.set_defaults(run=cmd_check_weights)
+
+    serve = commands.add_parser("serve", help="a local web page: place landmarks and screen, or annotate a dataset")
+    serve.add_argument("--model", default=None, help="model directory: screening mode")
+    serve.add_argument("--data", default=None, help="dataset directory: annotation mode (saves its landmarks.csv)")
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-upload-mb", type=float, default=64, help="largest upload accepted (default 64 MB)")
+    serve.set_defaults(run=cmd_serve)
 
     demo = commands.add_parser("demo", help="synthesise the default cohort and run the main job on it")
     demo.add_argument("--out", default="runs/demo")

@@ -29,8 +29,9 @@ import torch
 from osteoscreen import __version__
 from osteoscreen.atomic import atomic_path, write_text_atomic
 from osteoscreen.data.dataset import Dataset, Subject, load_dataset
+from osteoscreen.data.imageio import Radiograph
 from osteoscreen.data.patches import PatchConfig
-from osteoscreen.data.subject_patches import cut_subject_patches
+from osteoscreen.data.subject_patches import SubjectPatches, cut_subject_patches
 from osteoscreen.distributed import TaskResources
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import CLASSES, GROUPS
@@ -280,17 +281,34 @@ def screen_subjects(shared: tuple[FittedModel, float, Path | None], work: list[t
     rows = []
     for subject, name in work:
         radiograph = subject.load_image()
-        patches = cut_subject_patches(subject, radiograph, model.config.patch)
-        probability, attention = predict_proba(model, Cohort([patches], model.config.patch), [0])
-        weights = None if attention is None else attention[0]
-        decision = CLASSES[int(probability[0] >= threshold)]
-        rows.append([subject.subject_id, f"{probability[0]:.6f}", decision,
-                     *([""] * len(GROUPS) if weights is None else [f"{w:.6f}" for w in weights]),
+        result = screen_radiograph(model, threshold, subject, radiograph)
+        rows.append([subject.subject_id, f"{result.probability:.6f}", result.decision,
+                     *([""] * len(GROUPS) if result.attention is None else [f"{w:.6f}" for w in result.attention]),
                      "" if subject.label is None else CLASSES[subject.label]])
         if figure_dir is not None:
-            screening_figure(radiograph.pixels, subject, patches, model.config.patch.context, probability[0], weights,
-                             decision, threshold, figure_dir / f"{name}.png")
+            screening_figure(radiograph.pixels, subject, result.patches, model.config.patch.context,
+                             result.probability, result.attention, result.decision, threshold,
+                             figure_dir / f"{name}.png")
     return rows
+
+
+@dataclass(frozen=True)
+class Screening:
+    """One radiograph's result: p(osteoporosis), the decision at the threshold, group attention [4] or None,
+    and the 8 patches cut for it."""
+
+    probability: float
+    decision: str
+    attention: np.ndarray | None
+    patches: SubjectPatches
+
+
+def screen_radiograph(model: FittedModel, threshold: float, subject: Subject, radiograph: Radiograph) -> Screening:
+    """Screen one radiograph with its subject's 8 landmarks (the model's plain view)."""
+    patches = cut_subject_patches(subject, radiograph, model.config.patch)
+    probability, attention = predict_proba(model, Cohort([patches], model.config.patch), [0])
+    return Screening(float(probability[0]), CLASSES[int(probability[0] >= threshold)],
+                     None if attention is None else attention[0], patches)
 
 
 def predict(loaded: LoadedModel, dataset: Dataset, out_dir: str | Path, figures: bool = True,

@@ -114,10 +114,12 @@ def _parse_float(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def load_dataset(root: str | Path, check_images: bool = True, require_labels: bool = True) -> Dataset:
+def load_dataset(root: str | Path, check_images: bool = True, require_labels: bool = True,
+                 require_landmarks: bool = True) -> Dataset:
     """Parse and validate a dataset directory (DESIGN §1).
 
-    check_images reads every image to check it decodes and that landmarks fall inside it. All problems are
+    check_images reads every image to check it decodes and that landmarks fall inside it. require_landmarks
+    False (annotation): landmarks.csv may be absent and subjects may lack landmarks (left NaN). All problems are
     collected and raised together as one DatasetError.
     """
     root = Path(root)
@@ -127,7 +129,8 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
     subjects_csv, landmarks_csv = root / "subjects.csv", root / "landmarks.csv"
     required_subject_columns = SUBJECT_COLUMNS if require_labels else SUBJECT_COLUMNS[:2]
     subject_rows = _read_csv(subjects_csv, required_subject_columns, problems)
-    landmark_rows = _read_csv(landmarks_csv, LANDMARK_COLUMNS, problems)
+    landmark_rows = (_read_csv(landmarks_csv, LANDMARK_COLUMNS, problems)
+                     if require_landmarks or landmarks_csv.exists() else [])
 
     subjects: dict[str, Subject] = {}
     for line, row in subject_rows:
@@ -190,7 +193,7 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
     for sid, subject in subjects.items():
         missing = [LANDMARKS[i] for i in range(len(LANDMARKS))
                    if np.isnan(subject.landmarks[i]).any() and (sid, LANDMARKS[i]) not in seen]
-        if missing and landmark_rows:
+        if missing and landmark_rows and require_landmarks:
             problems.append(f"{landmarks_csv}: subject {sid!r}: missing landmark(s) {', '.join(missing)}")
     if not subjects and subject_rows == [] and not problems:
         problems.append(f"{subjects_csv}: no subjects")

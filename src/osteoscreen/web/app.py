@@ -1,0 +1,210 @@
+"""The FastAPI application behind `osteoscreen serve`: one page and a JSON API.
+
+Screening (a model): POST /api/render turns an uploaded radiograph into a PNG the page can show; POST
+/api/screen takes the radiograph again with its 8 landmarks and returns p(osteoporosis), the decision, the
+attention per group and the 8 patches. The server keeps nothing between requests: the page holds the file.
+Annotation (a dataset directory): GET /api/subjects, GET /api/subjects/{index}/image and /landmarks, and
+PUT /api/subjects/{index}/landmarks, which saves landmarks.csv at once. Subjects are addressed by their index in
+subjects.csv, so no path from a request reaches the filesystem; the page's three files are fixed routes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from osteoscreen.data.dataset import Subject
+from osteoscreen.errors import InputError
+from osteoscreen.landmarks import GROUPS, LANDMARKS
+from osteoscreen.web.annotations import AnnotationStore, parse_landmarks
+from osteoscreen.web.uploads import UploadError, decode_upload, png_bytes
+
+DEFAULT_MAX_UPLOAD_MB = 64
+GROUP_NAMES = {"condyle": "mandibular condyle", "angle": "angle of the mandible",
+               "premolar": "mandibular premolar region", "tuberosity": "maxillary tuberosity"}
+#: Where each landmark lies on the page's schematic panoramic radiograph, as fractions of its width and height
+#: (patient's right on the image's left).
+DIAGRAM = {"condyle": (0.16, 0.3), "angle": (0.2, 0.72), "premolar": (0.375, 0.8), "tuberosity": (0.28, 0.45)}
+PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript"),
+              "/style.css": ("style.css", "text/css")}
+DISCLAIMER = "Research pre-screening, not a diagnosis; it does not replace DXA."
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request body larger than `limit` bytes gets 413 before it is read any further."""
+
+    class TooLarge(Exception):
+        pass
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if length.isdigit() and int(length) > self.limit:
+            return await self._refuse(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise BodySizeLimit.TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except BodySizeLimit.TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope, receive, send):
+        megabytes = self.limit / 2 ** 20
+        response = JSONResponse({"error": f"upload larger than the {megabytes:g} MB limit"}, status_code=413)
+        await response(scope, receive, send)
+
+
+def _landmark_info() -> list[dict]:
+    info = []
+    for name in LANDMARKS:
+        group, side = name.split("_")
+        u, v = DIAGRAM[group]
+        info.append({"name": name, "group": group, "side": side,
+                     "label": f"{side} {GROUP_NAMES[group]}",
+                     "hint": f"patient's {side}: the image's {'left' if side == 'right' else 'right'}",
+                     "diagram": [u if side == "right" else 1 - u, v]})
+    return info
+
+
+def _data_uri(pixels) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(pixels)).decode()
+
+
+def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None = None,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2 ** 20) -> FastAPI:
+    """The application for a model directory (screening), a dataset directory (annotation), or both."""
+    from osteoscreen.screening import load_model, screen_radiograph
+
+    if model_dir is None and data_dir is None:
+        raise InputError("serve needs --model MODEL (screening), --data DATA (annotation) or both")
+    loaded = load_model(model_dir) if model_dir is not None else None
+    store = AnnotationStore(data_dir) if data_dir is not None else None
+    page = {route: (files("osteoscreen.web").joinpath("static", name).read_bytes(), media)
+            for route, (name, media) in PAGE_FILES.items()}
+
+    app = FastAPI(title="osteoscreen", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodySizeLimit, limit=max_upload_bytes)
+
+    @app.exception_handler(UploadError)
+    async def upload_error(request: Request, error: UploadError):
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    for route, (body, media) in page.items():
+        app.add_api_route(route, lambda body=body, media=media: Response(body, media_type=media), methods=["GET"],
+                          response_class=HTMLResponse if route == "/" else Response)
+
+    def need_model():
+        if loaded is None:
+            raise UploadError(404, "screening is off: start the server with --model MODEL")
+        return loaded
+
+    def need_subject(index: int) -> Subject:
+        if store is None:
+            raise UploadError(404, "annotation is off: start the server with --data DATA")
+        subject = store.subject(index)
+        if subject is None:
+            raise UploadError(404, f"no subject with index {index}")
+        return subject
+
+    @app.get("/api/info")
+    def info() -> dict:
+        model = None if loaded is None else {
+            "method": loaded.info["method"], "mode": loaded.info["mode"], "created": loaded.info["created"],
+            "threshold": loaded.info["threshold"],
+            "synthetic_training_data": bool(loaded.info["training_data"].get("synthetic"))}
+        return {"screening": loaded is not None, "annotation": store is not None, "model": model,
+                "landmarks": _landmark_info(), "groups": list(GROUPS), "max_upload_bytes": max_upload_bytes,
+                "disclaimer": DISCLAIMER}
+
+    @app.post("/api/render")
+    def render(file: Annotated[UploadFile, File()]) -> Response:
+        radiograph = decode_upload(file.file.read())
+        return Response(png_bytes(radiograph.pixels), media_type="image/png")
+
+    @app.post("/api/screen")
+    def screen(file: Annotated[UploadFile, File()], landmarks: Annotated[str, Form()]) -> dict:
+        model = need_model()
+        try:
+            payload = json.loads(landmarks)
+        except ValueError:
+            raise UploadError(422, "landmarks: not valid JSON") from None
+        radiograph = decode_upload(file.file.read())
+        height, width = radiograph.pixels.shape
+        points = parse_landmarks(payload, width, height)
+        subject = Subject("upload", Path("upload"), None, points, radiograph.spacing_mm)
+        fitted = model.model
+        result = screen_radiograph(fitted, model.info["threshold"], subject, radiograph)
+        views = result.patches.plain_views(fitted.config.patch.context)
+        attention = None if result.attention is None else dict(zip(GROUPS, map(float, result.attention),
+                                                                   strict=True))
+        return {"p_osteoporosis": result.probability, "decision": result.decision,
+                "threshold": model.info["threshold"], "attention": attention, "method": model.info["method"],
+                "patches": [{"landmark": name, "png": _data_uri(view)} for name, view in zip(LANDMARKS, views,
+                                                                                          strict=True)],
+                "disclaimer": DISCLAIMER}
+
+    @app.get("/api/subjects")
+    def subjects() -> list[dict]:
+        if store is None:
+            raise UploadError(404, "annotation is off: start the server with --data DATA")
+        return store.overview()
+
+    @app.get("/api/subjects/{index}/image")
+    def subject_image(index: int) -> Response:
+        subject = need_subject(index)
+        try:
+            radiograph = subject.load_image()
+        except InputError:
+            raise UploadError(422, f"subject {subject.subject_id}: its image cannot be read") from None
+        return Response(png_bytes(radiograph.pixels), media_type="image/png")
+
+    @app.get("/api/subjects/{index}/landmarks")
+    def subject_landmarks(index: int) -> dict:
+        subject = need_subject(index)
+        return {"subject_id": subject.subject_id, "landmarks": AnnotationStore.landmarks(subject)}
+
+    @app.put("/api/subjects/{index}/landmarks")
+    async def save_landmarks(index: int, request: Request) -> dict:
+        subject = need_subject(index)
+        try:
+            payload = json.loads(await request.body())
+        except ValueError:
+            raise UploadError(422, "body: not valid JSON") from None
+        if not isinstance(payload, dict) or "landmarks" not in payload:
+            raise UploadError(422, "body: expected {\"landmarks\": {landmark: [x, y]}}")
+        height, width = subject.load_image().pixels.shape
+        store.save(subject, parse_landmarks(payload["landmarks"], width, height))
+        return {"saved": subject.subject_id, "file": store.path.name,
+                "complete": sum(entry["placed"] == len(LANDMARKS) for entry in store.overview())}
+
+    return app

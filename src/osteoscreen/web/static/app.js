@@ -1,0 +1,333 @@
+// osteoscreen page: place the 8 landmarks on a radiograph (click, drag to correct), then screen it (with a
+// model) or save them to the dataset's landmarks.csv (with a dataset). Coordinates are image pixels with (0, 0)
+// at the centre of the top-left pixel, as in landmarks.csv.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const SVG = "http://www.w3.org/2000/svg";
+const state = {
+  info: null, mode: null, file: null, subject: null, subjects: [],
+  width: 0, height: 0, scale: 1, landmarks: {}, current: null, dragging: null, dragged: false,
+};
+window.osteoscreen = state; // read by the browser tests
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").className = isError ? "error" : "";
+}
+
+async function request(url, options = {}) {
+  const response = await fetch(url, options);
+  if (!response.ok) {
+    let message = `${response.status}`;
+    try { message = (await response.json()).error || message; } catch (e) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response;
+}
+
+function names() { return state.info.landmarks.map((l) => l.name); }
+function landmark(name) { return state.info.landmarks.find((l) => l.name === name); }
+function placedCount() { return names().filter((n) => state.landmarks[n]).length; }
+function firstMissing() { return names().find((n) => !state.landmarks[n]) || null; }
+
+// ---------- viewer: zoom and coordinates ----------
+function applyZoom(scale) {
+  if (!state.width) return;
+  state.scale = Math.max(0.05, Math.min(8, scale));
+  $("stage").style.width = `${state.width * state.scale}px`;
+  drawMarkers();
+}
+function fitScale() { return ($("viewport").clientWidth - 2) / state.width; }
+
+function toImage(event) {
+  const rect = $("radiograph").getBoundingClientRect();
+  const x = (event.clientX - rect.left) * state.width / rect.width - 0.5;
+  const y = (event.clientY - rect.top) * state.height / rect.height - 0.5;
+  return [Math.max(-0.5, Math.min(state.width - 0.5, x)), Math.max(-0.5, Math.min(state.height - 0.5, y))];
+}
+
+async function showImage(blob) {
+  const image = $("radiograph");
+  const url = URL.createObjectURL(blob);
+  await new Promise((resolve, reject) => {
+    image.onload = resolve;
+    image.onerror = () => reject(new Error("the image could not be shown"));
+    image.src = url;
+  });
+  state.width = image.naturalWidth;
+  state.height = image.naturalHeight;
+  $("overlay").setAttribute("viewBox", `-0.5 -0.5 ${state.width} ${state.height}`);
+  $("overlay").setAttribute("preserveAspectRatio", "none");
+  applyZoom(fitScale());
+}
+
+// ---------- landmarks: markers, list, diagram ----------
+function drawMarkers() {
+  const overlay = $("overlay");
+  overlay.replaceChildren();
+  const unit = 1 / state.scale; // one screen pixel in image pixels
+  for (const name of names()) {
+    const point = state.landmarks[name];
+    if (!point) continue;
+    const circle = document.createElementNS(SVG, "circle");
+    circle.setAttribute("cx", point[0]);
+    circle.setAttribute("cy", point[1]);
+    circle.setAttribute("r", 9 * unit);
+    circle.setAttribute("stroke-width", 2 * unit);
+    circle.dataset.name = name;
+    if (name === state.current) circle.classList.add("current");
+    circle.addEventListener("pointerdown", (event) => startDrag(event, name));
+    const text = document.createElementNS(SVG, "text");
+    text.setAttribute("x", point[0] + 12 * unit);
+    text.setAttribute("y", point[1] - 12 * unit);
+    text.setAttribute("font-size", 13 * unit);
+    text.setAttribute("stroke-width", 3 * unit);
+    text.textContent = name;
+    overlay.append(circle, text);
+  }
+}
+
+function drawPanel() {
+  const list = $("landmark-list");
+  list.replaceChildren();
+  const diagram = $("diagram");
+  diagram.querySelectorAll("circle").forEach((c) => c.remove());
+  for (const item of state.info.landmarks) {
+    const li = document.createElement("li");
+    const point = state.landmarks[item.name];
+    li.textContent = `${item.label} (${item.hint})` + (point ? `: ${point[0].toFixed(1)}, ${point[1].toFixed(1)}` : "");
+    li.dataset.name = item.name;
+    if (item.name === state.current) li.classList.add("current");
+    li.addEventListener("click", () => { state.current = item.name; update(); });
+    list.append(li);
+    const dot = document.createElementNS(SVG, "circle");
+    dot.setAttribute("cx", item.diagram[0] * 200);
+    dot.setAttribute("cy", item.diagram[1] * 100);
+    dot.setAttribute("r", 5);
+    dot.classList.add(item.name === state.current ? "current" : point ? "placed" : "todo");
+    diagram.append(dot);
+  }
+  const complete = placedCount() === names().length;
+  const prompt = $("prompt");
+  if (!state.width) {
+    prompt.textContent = state.mode === "annotation" ? "Choose a subject." : "Choose a radiograph to start.";
+  } else if (state.current) {
+    const item = landmark(state.current);
+    prompt.innerHTML = "";
+    prompt.append("Click the ", Object.assign(document.createElement("b"), { textContent: item.label }),
+      ` (${item.hint}) — ${names().indexOf(item.name) + 1} of ${names().length}; drag a point to correct it.`);
+  } else {
+    prompt.textContent = complete ? (state.mode === "annotation" ? "All 8 placed: save them, or drag to correct."
+      : "All 8 placed: screen the radiograph, or drag to correct.") : "";
+  }
+  $("screen-button").disabled = !(complete && state.file);
+  $("save-button").disabled = !(complete && state.subject !== null);
+  $("download-csv").disabled = $("download-json").disabled = placedCount() === 0;
+}
+
+function update() { drawMarkers(); drawPanel(); }
+
+function startDrag(event, name) {
+  event.stopPropagation();
+  event.preventDefault();
+  state.dragging = name;
+  state.dragged = false;
+  $("overlay").setPointerCapture(event.pointerId);
+}
+
+$("overlay").addEventListener("pointermove", (event) => {
+  if (!state.dragging) return;
+  state.landmarks[state.dragging] = toImage(event);
+  state.dragged = true;
+  drawMarkers();
+});
+$("overlay").addEventListener("pointerup", (event) => {
+  if (!state.dragging) return;
+  if (state.dragged) state.landmarks[state.dragging] = toImage(event);
+  state.dragging = null;
+  clearResult();
+  update();
+});
+$("overlay").addEventListener("click", (event) => {
+  if (state.dragged) { state.dragged = false; return; }
+  if (!state.current || !state.width) return;
+  state.landmarks[state.current] = toImage(event);
+  state.current = firstMissing();
+  clearResult();
+  update();
+});
+
+// ---------- zoom controls ----------
+$("zoom-in").addEventListener("click", () => applyZoom(state.scale * 1.25));
+$("zoom-out").addEventListener("click", () => applyZoom(state.scale / 1.25));
+$("zoom-fit").addEventListener("click", () => applyZoom(fitScale()));
+$("viewport").addEventListener("wheel", (event) => {
+  if (!event.ctrlKey) return;
+  event.preventDefault();
+  applyZoom(state.scale * (event.deltaY < 0 ? 1.15 : 1 / 1.15));
+}, { passive: false });
+
+// ---------- downloads ----------
+function download(text, filename, type) {
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([text], { type }));
+  link.download = filename;
+  link.click();
+}
+function placed() {
+  return Object.fromEntries(names().filter((n) => state.landmarks[n])
+    .map((n) => [n, state.landmarks[n].map((v) => Math.round(v * 100) / 100)]));
+}
+function stem() { return state.subject !== null ? state.subjects[state.subject].subject_id : "landmarks"; }
+$("download-csv").addEventListener("click", () => download(
+  "landmark,x,y\n" + Object.entries(placed()).map(([n, [x, y]]) => `${n},${x},${y}`).join("\n") + "\n",
+  `${stem()}.csv`, "text/csv"));
+$("download-json").addEventListener("click", () => download(
+  JSON.stringify(placed(), null, 2) + "\n", `${stem()}.json`, "application/json"));
+
+// ---------- screening ----------
+function clearResult() { $("result").hidden = true; }
+
+$("file-input").addEventListener("change", async () => {
+  const file = $("file-input").files[0];
+  if (!file) return;
+  clearResult();
+  setStatus("reading the radiograph ...");
+  const form = new FormData();
+  form.append("file", file);
+  try {
+    const response = await request("api/render", { method: "POST", body: form });
+    state.file = file;
+    state.landmarks = {};
+    await showImage(await response.blob());
+    state.current = firstMissing();
+    setStatus(`${state.width} x ${state.height} pixels`);
+  } catch (error) {
+    state.file = null;
+    setStatus(error.message, true);
+  }
+  update();
+});
+
+$("screen-button").addEventListener("click", async () => {
+  const form = new FormData();
+  form.append("file", state.file);
+  form.append("landmarks", JSON.stringify(state.landmarks));
+  setStatus("screening ...");
+  try {
+    const result = await (await request("api/screen", { method: "POST", body: form })).json();
+    showResult(result);
+    setStatus("screened");
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+});
+
+function showResult(result) {
+  $("probability").textContent = `p(osteoporosis) = ${result.p_osteoporosis.toFixed(3)}`;
+  $("decision").textContent = `→ ${result.decision} (threshold ${result.threshold})`;
+  $("decision").className = result.decision;
+  const bars = $("attention");
+  bars.replaceChildren();
+  if (result.attention) {
+    bars.append(Object.assign(document.createElement("p"), { textContent: "Attention per group:" }));
+    for (const [group, weight] of Object.entries(result.attention)) {
+      const row = document.createElement("div");
+      row.className = "bar";
+      row.dataset.group = group;
+      const bar = document.createElement("div");
+      bar.style.width = `${Math.round(weight * 180)}px`;
+      row.append(Object.assign(document.createElement("span"), { className: "name", textContent: group }), bar,
+        Object.assign(document.createElement("span"), { textContent: weight.toFixed(2) }));
+      bars.append(row);
+    }
+  }
+  const patches = $("patches");
+  patches.replaceChildren();
+  for (const patch of result.patches) {
+    const figure = document.createElement("figure");
+    figure.append(Object.assign(document.createElement("img"), { src: patch.png, alt: patch.landmark }),
+      Object.assign(document.createElement("figcaption"), { textContent: patch.landmark }));
+    patches.append(figure);
+  }
+  $("result-disclaimer").textContent = result.disclaimer;
+  $("result").hidden = false;
+}
+
+// ---------- annotation ----------
+async function loadSubjects() {
+  state.subjects = await (await request("api/subjects")).json();
+  const select = $("subject-select");
+  select.replaceChildren(...state.subjects.map((s) => Object.assign(document.createElement("option"), {
+    value: s.index, textContent: `${s.subject_id} (${s.placed}/8)` })));
+}
+
+async function openSubject(index) {
+  if (index < 0 || index >= state.subjects.length) return;
+  state.subject = index;
+  $("subject-select").value = index;
+  setStatus("loading ...");
+  try {
+    const [image, marks] = await Promise.all([request(`api/subjects/${index}/image`),
+      request(`api/subjects/${index}/landmarks`)]);
+    const payload = await marks.json();
+    state.landmarks = Object.fromEntries(Object.entries(payload.landmarks).filter(([, p]) => p));
+    await showImage(await image.blob());
+    state.current = firstMissing();
+    setStatus(`${payload.subject_id}: ${placedCount()} of 8 landmarks in landmarks.csv`);
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+  update();
+}
+
+$("subject-select").addEventListener("change", () => openSubject(Number($("subject-select").value)));
+$("previous-subject").addEventListener("click", () => openSubject(state.subject - 1));
+$("next-subject").addEventListener("click", () => openSubject(state.subject + 1));
+$("save-button").addEventListener("click", async () => {
+  const index = state.subject;
+  try {
+    const response = await request(`api/subjects/${index}/landmarks`, {
+      method: "PUT", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ landmarks: state.landmarks }) });
+    const saved = await response.json();
+    await loadSubjects();
+    $("subject-select").value = index;
+    setStatus(`saved ${saved.saved} to ${saved.file} (${saved.complete} of ${state.subjects.length} subjects complete)`);
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+});
+
+// ---------- modes ----------
+function setMode(mode) {
+  state.mode = mode;
+  state.landmarks = {};
+  state.width = 0;
+  state.file = null;
+  state.subject = null;
+  $("radiograph").removeAttribute("src");
+  $("screening-controls").hidden = $("screen-button").hidden = mode !== "screening";
+  $("annotation-controls").hidden = $("save-button").hidden = mode !== "annotation";
+  document.querySelectorAll("#modes button").forEach((b) => b.classList.toggle("active", b.dataset.mode === mode));
+  clearResult();
+  update();
+  if (mode === "annotation") loadSubjects().then(() => openSubject(0)).catch((e) => setStatus(e.message, true));
+}
+
+(async function start() {
+  state.info = await (await request("api/info")).json();
+  $("disclaimer").textContent = state.info.disclaimer + (state.info.model && state.info.model.synthetic_training_data
+    ? " This model was trained on synthetic phantoms: no clinical validity." : "");
+  const modes = ["screening", "annotation"].filter((m) => state.info[m]);
+  if (modes.length > 1) {
+    for (const mode of modes) {
+      const button = Object.assign(document.createElement("button"), { type: "button", textContent: mode });
+      button.dataset.mode = mode;
+      button.addEventListener("click", () => setMode(mode));
+      $("modes").append(button);
+    }
+  }
+  setMode(modes[0]);
+})().catch((error) => setStatus(error.message, true));

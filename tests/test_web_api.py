@@ -1,0 +1,159 @@
+"""The web API of `osteoscreen serve`: every endpoint, bad uploads, traversal attempts, no identifiers."""
+
+import base64
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import subject_upload
+from osteoscreen.cli import main
+from osteoscreen.data.dataset import single_image_dataset
+from osteoscreen.errors import InputError
+from osteoscreen.landmarks import LANDMARKS
+from osteoscreen.screening import load_model, predict
+from osteoscreen.web.app import create_app
+
+
+@pytest.fixture(scope="module")
+def screening(web_model):
+    return TestClient(create_app(model_dir=web_model))
+
+
+def in_order(landmarks: dict) -> np.ndarray:
+    return np.array([landmarks[name] for name in LANDMARKS])
+
+
+def upload(data: bytes, name: str = "radiograph.png"):
+    return {"file": (name, data, "application/octet-stream")}
+
+
+def test_the_page_and_its_files_are_served(screening):
+    page = screening.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="file-input"' in page.text and 'src="app.js"' in page.text
+    assert "function toImage" in screening.get("/app.js").text
+    assert screening.get("/style.css").headers["content-type"].startswith("text/css")
+
+
+def test_info_describes_the_mode_the_model_and_the_landmarks(screening):
+    info = screening.get("/api/info").json()
+    assert info["screening"] and not info["annotation"]
+    assert info["model"]["method"] == "group-attention" and info["model"]["synthetic_training_data"]
+    assert [item["name"] for item in info["landmarks"]] == list(LANDMARKS)
+    first = info["landmarks"][0]
+    assert first["label"] == "right mandibular condyle" and "image's left" in first["hint"]
+    assert first["diagram"][0] < 0.5 < info["landmarks"][1]["diagram"][0]  # patient's right on the image's left
+
+
+def test_render_returns_the_radiograph_as_png(screening, small_png_cohort):
+    data, _, _ = subject_upload(small_png_cohort)
+    response = screening.post("/api/render", files=upload(data))
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    shown = Image.open(io.BytesIO(response.content))
+    assert shown.size == Image.open(io.BytesIO(data)).size and shown.mode == "L"
+
+
+def test_screen_gives_what_osteoscreen_predict_gives(screening, web_model, small_png_cohort, tmp_path):
+    data, landmarks, subject_id = subject_upload(small_png_cohort)
+    result = screening.post("/api/screen", files=upload(data), data={"landmarks": json.dumps(landmarks)}).json()
+    image = tmp_path / "radiograph.png"
+    image.write_bytes(data)
+    points = tmp_path / "points.json"
+    points.write_text(json.dumps(landmarks))
+    rows = list(csv.DictReader(open(predict(load_model(web_model), single_image_dataset(image, points),
+                                            tmp_path / "out", figures=False))))
+    assert result["p_osteoporosis"] == pytest.approx(float(rows[0]["p_osteoporosis"]), abs=1e-6)
+    assert result["decision"] == rows[0]["decision"] and result["threshold"] == 0.5
+    assert set(result["attention"]) == {"condyle", "angle", "premolar", "tuberosity"}
+    assert sum(result["attention"].values()) == pytest.approx(1, abs=1e-5)
+    assert [p["landmark"] for p in result["patches"]] == list(LANDMARKS)
+    patch = Image.open(io.BytesIO(base64.b64decode(result["patches"][0]["png"].split(",")[1])))
+    assert patch.size == (100, 100)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda lm: {k: v for k, v in lm.items() if k != "angle_left"}, "missing angle_left"),
+    (lambda lm: {**lm, "chin": [1, 2]}, "unknown landmark"),
+    (lambda lm: {**lm, "premolar_right": [1e6, 5]}, "premolar_right at (1e+06, 5) lies outside"),
+    (lambda lm: {**lm, "condyle_right": ["a", 5]}, "condyle_right must be [x, y] numbers"),
+    (lambda lm: [1, 2], "expected an object"),
+])
+def test_bad_landmarks_are_named(screening, small_png_cohort, change, message):
+    data, landmarks, _ = subject_upload(small_png_cohort)
+    response = screening.post("/api/screen", files=upload(data), data={"landmarks": json.dumps(change(landmarks))})
+    assert response.status_code == 422 and message in response.json()["error"]
+
+
+def test_bad_uploads_are_refused_with_one_line(web_model, small_png_cohort, tmp_path):
+    client = TestClient(create_app(model_dir=web_model, max_upload_bytes=20_000))
+    text = client.post("/api/render", files=upload(b"subject_id,image\nP1,a.png\n", "evil.png"))
+    assert text.status_code == 415 and "not a DICOM, PNG, JPEG or TIFF" in text.json()["error"]
+    data, _, _ = subject_upload(small_png_cohort)
+    large = client.post("/api/render", files=upload(data))
+    assert large.status_code == 413 and "limit" in large.json()["error"]
+    corrupt_dicom = b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff" + b"garbage" * 50
+    broken = client.post("/api/render", files=upload(corrupt_dicom, "x.dcm"))
+    assert broken.status_code == 422 and "DICOM file cannot be read" in broken.json()["error"]
+    assert "Traceback" not in broken.text and "/tmp" not in broken.json()["error"]
+    truncated = client.post("/api/render", files=upload(data[:5000]))
+    assert truncated.status_code == 422 and "PNG file cannot be read" in truncated.json()["error"]
+    assert client.post("/api/render").status_code == 422  # no file at all
+    assert client.post("/api/screen", files=upload(data[:100]), data={"landmarks": "{"}).json()["error"] == \
+        "landmarks: not valid JSON"
+
+
+def test_a_dicom_upload_sends_no_patient_identifier(small_dicom_cohort, web_model):
+    client = TestClient(create_app(model_dir=web_model))
+    data, landmarks, _ = subject_upload(small_dicom_cohort)
+    assert b"PHANTOM-" in data and b"SYNTHETIC^" in data  # the file has them ...
+    rendered = client.post("/api/render", files=upload(data, "x.dcm"))
+    result = client.post("/api/screen", files=upload(data, "x.dcm"), data={"landmarks": json.dumps(landmarks)})
+    assert rendered.status_code == result.status_code == 200
+    for body in (rendered.content, result.content):  # ... the responses do not
+        assert b"PHANTOM" not in body and b"SYNTHETIC" not in body
+
+
+def test_annotation_endpoints_read_and_save_landmarks_atomically_with_a_backup(annotation_dataset):
+    data_dir, removed = annotation_dataset
+    before = (data_dir / "landmarks.csv").read_text()
+    client = TestClient(create_app(data_dir=data_dir))
+    subjects = client.get("/api/subjects").json()
+    assert [s["placed"] for s in subjects] == [0, 8, 8, 8]
+    assert client.get("/api/subjects/0/landmarks").json()["landmarks"] == dict.fromkeys(LANDMARKS)
+    assert client.get("/api/subjects/1/image").headers["content-type"] == "image/png"
+    assert client.put("/api/subjects/0/landmarks", json={"landmarks": {"condyle_right": [1, 2]}}).status_code == 422
+    assert (data_dir / "landmarks.csv").read_text() == before  # a refused save changes nothing
+    saved = client.put("/api/subjects/0/landmarks", json={"landmarks": removed})
+    assert saved.status_code == 200 and saved.json()["complete"] == 4
+    assert (data_dir / "landmarks.csv.bak").read_text() == before
+    rows = [r for r in csv.DictReader(open(data_dir / "landmarks.csv")) if r["subject_id"] == subjects[0]["subject_id"]]
+    written = {r["landmark"]: [float(r["x"]), float(r["y"])] for r in rows}
+    np.testing.assert_allclose(in_order(written), in_order(removed), atol=0.005)
+    np.testing.assert_allclose(in_order(client.get("/api/subjects/0/landmarks").json()["landmarks"]),
+                               in_order(removed))
+    assert main(["validate", str(data_dir)]) == 0  # the saved file is a valid landmarks.csv
+
+
+@pytest.mark.parametrize("path", ["/api/subjects/..%2F..%2F..%2Fetc%2Fpasswd/image", "/api/subjects/-1/image",
+                                  "/api/subjects/4/landmarks", "/api/subjects/1e9/image", "/..%2Fpyproject.toml",
+                                  "/static/..%2F..%2Fpyproject.toml", "/%2e%2e/%2e%2e/etc/passwd"])
+def test_traversal_attempts_reach_no_file(annotation_dataset, path):
+    client = TestClient(create_app(data_dir=annotation_dataset[0]))
+    response = client.get(path)
+    assert response.status_code in (404, 422)
+    assert "root:" not in response.text and "[project]" not in response.text
+
+
+def test_each_mode_answers_only_when_it_is_on(screening, annotation_dataset, small_png_cohort):
+    assert screening.get("/api/subjects").status_code == 404
+    annotation = TestClient(create_app(data_dir=annotation_dataset[0]))
+    data, landmarks, _ = subject_upload(small_png_cohort)
+    refused = annotation.post("/api/screen", files=upload(data), data={"landmarks": json.dumps(landmarks)})
+    assert refused.status_code == 404 and "--model" in refused.json()["error"]
+    with pytest.raises(InputError, match="--model MODEL"):
+        create_app()
