@@ -1,5 +1,6 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install demo test lint bench clean
 
@@ -9,6 +10,9 @@ $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev,ray]"
+	@# the browser test drives Debian's Chromium through its ChromeDriver (no browser download)
+	command -v chromedriver >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -96,7 +96,8 @@ function drawPanel() {
   for (const item of state.info.landmarks) {
     const li = document.createElement("li");
     const point = state.landmarks[item.name];
-    li.textContent = `${item.label} (${item.hint})` + (point ? `: ${point[0].toFixed(1)}, ${point[1].toFixed(1)}` : "");
+    li.textContent = item.label + (point ? ` ✓ (${point[0].toFixed(1)}, ${point[1].toFixed(1)})` : "");
+    li.title = item.hint;
     li.dataset.name = item.name;
     if (item.name === state.current) li.classList.add("current");
     li.addEventListener("click", () => { state.current = item.name; update(); });

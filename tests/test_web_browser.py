@@ -1,0 +1,156 @@
+"""End to end in headless Chromium (Debian's chromium and chromium-driver, driven by Selenium; no browser
+download): upload a phantom radiograph, click the 8 landmarks, drag one, screen, read the probability; and in
+annotation mode, place a subject's landmarks and save them to landmarks.csv. Screenshots land in tmp_path."""
+
+import csv
+import json
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from conftest import subject_upload
+from osteoscreen.data.dataset import single_image_dataset
+from osteoscreen.landmarks import LANDMARKS
+from osteoscreen.screening import load_model, predict
+from osteoscreen.web.app import GROUP_NAMES, create_app
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or \
+    "/usr/bin/chromedriver"
+
+
+class Server:
+    """uvicorn serving an app on a free loopback port, in a thread."""
+
+    def __init__(self, app):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}/"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1600,1150"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.downloads = tmp_path_factory.mktemp("downloads")
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(driver.downloads)})
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, script: str, timeout: float = 60):
+    """Wait until the JavaScript expression is truthy; returns its value."""
+    return WebDriverWait(driver, timeout).until(lambda d: d.execute_script(f"return {script};"))
+
+
+def click_landmarks(driver, landmarks: dict[str, list[float]]) -> None:
+    """Click each landmark, in the order the page asks for them, at its image coordinates."""
+    image = driver.find_element(By.ID, "radiograph")
+    for name in LANDMARKS:
+        assert wait_for(driver, "window.osteoscreen.current") == name
+        group, side = name.split("_")
+        assert f"Click the {side} {GROUP_NAMES[group]}" in driver.find_element(By.ID, "prompt").text
+        x, y = landmarks[name]
+        box = driver.execute_script("const r = arguments[0].getBoundingClientRect();"
+                                    "return [r.width, r.height, window.osteoscreen.width, window.osteoscreen.height];",
+                                    image)
+        dx = (x + 0.5) * box[0] / box[2] - box[0] / 2  # offsets from the element's centre
+        dy = (y + 0.5) * box[1] / box[3] - box[1] / 2
+        ActionChains(driver).move_to_element_with_offset(image, round(dx), round(dy)).click().perform()
+
+
+def page_landmarks(driver) -> np.ndarray:
+    placed = driver.execute_script("return window.osteoscreen.landmarks;")
+    return np.array([placed[name] for name in LANDMARKS])
+
+
+def test_upload_click_drag_and_screen(browser, web_model, small_png_cohort, tmp_path):
+    data, landmarks, _ = subject_upload(small_png_cohort)
+    image_file = tmp_path / "radiograph.png"
+    image_file.write_bytes(data)
+    with Server(create_app(model_dir=web_model)) as url:
+        browser.get(url)
+        browser.find_element(By.ID, "file-input").send_keys(str(image_file))
+        wait_for(browser, "window.osteoscreen.width > 0")
+        click_landmarks(browser, landmarks)
+        scale = browser.execute_script("return window.osteoscreen.scale;")
+        expected = np.array([landmarks[name] for name in LANDMARKS])
+        np.testing.assert_allclose(page_landmarks(browser), expected, atol=1.0 / scale + 0.5)
+        assert "All 8 placed" in browser.find_element(By.ID, "prompt").text
+
+        # drag the right premolar point 30 screen pixels to the right: it follows
+        before = page_landmarks(browser)
+        marker = browser.find_element(By.CSS_SELECTOR, "#overlay circle[data-name='premolar_right']")
+        ActionChains(browser).click_and_hold(marker).move_by_offset(30, 0).release().perform()
+        moved = page_landmarks(browser)
+        row = LANDMARKS.index("premolar_right")
+        assert moved[row, 0] - before[row, 0] == pytest.approx(30 / scale, abs=2 / scale)
+        np.testing.assert_array_equal(np.delete(moved, row, 0), np.delete(before, row, 0))
+
+        browser.find_element(By.ID, "screen-button").click()
+        wait_for(browser, "!document.getElementById('result').hidden")
+        shown = browser.find_element(By.ID, "probability").text
+        browser.find_element(By.ID, "download-csv").click()
+        browser.save_screenshot(str(tmp_path / "screening-result.png"))
+
+    # the page's probability is what `osteoscreen predict` gives for the page's final landmarks
+    points = tmp_path / "points.json"
+    points.write_text(json.dumps({name: list(p) for name, p in zip(LANDMARKS, moved.tolist(), strict=True)}))
+    rows = list(csv.DictReader(open(predict(load_model(web_model), single_image_dataset(image_file, points),
+                                            tmp_path / "out", figures=False))))
+    assert shown == f"p(osteoporosis) = {float(rows[0]['p_osteoporosis']):.3f}"
+    assert browser.find_element(By.ID, "decision").text.startswith(f"→ {rows[0]['decision']}")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#attention .bar")) == 4
+    patches = browser.find_elements(By.CSS_SELECTOR, "#patches img")
+    assert len(patches) == 8 and all(browser.execute_script("return arguments[0].naturalWidth;", p) == 100
+                                     for p in patches)
+    downloaded = browser.downloads / "landmarks.csv"
+    WebDriverWait(browser, 10).until(lambda _: downloaded.exists())
+    assert [r["landmark"] for r in csv.DictReader(open(downloaded))] == list(LANDMARKS)
+
+
+def test_annotation_mode_saves_the_clicked_landmarks(browser, annotation_dataset, tmp_path):
+    data_dir, removed = annotation_dataset
+    with Server(create_app(data_dir=data_dir)) as url:
+        browser.get(url)
+        wait_for(browser, "window.osteoscreen.width > 0 && window.osteoscreen.subject === 0")
+        click_landmarks(browser, removed)
+        browser.find_element(By.ID, "save-button").click()
+        status = wait_for(browser, "document.getElementById('status').textContent.startsWith('saved') && "
+                                   "document.getElementById('status').textContent")
+        browser.save_screenshot(str(tmp_path / "annotation-saved.png"))
+    scale = browser.execute_script("return window.osteoscreen.scale;")
+    subject_id = subject_upload(data_dir, 0)[2]
+    assert status.startswith(f"saved {subject_id} to landmarks.csv (4 of 4 subjects complete)")
+    rows = {r["landmark"]: [float(r["x"]), float(r["y"])] for r in csv.DictReader(open(data_dir / "landmarks.csv"))
+            if r["subject_id"] == subject_id}
+    np.testing.assert_allclose(np.array([rows[n] for n in LANDMARKS]), np.array([removed[n] for n in LANDMARKS]),
+                               atol=1.0 / scale + 0.5)
+    assert Path(data_dir / "landmarks.csv.bak").exists()
