@@ -4,6 +4,8 @@ import base64
 import csv
 import io
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,6 +58,7 @@ def test_render_returns_the_radiograph_as_png(screening, small_png_cohort):
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     shown = Image.open(io.BytesIO(response.content))
     assert shown.size == Image.open(io.BytesIO(data)).size and shown.mode == "L"
+    assert not list(Path(tempfile.gettempdir()).glob("osteoscreen-upload-*"))  # the upload was not kept
 
 
 def test_screen_gives_what_osteoscreen_predict_gives(screening, web_model, small_png_cohort, tmp_path):
@@ -157,3 +160,9 @@ def test_each_mode_answers_only_when_it_is_on(screening, annotation_dataset, sma
     assert refused.status_code == 404 and "--model" in refused.json()["error"]
     with pytest.raises(InputError, match="--model MODEL"):
         create_app()
+
+
+def test_serve_usage_errors_exit_2(capsys, tmp_path):
+    assert main(["serve"]) == 2 and "--model MODEL" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
+    assert main(["serve", "--data", str(tmp_path), "--max-upload-mb", "0"]) == 2
