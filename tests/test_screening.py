@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from osteoscreen.cli import main
 from osteoscreen.data.annotations import import_landmarks
@@ -56,6 +57,17 @@ def test_saved_and_loaded_model_predicts_exactly_as_in_memory(dataset, small_png
     info = json.loads((directory / "model.json").read_text())
     assert info["training_data"]["synthetic"] and info["threshold"] == 0.5
     assert "no clinical validity" in (directory / "README.md").read_text()
+
+
+def test_a_loaded_frozen_model_extracts_features_with_its_own_backbone(frozen_model, dataset):
+    _, _, directory = frozen_model
+    loaded = load_model(directory)
+    plain = predict_proba(loaded.model, Cohort.from_dataset(dataset, FROZEN.patch), np.arange(4))[0]
+    with torch.no_grad():
+        for parameter in loaded.model.backbone.parameters():
+            parameter.mul_(0.5)  # the file's backbone, changed: predictions must follow it
+    changed = predict_proba(loaded.model, Cohort.from_dataset(dataset, FROZEN.patch), np.arange(4))[0]
+    assert np.abs(plain - changed).max() > 1e-3
 
 
 def test_tampered_or_corrupt_model_files_are_refused(frozen_model, tmp_path):

@@ -415,7 +415,7 @@ def predict_proba(model: FittedModel, cohort: Cohort, indices: Sequence[int]
     config = model.config
     with torch.inference_mode():
         if model.net is None:
-            features = cohort.frozen_features(config)[torch.from_numpy(indices), 0]
+            features = cohort.frozen_features(config, backbone=model.backbone)[torch.from_numpy(indices), 0]
             output = model.head((features - model.feature_mean) / model.feature_std)
         else:
             size = config.input_size(model.net.backbone)
