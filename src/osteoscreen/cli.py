@@ -166,7 +166,7 @@ def _run_cv(data, out, config, backend=None) -> None:
 
 
 def cmd_cv(args) -> None:
-    from osteoscreen.evaluation.crossval import LocalBackend, RayBackend, default_workers
+    from osteoscreen.evaluation.crossval import LocalBackend, RayBackend
 
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
@@ -177,7 +177,7 @@ def cmd_cv(args) -> None:
     if args.task_gpus and config.train.device != "cuda":
         raise InputError("--task-gpus needs --device cuda (a GPU visible to this machine's torch too)")
     backend = (RayBackend(args.address, args.task_cpus, args.task_gpus) if args.backend == "ray"
-               else LocalBackend(args.workers or default_workers(config.train.mode)))
+               else LocalBackend(args.workers) if args.workers else None)
     _run_cv(args.data, args.out, config, backend)
 
 

@@ -245,7 +245,7 @@ def _batches(count: int, batch_size: int, generator: torch.Generator):
     return order.split(batch_size)
 
 
-class _threads:
+class intra_op_threads:
     """Run with a given number of intra-op threads (tiny head steps are fastest on one: no fork/join)."""
 
     def __init__(self, count: int):
@@ -281,7 +281,7 @@ def fit_frozen_folds(cohort: Cohort, train_sets: Sequence[Sequence[int]], config
             chunk = positions[start:start + FOLD_CHUNK]
             index = torch.from_numpy(np.stack([np.asarray(train_sets[p], dtype=np.int64) for p in chunk]))
             _check_both_classes(labels[index])
-            with _threads(1 if len(chunk) == 1 else torch.get_num_threads()):
+            with intra_op_threads(1 if len(chunk) == 1 else torch.get_num_threads()):
                 fitted = _train_stacked_heads(features, index, labels, config)
             for position, model in zip(chunk, fitted, strict=True):
                 models[position] = model

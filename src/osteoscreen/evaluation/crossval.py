@@ -41,6 +41,7 @@ from osteoscreen.training import (
     finetune_steps,
     fit,
     fit_frozen_folds,
+    intra_op_threads,
     predict_proba,
     time_finetune_step,
 )
@@ -223,11 +224,15 @@ def _start_worker(cohort: Cohort, config: CVConfig, threads: int) -> None:
     _worker_state.update(cohort=cohort, config=config, runners={})
 
 
+def _runner(runners: dict[int, FoldRunner], cohort: Cohort, config: CVConfig, seed: int) -> FoldRunner:
+    if seed not in runners:
+        runners[seed] = FoldRunner(cohort, config, seed)
+    return runners[seed]
+
+
 def _run_in_worker(job: Job) -> list[dict]:
-    runners = _worker_state["runners"]
-    if job.seed not in runners:
-        runners[job.seed] = FoldRunner(_worker_state["cohort"], _worker_state["config"], job.seed)
-    return runners[job.seed].run(job.method, list(job.folds))
+    runner = _runner(_worker_state["runners"], _worker_state["cohort"], _worker_state["config"], job.seed)
+    return runner.run(job.method, list(job.folds))
 
 
 class LocalBackend:
@@ -254,10 +259,9 @@ class LocalBackend:
         def in_workers(job: Job) -> bool:
             return self.workers > 1 and job.method in HEADS and config.train.mode == "finetune"
 
-        runners: dict[int, FoldRunner] = {}
+        runners: dict[int, FoldRunner] = {}  # per seed: LBP features computed once
         for job in progress([job for job in jobs if not in_workers(job)]):
-            runner = runners.setdefault(job.seed, FoldRunner(cohort, config, job.seed))
-            yield runner.run(job.method, list(job.folds))
+            yield _runner(runners, cohort, config, job.seed).run(job.method, list(job.folds))
         parallel = [job for job in jobs if in_workers(job)]
         if parallel:
             threads = self.task_threads()
@@ -313,12 +317,8 @@ def project_seconds(cohort: Cohort, config: CVConfig, jobs: list[Job], paralleli
     fits = [(job.method, fold) for job in jobs if job.method in HEADS for fold in job.folds]
     if not fits:
         return 0.0
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with intra_op_threads(threads):
         step = time_finetune_step(cohort, replace(config.train, head=fits[0][0]))
-    finally:
-        torch.set_num_threads(previous)
     steps = sum(finetune_steps(len(fold.train), config.train) for _, fold in fits)
     return step * steps / parallelism
 
