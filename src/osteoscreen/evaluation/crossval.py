@@ -356,8 +356,9 @@ def run_folds(cohort: Cohort, subject_ids: list[str], config: CVConfig, run_dir:
             slots = backend.parallelism()
             seconds = project_seconds(cohort, config, jobs, slots, backend.task_threads())
             if seconds:
-                log(f"fine-tune: projected {_duration(seconds)} for the pending folds on this machine "
-                    f"({slots} at a time); --epochs and --native-res shorten it")
+                log(f"fine-tune: projected {_duration(seconds)} of training steps for the pending folds ({slots} at "
+                    "a time, timed on this machine; worker start-up not included); --epochs and --native-res "
+                    "shorten it")
         for records in backend.execute(cohort, config, jobs, progress):
             for record in records:
                 _write_json(_fold_path(run_dir, record["seed"], record["method"], record["fold"]), record)
