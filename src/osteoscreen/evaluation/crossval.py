@@ -31,6 +31,7 @@ from osteoscreen import __version__
 from osteoscreen.atomic import write_text_atomic
 from osteoscreen.baselines import BASELINES, build_baseline, lbp_features
 from osteoscreen.data.patches import to_uint8
+from osteoscreen.distributed import TaskResources, cluster_slots, ray_map, ray_session
 from osteoscreen.errors import InputError
 from osteoscreen.evaluation.metrics import mcnemar_exact, screening_metrics
 from osteoscreen.models.heads import HEADS
@@ -281,27 +282,19 @@ class RayBackend:
 
     def __init__(self, address: str | None = None, cpus: float = 1, gpus: float = 0, retries: int = 3,
                  task: Callable[[tuple[Cohort, CVConfig], Job], list[dict]] = run_job):
-        from osteoscreen.distributed import TaskResources
-
         self.address, self.task = address, task
         self.resources = TaskResources(cpus, gpus, retries)
 
     def session(self):
-        from osteoscreen.distributed import ray_session
-
         return ray_session(self.address)
 
     def parallelism(self) -> int:
-        from osteoscreen.distributed import cluster_slots
-
         return cluster_slots(self.resources)
 
     def task_threads(self) -> int:
         return max(1, int(self.resources.cpus))  # Ray sets a task's OMP_NUM_THREADS to its CPUs
 
     def execute(self, cohort: Cohort, config: CVConfig, jobs: list[Job], progress: Callable):
-        from osteoscreen.distributed import ray_map
-
         for _, records in progress(ray_map(self.task, (cohort, config), jobs, self.resources)):
             yield records
 

@@ -128,10 +128,13 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
             raise UploadError(404, "screening is off: start the server with --model MODEL")
         return loaded
 
-    def need_subject(index: int) -> Subject:
+    def need_store() -> AnnotationStore:
         if store is None:
             raise UploadError(404, "annotation is off: start the server with --data DATA")
-        subject = store.subject(index)
+        return store
+
+    def need_subject(index: int) -> Subject:
+        subject = need_store().subject(index)
         if subject is None:
             raise UploadError(404, f"no subject with index {index}")
         return subject
@@ -175,9 +178,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
 
     @app.get("/api/subjects")
     def subjects() -> list[dict]:
-        if store is None:
-            raise UploadError(404, "annotation is off: start the server with --data DATA")
-        return store.overview()
+        return need_store().overview()
 
     @app.get("/api/subjects/{index}/image")
     def subject_image(index: int) -> Response:
