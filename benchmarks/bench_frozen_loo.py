@@ -63,5 +63,7 @@ def run() -> list[Row]:
 
 if __name__ == "__main__":
     from common import format_table
+    from osteoscreen.allocator import keep_freed_memory
 
+    keep_freed_memory()  # as the osteoscreen command does
     print(format_table(run()))

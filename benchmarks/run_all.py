@@ -12,9 +12,11 @@ import bench_frozen_loo
 import bench_memory
 from common import REPEATS, format_table
 from hardware import cpu_name, peak
+from osteoscreen.allocator import keep_freed_memory
 
 
 def main() -> int:
+    keep_freed_memory()  # as the osteoscreen command does
     print(f"machine: {cpu_name()}, {peak().cores} cores, torch {torch.__version__} ({torch.get_num_threads()} "
           f"threads), Python {platform.python_version()}; medians of {REPEATS} after a warm-up", flush=True)
     rows = []

@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from osteoscreen import __version__
+from osteoscreen.allocator import keep_freed_memory
 from osteoscreen.errors import InputError
 from osteoscreen.models.heads import HEADS
 
@@ -376,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         args.run(args)
     except InputError as error:

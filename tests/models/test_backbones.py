@@ -36,6 +36,25 @@ def test_output_shapes(name, dim, texture_dim):
         assert backbone.texture_features(grey).shape == (3, texture_dim) == (3, backbone.texture_dim)
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "alexnet"])
+def test_the_fused_inference_copy_gives_the_same_features_and_leaves_the_backbone_alone(name, efficientnet):
+    backbone = efficientnet if name == "efficientnet_lite0" else Backbone("alexnet", "none").eval()
+    before = {key: value.clone() for key, value in backbone.state_dict().items()}
+    fused = backbone.for_inference()
+    grey = torch.rand(4, 1, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        for method in ("texture_features", "forward"):
+            expected, got = getattr(backbone, method)(grey), getattr(fused, method)(grey)
+            assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max())), method
+    assert backbone.state_dict().keys() == before.keys()
+    assert all(torch.equal(backbone.state_dict()[key], value) for key, value in before.items())
+    if name == "efficientnet_lite0":
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+        assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules()) > 20
+    else:
+        assert fused is backbone  # nothing to fuse: no copy of its 61 M weights
+
+
 def test_alexnet_loads_a_torchvision_layout_file_from_a_path(tmp_path):
     reference = AlexNet()
     torch.save(reference.state_dict(), tmp_path / "alexnet-owt-7be5be79.pth")

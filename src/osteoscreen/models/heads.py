@@ -30,11 +30,16 @@ class HeadOutput(NamedTuple):
     patch_attention: torch.Tensor | None  # [B, 8] over LANDMARKS (MIL heads)
 
 
+def check_patch_count(features: torch.Tensor) -> None:
+    """features [B, 8, D]: one feature per landmark patch."""
+    if features.shape[1] != len(LANDMARKS):
+        raise InputError(f"expected features of {len(LANDMARKS)} patches, got {features.shape[1]}")
+
+
 def group_sums(features: torch.Tensor) -> torch.Tensor:
     """[B, 8, D] -> [B, 4, D]: right + left feature of each landmark group."""
-    batch, count, dim = features.shape
-    if count != len(LANDMARKS):
-        raise InputError(f"expected features of {len(LANDMARKS)} patches, got {count}")
+    check_patch_count(features)
+    batch, _, dim = features.shape
     return features.view(batch, len(GROUPS), len(SIDES), dim).sum(dim=2)
 
 
@@ -64,8 +69,10 @@ class GroupAttentionHead(nn.Module):
         embedded = torch.cat([torch.relu(fc(groups[:, g])) for g, fc in enumerate(self.group_fc)], dim=1)
         scores = self.score(embedded)
         weights = scores.softmax(dim=1) if self.activation == "softmax" else scores.sigmoid()
-        phi = (groups * weights.unsqueeze(-1)).flatten(1)
-        return HeadOutput(self.fc(phi), weights, None)
+        # fc(Φ) with Φ = cat(s_g · F_g), as sum_g s_g (W_g F_g) + b: the same value without the [B, 4, D] product
+        per_group = torch.einsum("bgd,cgd->bgc", groups, self.fc.weight.view(2, len(GROUPS), -1))  # [B, 4, 2]
+        logits = (weights.unsqueeze(1) @ per_group).squeeze(1) + self.fc.bias
+        return HeadOutput(logits, weights, None)
 
 
 class MILHead(nn.Module):
@@ -77,12 +84,12 @@ class MILHead(nn.Module):
         self.fc = nn.Linear(dim, 2)
 
     def forward(self, features: torch.Tensor) -> HeadOutput:
-        group_sums(features)  # validates the patch count
+        check_patch_count(features)
         hidden = torch.tanh(self.attention_v(features))
         if self.attention_u is not None:
             hidden = hidden * torch.sigmoid(self.attention_u(features))
         patch_weights = self.attention_w(hidden).squeeze(-1).softmax(dim=1)  # [B, 8]
-        pooled = (patch_weights.unsqueeze(-1) * features).sum(dim=1)
+        pooled = (patch_weights.unsqueeze(1) @ features).squeeze(1)  # sum_k a_k h_k: [B, D]
         group_weights = patch_weights.view(-1, len(GROUPS), len(SIDES)).sum(dim=2)
         return HeadOutput(self.fc(pooled), group_weights, patch_weights)
 
