@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from common import REPEATS, Row, default_cohort, median_seconds
-from osteoscreen.data.dataset import load_dataset
+from osteoscreen.data.subject_patches import load_dataset_with_patches
 from osteoscreen.evaluation.crossval import CVConfig, make_folds, run_folds
 from osteoscreen.models.heads import HEADS
 from osteoscreen.training import Cohort, fit, predict_proba
@@ -27,8 +27,9 @@ TARGET_S = 60.0
 
 
 def load(data: Path) -> tuple[Cohort, list[str]]:
-    dataset = load_dataset(data)
-    return Cohort.from_dataset(dataset, CVConfig().train.patch), [s.subject_id for s in dataset.subjects]
+    """As `osteoscreen cv` loads: the dataset checked, every radiograph decoded once and cut into patches."""
+    dataset, patches = load_dataset_with_patches(data, CVConfig().train.patch)
+    return Cohort(patches, CVConfig().train.patch), [s.subject_id for s in dataset.subjects]
 
 
 def ours_once(data: Path) -> dict:

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from osteoscreen.allocator import keep_freed_memory
 from osteoscreen.errors import InputError
 
 INSTALL_HINT = "pip install 'osteoscreen[ray]' (make install does it)"
@@ -95,6 +96,7 @@ class ResultStream:
 
 
 def _call(function: Callable, shared: object, item: object) -> object:
+    keep_freed_memory()  # the worker process runs our jobs: set it up as the osteoscreen command sets up its own
     return function(shared, item)
 
 

@@ -28,10 +28,10 @@ import torch
 
 from osteoscreen import __version__
 from osteoscreen.atomic import atomic_path, write_text_atomic
-from osteoscreen.data.dataset import Dataset, Subject, load_dataset
+from osteoscreen.data.dataset import Dataset, Subject
 from osteoscreen.data.imageio import Radiograph
 from osteoscreen.data.patches import PatchConfig
-from osteoscreen.data.subject_patches import SubjectPatches, cut_subject_patches
+from osteoscreen.data.subject_patches import SubjectPatches, cut_subject_patches, load_dataset_with_patches
 from osteoscreen.distributed import TaskResources
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import CLASSES, GROUPS
@@ -246,10 +246,10 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
                 progress: Callable[[str], Callable] = lambda _: iter) -> Path:
     """Train `config` on every subject of DATA and save it as MODEL/."""
     out_dir = _new_model_dir(out_dir)
-    dataset = load_dataset(data_dir)
+    dataset, patches = load_dataset_with_patches(data_dir, config.patch, progress("patches"))
     info = dataset.summary()
     cross_validation = None if cv_run is None else cv_metrics(Path(cv_run), config.head, info["hash"])
-    cohort = Cohort.from_dataset(dataset, config.patch, progress=progress("patches"))
+    cohort = Cohort(patches, config.patch)
     if config.mode == "frozen":
         cohort.frozen_features(config, progress=progress("features"))
     model = fit(cohort, np.arange(len(cohort)), config)

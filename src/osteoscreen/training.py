@@ -10,8 +10,9 @@
   weights, taps, views, seed, precision and resolution) and shared by all folds; only the head trains, on
   features standardised with the training subjects' mean and standard deviation. `fit_frozen_folds` trains the
   heads of many folds at once: their parameters are stacked on a leading fold axis and one vmapped
-  forward/backward serves them all; each fold gets what `fit` alone would give it. Heads train in fp32: their
-  steps are bound by memory traffic and per-op overhead, not FLOPs, and bf16 autocast measured no faster.
+  forward/backward serves them all; each fold gets what `fit` alone would give it. With precision bf16 the
+  head steps run under bf16 autocast on a bf16 copy of the features (parameters and optimiser fp32); features
+  are extracted by a fused copy of the backbone (`Backbone.for_inference`) in small batches.
 
 Every fit builds its model, optimizer and scaler from scratch and seeds them from the config.
 """

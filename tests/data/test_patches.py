@@ -83,3 +83,22 @@ def test_normalise_and_uint8():
 def test_ill_args(kwargs):
     with pytest.raises(InputError):
         PatchConfig(**kwargs)
+
+
+def test_dataset_with_patches_decodes_each_radiograph_once_and_cuts_the_usual_crops(small_png_cohort,
+                                                                                   monkeypatch):
+    from osteoscreen.data import dataset as dataset_module
+    from osteoscreen.data.dataset import load_dataset
+    from osteoscreen.data.subject_patches import load_dataset_with_patches, load_subject_patches
+
+    config = PatchConfig()
+    expected = [load_subject_patches(s, config) for s in load_dataset(small_png_cohort).subjects]
+    reads = []
+    original = dataset_module.read_radiograph
+    monkeypatch.setattr(dataset_module, "read_radiograph", lambda path: reads.append(path) or original(path))
+    dataset, patches = load_dataset_with_patches(small_png_cohort, config)
+    assert sorted(reads) == sorted(s.image_path for s in dataset.subjects)  # once each
+    assert [p.subject_id for p in patches] == [s.subject_id for s in dataset.subjects]
+    for got, want in zip(patches, expected, strict=True):
+        assert np.array_equal(got.crops, want.crops) and (got.side, got.padded, got.label) == (
+            want.side, want.padded, want.label)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,12 +116,16 @@ def _parse_float(text: str) -> float | None:
 
 
 def load_dataset(root: str | Path, check_images: bool = True, require_labels: bool = True,
-                 require_landmarks: bool = True) -> Dataset:
+                 require_landmarks: bool = True,
+                 on_image: Callable[[Subject, Radiograph], None] | None = None,
+                 progress: Callable[[Iterable], Iterable] = iter) -> Dataset:
     """Parse and validate a dataset directory (DESIGN §1).
 
-    check_images reads every image to check it decodes and that landmarks fall inside it. require_landmarks
-    False (annotation): landmarks.csv may be absent and subjects may lack landmarks (left NaN). All problems are
-    collected and raised together as one DatasetError.
+    check_images reads every image to check it decodes and that landmarks fall inside it; on_image(subject,
+    radiograph) is then called (from the checking threads) with each radiograph that passed, so a caller that
+    needs the pixels does not decode them again. require_landmarks False (annotation): landmarks.csv may be
+    absent and subjects may lack landmarks (left NaN). All problems are collected and raised together as one
+    DatasetError.
     """
     root = Path(root)
     problems: list[str] = []
@@ -200,14 +205,14 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
 
     if check_images:
         readable = [s for s in subjects.values() if s.image_path.is_file()]
-        for found in thread_map(lambda subject: _check_image(subject, landmarks_csv), readable):
+        for found in thread_map(lambda subject: _check_image(subject, landmarks_csv, on_image), readable, progress):
             problems.extend(found)
     if problems:
         raise DatasetError(problems)
     return Dataset(root, list(subjects.values()))
 
 
-def _check_image(subject: Subject, landmarks_csv: Path) -> list[str]:
+def _check_image(subject: Subject, landmarks_csv: Path, on_image: Callable | None = None) -> list[str]:
     try:
         radiograph = subject.load_image()
     except InputError as error:
@@ -219,6 +224,8 @@ def _check_image(subject: Subject, landmarks_csv: Path) -> list[str]:
         if not (np.isnan(x) or np.isnan(y)) and not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
             problems.append(f"{landmarks_csv}: subject {subject.subject_id!r}: landmark {name} at "
                             f"({x:g}, {y:g}) lies outside the {width}x{height} image")
+    if on_image is not None and not problems:
+        on_image(subject, radiograph)
     return problems
 
 

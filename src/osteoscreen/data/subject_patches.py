@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from osteoscreen.data.dataset import Subject
+from osteoscreen.data.dataset import Dataset, Subject, load_dataset
 from osteoscreen.data.imageio import Radiograph
 from osteoscreen.data.patches import PatchConfig, crop_contexts, normalise_intensity, render_views
 from osteoscreen.errors import InputError
@@ -28,6 +30,26 @@ class SubjectPatches:
         """[8, out, out] float32: the un-augmented patches, at native size when out_size is None."""
         size = self.side if out_size is None else out_size
         return render_views(torch.from_numpy(self.crops), context, size).numpy()
+
+
+def load_dataset_with_patches(data_dir: str | Path, config: PatchConfig, progress: Callable = iter
+                              ) -> tuple[Dataset, list[SubjectPatches]]:
+    """`load_dataset(data_dir)` and every subject's crops, each radiograph decoded once: the crops are cut while
+    the dataset check holds the pixels (instead of decoding every image a second time)."""
+    cut: dict[str, SubjectPatches | InputError] = {}
+
+    def keep_patches(subject: Subject, radiograph: Radiograph) -> None:
+        try:
+            cut[subject.subject_id] = cut_subject_patches(subject, radiograph, config)
+        except InputError as error:  # raised below, in subject order, once the dataset itself is valid
+            cut[subject.subject_id] = error
+
+    dataset = load_dataset(data_dir, on_image=keep_patches, progress=progress)
+    patches = [cut[subject.subject_id] for subject in dataset.subjects]
+    for item in patches:
+        if isinstance(item, InputError):
+            raise item
+    return dataset, patches
 
 
 def load_subject_patches(subject: Subject, config: PatchConfig) -> SubjectPatches:

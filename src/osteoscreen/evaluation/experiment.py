@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from osteoscreen.atomic import atomic_path, write_text_atomic
-from osteoscreen.data.dataset import load_dataset
+from osteoscreen.data.subject_patches import load_dataset_with_patches
 from osteoscreen.evaluation.crossval import (
     CVConfig,
     LocalBackend,
@@ -63,13 +63,12 @@ def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
     "spread" their mean, standard deviation, min and max.
     """
     data_dir, run_dir = Path(data_dir), Path(run_dir)
-    dataset = load_dataset(data_dir)
+    dataset, patches = load_dataset_with_patches(data_dir, config.train.patch, progress("patches"))
     labels = dataset.labels
     dataset_info = dataset.summary()
     run_dir.mkdir(parents=True, exist_ok=True)
     record = prepare_run(run_dir, config, dataset_info)
-    cohort = Cohort.from_dataset(dataset, config.train.patch, cache_dir=run_dir / "cache",
-                                 data_hash=dataset_info["hash"], progress=progress("patches"))
+    cohort = Cohort(patches, config.train.patch, dataset_info["hash"], run_dir / "cache")
     subject_ids = [s.subject_id for s in dataset.subjects]
     if config.train.mode == "frozen" and any(m in HEADS for m in config.methods):
         for seed in config.seeds:  # once per seed, for every head and fold (Ray tasks receive them)
