@@ -54,6 +54,7 @@ def test_saved_and_loaded_model_predicts_exactly_as_in_memory(dataset, small_png
     # decimals); CUDA picks kernels by batch size (measured on an H100: up to 8e-6 apart)
     batch_tolerance = 5e-7 if model.config.device == "cpu" else 1e-4
     np.testing.assert_allclose([float(r["p_osteoporosis"]) for r in rows], in_memory[0], rtol=0, atol=batch_tolerance)
+    assert not (tmp_path / "screen" / "figures").exists()  # figures=False writes no figures folder
     info = json.loads((directory / "model.json").read_text())
     assert info["training_data"]["synthetic"] and info["threshold"] == 0.5
     assert "no clinical validity" in (directory / "README.md").read_text()

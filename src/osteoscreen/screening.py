@@ -322,7 +322,7 @@ def predict(loaded: LoadedModel, dataset: Dataset, out_dir: str | Path, figures:
     """
     out_dir = Path(out_dir)
     figure_dir = out_dir / "figures" if figures else None
-    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    (figure_dir or out_dir).mkdir(parents=True, exist_ok=True)
     model = replace(loaded.model, config=replace(loaded.model.config, views=1))  # the plain view only
     threshold = loaded.info["threshold"]
     work = list(zip(dataset.subjects, figure_names([s.subject_id for s in dataset.subjects]), strict=True))

@@ -322,7 +322,7 @@ def _train_stacked_heads(features: torch.Tensor, index: torch.Tensor, labels: to
     folds, count = index.shape
     device = config.device
     x, mean, std = _standardised_folds(features, index)
-    x = x.to(device, torch.bfloat16 if config.precision == "bf16" else torch.float32)
+    x = x.to(device, torch.bfloat16 if config.precision == "bf16" else torch.float32).flatten(1, 2)  # [F, n*V, 8, T]
     y = labels[index].to(device)  # [F, n]
     weight = _class_weights(y, config.class_weighting)  # [F, 2] or None
     torch.manual_seed(config.seed)
@@ -338,14 +338,14 @@ def _train_stacked_heads(features: torch.Tensor, index: torch.Tensor, labels: to
         return F.cross_entropy(logits.float(), fold_y, weight=fold_weight)
 
     step_loss = vmap(fold_loss, in_dims=(0, 0, 0, None if weight is None else 0))
-    folds_axis = torch.arange(folds, device=device)[:, None]
     for _ in range(config.epochs):
         views = torch.randint(0, config.views, (count,), generator=generator)
         for batch in _batches(count, config.batch_size, generator):
-            rows, batch_views = batch.to(device), views[batch].to(device)
+            rows = batch.to(device)
+            samples = (batch * config.views + views[batch]).to(device)  # (subject, view) of each row, every fold
             params = {name: _stacked_layout(leaf) for name, leaf in storage.items()}
             with autocast(config.precision, device):
-                loss = step_loss(params, x[folds_axis, rows, batch_views], y[:, rows], weight).sum()
+                loss = step_loss(params, x.index_select(1, samples), y[:, rows], weight).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
