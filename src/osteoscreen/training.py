@@ -322,7 +322,8 @@ def _train_stacked_heads(features: torch.Tensor, index: torch.Tensor, labels: to
     folds, count = index.shape
     device = config.device
     x, mean, std = _standardised_folds(features, index)
-    x = x.to(device, torch.bfloat16 if config.precision == "bf16" else torch.float32).flatten(1, 2)  # [F, n*V, 8, T]
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
+    x = x.to(device, dtype).flatten(1, 2)  # [F, n*V, 8, T]
     y = labels[index].to(device)  # [F, n]
     weight = _class_weights(y, config.class_weighting)  # [F, 2] or None
     torch.manual_seed(config.seed)
@@ -343,7 +344,7 @@ def _train_stacked_heads(features: torch.Tensor, index: torch.Tensor, labels: to
         for batch in _batches(count, config.batch_size, generator):
             rows = batch.to(device)
             samples = (batch * config.views + views[batch]).to(device)  # (subject, view) of each row, every fold
-            params = {name: _stacked_layout(leaf) for name, leaf in storage.items()}
+            params = {name: _stacked_layout(leaf.to(dtype)) for name, leaf in storage.items()}
             with autocast(config.precision, device):
                 loss = step_loss(params, x.index_select(1, samples), y[:, rows], weight).sum()
             optimizer.zero_grad(set_to_none=True)

