@@ -1,4 +1,4 @@
-"""Process-wide allocator setting for the `osteoscreen` command and the benchmarks.
+"""Process-wide allocator setting for the `osteoscreen` command, the benchmarks and Ray tasks.
 
 Frozen-mode training allocates and frees tensors of a few MiB at every step (weight gradients, casts,
 activations of 70 stacked folds). glibc's malloc gives freed memory above its trim threshold back to the
