@@ -55,3 +55,20 @@ def test_ill_args(kwargs, message):
 def test_fit_needs_both_classes(cohort):
     with pytest.raises(InputError, match="one subject of each class"):
         fit(cohort, [0, 2, 4], TrainConfig(views=1))
+
+
+def test_fold_standardisation_uses_each_folds_own_training_moments():
+    import torch
+
+    from osteoscreen.training import _standardised_folds
+
+    features = torch.randn(12, 3, 8, 5, generator=torch.Generator().manual_seed(0)) * 4 + 10  # [N, V, 8, T]
+    index = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7], [4, 5, 6, 7, 8, 9, 10, 11]])  # 2 folds of 8 subjects
+    x, mean, std = _standardised_folds(features, index)
+    for fold in range(2):
+        own = features[index[fold]]  # [8, V, 8, T]
+        expected_mean, expected_std = own.mean(dim=(0, 1, 2)), own.std(dim=(0, 1, 2))
+        torch.testing.assert_close(mean[fold], expected_mean)
+        torch.testing.assert_close(std[fold], expected_std)
+        torch.testing.assert_close(x[fold], (own - expected_mean) / expected_std)
+    assert not torch.allclose(mean[0], mean[1])
