@@ -126,13 +126,11 @@ class Cohort:
         self._features: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, patch_config: PatchConfig, cache_dir: Path | None = None,
-                     data_hash: str | None = None, progress: Callable = iter) -> Cohort:
-        """Load every subject's crops; with a cache_dir, frozen features are cached under the data's hash."""
-        patches = thread_map(lambda subject: load_subject_patches(subject, patch_config), dataset.subjects, progress)
-        if cache_dir is not None and data_hash is None:
-            data_hash = dataset.content_hash()
-        return cls(patches, patch_config, data_hash, cache_dir)
+    def from_dataset(cls, dataset: Dataset, patch_config: PatchConfig) -> Cohort:
+        """Every subject's crops of an already loaded dataset, in memory (no feature cache on disk); `cv` and
+        `train` use `load_dataset_with_patches`, which decodes each radiograph only once."""
+        patches = thread_map(lambda subject: load_subject_patches(subject, patch_config), dataset.subjects)
+        return cls(patches, patch_config)
 
     def __len__(self) -> int:
         return len(self.patches)
