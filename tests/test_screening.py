@@ -1,8 +1,10 @@
 """train -> save -> load -> predict, safe model files, single images, DICOM vs PNG, landmark import."""
 
 import csv
+import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,6 +73,54 @@ def test_a_loaded_frozen_model_extracts_features_with_its_own_backbone(frozen_mo
     assert np.abs(plain - changed).max() > 1e-3
 
 
+def rebind(directory: Path, info: dict) -> None:
+    """Rewrite a model's model.json as `info` with a consistent binding (what a model written that way has)."""
+    from safetensors.torch import load_file, save_file
+
+    from osteoscreen.model_info import BINDING_KEY, canonical_digest
+
+    weights = directory / "weights.safetensors"
+    save_file(load_file(str(weights)), str(weights), metadata={"format": "2", BINDING_KEY: canonical_digest(info)})
+    info = {**info, "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    (directory / "model.json").write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("threshold", 0, r"\$\.threshold: expected a number in \(0, 1\), got 0"),
+    ("threshold", 2, r"\$\.threshold: expected a number in \(0, 1\), got 2"),
+    ("threshold", "NaN", r"NaN is not a finite number"),
+    ("threshold", "0.5", r"\$\.threshold: expected a number, got \"0.5\""),
+    ("threshold", None, r"\$\.threshold: expected a number, got null"),
+    ("threshold", 0.3, r"edited after the model was written"),
+    ("method", "concat", r"method and mode differ"),
+    ("classes", ["normal", "osteopenia"], r"\$\.classes: expected"),
+    ("config.epochs", "100", r"\$\.config\.epochs: expected an integer"),
+    ("config.epochs", 0, r"\$\.config: epochs must be >= 1"),
+    ("config.lr_head", "1e400", r"number 1e400 overflows"),
+    ("config.patch.context", None, r"\$\.config\.patch\.context: expected a number, got null"),
+    ("config.extra", 1, r"\$\.config: unknown member\(s\) extra"),
+    ("training_data.n", -1, r"\$\.training_data\.n: expected an integer >= 0"),
+    ("weights_sha256", "abc", r"\$\.weights_sha256: expected 64 lower-case hex digits"),
+    ("backbone.taps", [1, "x"], r"\$\.backbone\.taps\[1\]: expected an integer"),
+])
+def test_every_model_json_field_is_checked_and_any_edit_is_refused(frozen_model, tmp_path, field, value, message):
+    _, _, directory = frozen_model
+    broken = tmp_path / "broken"
+    shutil.copytree(directory, broken)
+    info = json.loads((directory / "model.json").read_text())
+    *parents, last = field.split(".")
+    node = info
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    text = json.dumps(info).replace('"NaN"', "NaN").replace('"1e400"', "1e400")  # as a hand edit writes them
+    (broken / "model.json").write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_model(broken)
+    assert main(["predict", str(broken), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
+
+
 def test_tampered_or_corrupt_model_files_are_refused(frozen_model, tmp_path):
     _, _, directory = frozen_model
     broken = tmp_path / "broken"
@@ -83,8 +133,6 @@ def test_tampered_or_corrupt_model_files_are_refused(frozen_model, tmp_path):
         load_model(broken)
     info = json.loads((directory / "model.json").read_text())
     weights.write_bytes(b"not a safetensors file")
-    import hashlib
-
     (broken / "model.json").write_text(json.dumps({**info, "weights_sha256": hashlib.sha256(
         b"not a safetensors file").hexdigest()}))
     with pytest.raises(InputError, match="not a readable safetensors file"):
@@ -93,12 +141,11 @@ def test_tampered_or_corrupt_model_files_are_refused(frozen_model, tmp_path):
     (broken / "model.json").write_text(json.dumps({**info, "format": 99}))
     with pytest.raises(InputError, match="model format 99"):
         load_model(broken)
-    changed = {**info, "preprocessing": {**info["preprocessing"], "version": 0}}
-    (broken / "model.json").write_text(json.dumps(changed))
-    with pytest.raises(InputError, match="preprocessing"):
+    rebind(broken, {**info, "preprocessing": {**info["preprocessing"], "version": 0}})
+    with pytest.raises(InputError, match="preprocessing .* differs"):
         load_model(broken)
     (broken / "model.json").write_text("{not json")
-    with pytest.raises(InputError, match="not a valid model description"):
+    with pytest.raises(InputError, match="not valid JSON"):
         load_model(broken)
     assert main(["predict", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
 
@@ -112,7 +159,7 @@ def test_monochrome1_dicom_and_png_give_the_same_prediction_and_no_patient_id_le
     np.testing.assert_allclose([float(r["p_osteoporosis"]) for r in dicom_rows],
                                [float(r["p_osteoporosis"]) for r in png_rows], atol=1e-5)
     written = [p for p in (tmp_path / "dicom").rglob("*") if p.is_file()]
-    assert len(written) == 2 + len(dicom_rows)  # CSV, prediction.json, one PNG per subject
+    assert len(written) == 3 + len(dicom_rows)  # CSV, prediction.json, figures/index.csv, one PNG per subject
     for path in written:
         content = path.read_bytes()
         assert b"PHANTOM-" not in content and b"SYNTHETIC^" not in content, path

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from osteoscreen import __version__
 from osteoscreen.allocator import keep_freed_memory
-from osteoscreen.errors import InputError
+from osteoscreen.errors import InputError, InputWarning
 from osteoscreen.models.heads import HEADS
 
 
@@ -71,15 +71,14 @@ def cmd_validate(args) -> None:
 
 
 def cmd_patches(args) -> None:
-    from osteoscreen.data.dataset import load_dataset
     from osteoscreen.patch_export import export_patches
 
-    dataset = load_dataset(args.data, check_images=False)
-    summary = export_patches(dataset, args.out, _patch_config(args), progress=progress("patches"))
+    summary = export_patches(args.data, args.out, _patch_config(args), progress=progress("patches"))
     if summary.padded_patches:
         print(f"warning: {summary.padded_patches} patch(es) reached past the image border and were "
               "reflect-padded", file=sys.stderr)
-    print(f"wrote patches and montages of {summary.subjects} subjects to {args.out}; overview: {summary.overview}")
+    print(f"wrote patches and montages of {len(summary.dataset.subjects)} subjects to {args.out} (index.csv names "
+          f"each subject's files); overview: {summary.overview}")
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -197,10 +196,12 @@ def cmd_predict(args) -> None:
 
     loaded = load_model(args.model)
     source = Path(args.input)
+    if not source.exists():
+        raise InputError(f"{source}: no such dataset directory or image file")
     if source.is_dir():
         if args.landmarks:
             raise InputError("--landmarks is for a single image; a dataset directory has its landmarks.csv")
-        dataset = load_dataset(source, require_labels=False)
+        dataset = load_dataset(source, require_labels=False, ignore_unknown_labels=True)
     elif args.landmarks is None:
         raise InputError(f"{source}: a single image needs --landmarks FILE (CSV landmark,x,y or JSON)")
     else:
@@ -226,7 +227,6 @@ def cmd_import_landmarks(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from osteoscreen.data.dataset import load_dataset
     from osteoscreen.data.phantom import PhantomConfig, synthesise
     from osteoscreen.evaluation.crossval import CVConfig
     from osteoscreen.patch_export import export_patches
@@ -236,9 +236,8 @@ def cmd_demo(args) -> None:
     data = out / "data"
     if not (data / "subjects.csv").exists():
         synthesise(data, PhantomConfig(), progress=progress("synth"))
-    dataset = load_dataset(data)
-    print(describe_dataset(dataset))
-    summary = export_patches(dataset, out / "patches", _patch_config(args), progress=progress("patches"))
+    summary = export_patches(data, out / "patches", _patch_config(args), progress=progress("patches"))
+    print(describe_dataset(summary.dataset))
     print(f"patches and montages: {out / 'patches'}; overview: {summary.overview}")
     _run_cv(data, out / "cv", CVConfig(train=TrainConfig(patch=_patch_config(args))))
 
@@ -375,9 +374,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show_input_warnings() -> None:
+    """Print every InputWarning as one line `osteoscreen: warning: ...` on stderr (each one, not once per place);
+    other warnings keep Python's format."""
+    import warnings
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, InputWarning):
+            print(f"osteoscreen: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.simplefilter("always", InputWarning)
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()
+    show_input_warnings()
     try:
         args.run(args)
     except InputError as error:

@@ -1,5 +1,11 @@
-"""The one exception type that the command line turns into a one-line message and exit code 2."""
+"""The exception type that the command line turns into a one-line message and exit code 2, and the warning type
+it prints as one line."""
 
 
 class InputError(Exception):
     """Bad user input (a file, a row, a field, an argument). The message names what was wrong."""
+
+
+class InputWarning(UserWarning):
+    """Input that is used, with a fallback or a caveat the user should know (a bad optional DICOM tag ignored, the
+    first page of a multipage TIFF taken). The message names the file and what was done."""

@@ -9,38 +9,44 @@ from PIL import Image
 
 from osteoscreen.data.dataset import Dataset
 from osteoscreen.data.patches import PatchConfig, to_uint8
-from osteoscreen.data.subject_patches import load_subject_patches
+from osteoscreen.data.subject_patches import load_dataset_with_patches
 from osteoscreen.landmarks import CLASSES, LANDMARKS
+from osteoscreen.outputs import INDEX_FILE, output_folder, subject_file_names, write_index
 from osteoscreen.visualise import cohort_overview, save_figure, subject_montage
 
 OVERVIEW_THUMB = 64
+OVERVIEW_FILE = "overview.png"
 
 
 @dataclass
 class ExportSummary:
-    subjects: int
+    dataset: Dataset
     padded_patches: int
     overview: Path
 
 
-def export_patches(dataset: Dataset, out: str | Path, config: PatchConfig, progress=iter) -> ExportSummary:
-    """out/patches/<subject>/<landmark>.png (8-bit, native size), out/montages/<subject>.png, out/overview.png."""
+def export_patches(data_dir: str | Path, out: str | Path, config: PatchConfig, progress=iter) -> ExportSummary:
+    """Check the whole dataset (every image decoded once), then write, whole or not at all,
+    out/patches/<name>/<landmark>.png (8-bit, native size), out/montages/<name>.png, out/overview.png and
+    out/index.csv (subject_id -> <name>, see `subject_file_names`). An earlier `patches` output is replaced."""
     out = Path(out)
-    (out / "patches").mkdir(parents=True, exist_ok=True)
-    (out / "montages").mkdir(parents=True, exist_ok=True)
-    rows, padded = [], 0
-    for subject in progress(dataset.subjects):
-        patches = load_subject_patches(subject, config)
-        padded += patches.padded
-        plain = patches.plain_views(config.context)
-        subject_dir = out / "patches" / subject.subject_id
-        subject_dir.mkdir(exist_ok=True)
-        for name, patch in zip(LANDMARKS, to_uint8(plain), strict=True):
-            Image.fromarray(patch).save(subject_dir / f"{name}.png")
-        class_name = "unlabelled" if subject.label is None else CLASSES[subject.label]
-        title = f"{subject.subject_id} — {class_name} — {patches.side} px patches"
-        save_figure(subject_montage(plain, title, class_name), out / "montages" / f"{subject.subject_id}.png")
-        rows.append((subject.subject_id, class_name, patches.plain_views(config.context, OVERVIEW_THUMB)))
-    overview = out / "overview.png"
-    Image.fromarray(cohort_overview(rows, OVERVIEW_THUMB)).save(overview)
-    return ExportSummary(len(rows), padded, overview)
+    with output_folder(out, replaces=INDEX_FILE) as folder:
+        dataset, cut = load_dataset_with_patches(data_dir, config, progress)
+        ids = [subject.subject_id for subject in dataset.subjects]
+        names = subject_file_names(ids)
+        (folder / "patches").mkdir()
+        (folder / "montages").mkdir()
+        rows = []
+        for subject, patches, name in zip(dataset.subjects, cut, names, strict=True):
+            plain = patches.plain_views(config.context)
+            subject_dir = folder / "patches" / name
+            subject_dir.mkdir()
+            for landmark, patch in zip(LANDMARKS, to_uint8(plain), strict=True):
+                Image.fromarray(patch).save(subject_dir / f"{landmark}.png")
+            class_name = "unlabelled" if subject.label is None else CLASSES[subject.label]
+            title = f"{subject.subject_id} — {class_name} — {patches.side} px patches"
+            save_figure(subject_montage(plain, title, class_name), folder / "montages" / f"{name}.png")
+            rows.append((subject.subject_id, class_name, patches.plain_views(config.context, OVERVIEW_THUMB)))
+        Image.fromarray(cohort_overview(rows, OVERVIEW_THUMB)).save(folder / OVERVIEW_FILE)
+        write_index(folder, ids, names)
+    return ExportSummary(dataset, sum(p.padded for p in cut), out / OVERVIEW_FILE)

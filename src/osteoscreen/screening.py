@@ -7,7 +7,8 @@ A model directory (MODEL/) holds
   provenance, class names, decision threshold, training-data hash, the SHA-256 of the weights file and, when
   a cross-validation RUN was given, that run's metrics for the method;
 - `README.md`: the model card.
-Loading refuses a model of another format version, another preprocessing, or whose weights file does not match
+Loading checks every field of model.json and its binding to the weights (model_info.py), and refuses a model of
+another format version, another preprocessing, or whose weights file does not match
 the hash recorded next to it (corrupt or tampered).
 """
 
@@ -16,8 +17,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -27,16 +26,17 @@ import numpy as np
 import torch
 
 from osteoscreen import __version__
-from osteoscreen.atomic import atomic_path, write_text_atomic
 from osteoscreen.data.dataset import Dataset, Subject
 from osteoscreen.data.imageio import Radiograph
-from osteoscreen.data.patches import PatchConfig
 from osteoscreen.data.subject_patches import SubjectPatches, cut_subject_patches, load_dataset_with_patches
 from osteoscreen.distributed import TaskResources
 from osteoscreen.errors import InputError
+from osteoscreen.jsoninput import read_json
 from osteoscreen.landmarks import CLASSES, GROUPS
+from osteoscreen.model_info import BINDING_KEY, canonical_digest, check_model_info, finite_or_null
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import HEADS, build_head
+from osteoscreen.outputs import output_folder, subject_file_names, write_index
 from osteoscreen.training import (
     Cohort,
     FittedModel,
@@ -47,12 +47,16 @@ from osteoscreen.training import (
     predict_proba,
 )
 
-MODEL_FORMAT = 1
+#: 2: model.json is bound to the weights (model_info.py); format-1 models are refused (retrain them).
+MODEL_FORMAT = 2
+#: model.json is a few kB; anything much larger is not one.
+MAX_INFO_BYTES = 1 << 20
 #: Version of the pixel pipeline (intensity percentiles, context crops, affine resampling). A model trained
 #: under another version saw differently prepared patches and is refused.
 PREPROCESSING_VERSION = 1
 THRESHOLD = 0.5
 WEIGHTS_FILE, INFO_FILE, CARD_FILE = "weights.safetensors", "model.json", "README.md"
+PREDICTIONS_FILE, RUN_FILE = "predictions.csv", "prediction.json"
 PREDICTION_COLUMNS = ["subject_id", "p_osteoporosis", "decision", *[f"att_{g}" for g in GROUPS], "y_true"]
 
 
@@ -97,43 +101,34 @@ def cv_metrics(run_dir: Path, method: str, data_hash: str) -> dict:
             "metrics": metrics["methods"][method]}
 
 
-def _new_model_dir(out_dir: str | Path) -> Path:
-    """out_dir as a Path, refused when it already holds something (a model is never overwritten)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise InputError(f"{out_dir} already exists and is not empty; choose another --out or delete it")
-    return out_dir
+def save_model(model: FittedModel, out_dir: str | Path, training_data: dict, cross_validation: dict | None
+               ) -> Path:
+    """Write MODEL/ whole or not at all (built in a sibling folder, then renamed into place); a model is never
+    overwritten: an existing, non-empty out_dir is refused."""
+    with output_folder(out_dir) as folder:
+        write_model_files(model, folder, training_data, cross_validation)
+    return Path(out_dir)
 
 
-def save_model(model: FittedModel, out_dir: Path, training_data: dict, cross_validation: dict | None) -> Path:
-    """Write MODEL/ whole or not at all (built in a sibling folder, then renamed into place)."""
+def write_model_files(model: FittedModel, folder: Path, training_data: dict, cross_validation: dict | None) -> None:
+    """weights.safetensors, model.json and README.md of `model` into an empty folder."""
     from safetensors.torch import save_file
 
-    out_dir = _new_model_dir(out_dir)
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        backbone = model.net.backbone if model.net is not None else (
-            model.backbone or frozen_backbone(model.config.backbone, model.config.weights, model.config.taps))
-        save_file(_state(model, backbone), str(partial / WEIGHTS_FILE), metadata={"format": str(MODEL_FORMAT)})
-        info = {"format": MODEL_FORMAT, "osteoscreen": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "method": model.config.head, "mode": model.config.mode, "config": model.config.to_dict(),
-                "preprocessing": preprocessing(model.config, backbone),
-                "backbone": {"name": model.config.backbone, "taps": list(backbone.taps),
-                             "weights": backbone.weights_source},
-                "classes": list(CLASSES), "positive_class": CLASSES[1], "threshold": THRESHOLD,
-                "training_data": training_data, "cross_validation": cross_validation,
-                "weights_sha256": _sha256(partial / WEIGHTS_FILE)}
-        (partial / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        (partial / CARD_FILE).write_text(model_card(info))
-        if out_dir.exists():
-            out_dir.rmdir()
-        partial.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return out_dir
+    backbone = model.net.backbone if model.net is not None else (
+        model.backbone or frozen_backbone(model.config.backbone, model.config.weights, model.config.taps))
+    info = {"format": MODEL_FORMAT, "osteoscreen": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "method": model.config.head, "mode": model.config.mode, "config": model.config.to_dict(),
+            "preprocessing": preprocessing(model.config, backbone),
+            "backbone": {"name": model.config.backbone, "taps": list(backbone.taps),
+                         "weights": backbone.weights_source},
+            "classes": list(CLASSES), "positive_class": CLASSES[1], "threshold": THRESHOLD,
+            "training_data": training_data, "cross_validation": cross_validation}
+    info = finite_or_null(info)
+    save_file(_state(model, backbone), str(folder / WEIGHTS_FILE),
+              metadata={"format": str(MODEL_FORMAT), BINDING_KEY: canonical_digest(info)})
+    info["weights_sha256"] = _sha256(folder / WEIGHTS_FILE)
+    (folder / INFO_FILE).write_text(json.dumps(info, indent=2, allow_nan=False) + "\n")
+    (folder / CARD_FILE).write_text(model_card(info))
 
 
 def model_card(info: dict) -> str:
@@ -187,7 +182,7 @@ class LoadedModel:
 
 def load_model(model_dir: str | Path) -> LoadedModel:
     """Read MODEL/ safely (safetensors; hash, format and preprocessing checked) into a predict-ready model."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     model_dir = Path(model_dir)
@@ -195,29 +190,30 @@ def load_model(model_dir: str | Path) -> LoadedModel:
     for path in (info_path, weights_path):
         if not path.is_file():
             raise InputError(f"{path}: not found ({model_dir} is not an osteoscreen model directory)")
-    try:
-        info = json.loads(info_path.read_text())
-        config_dict = dict(info["config"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise InputError(f"{info_path}: not a valid model description ({error})") from None
-    if info.get("format") != MODEL_FORMAT:
-        raise InputError(f"{info_path}: model format {info.get('format')!r}, this osteoscreen reads format "
-                         f"{MODEL_FORMAT}; retrain the model or use the osteoscreen version that wrote it")
-    if _sha256(weights_path) != info.get("weights_sha256"):
+    document = read_json(info_path, max_bytes=MAX_INFO_BYTES)
+    if document.object().get("format") != MODEL_FORMAT:
+        raise InputError(f"{info_path}: model format {document.object().get('format')!r}, this osteoscreen reads "
+                         f"format {MODEL_FORMAT}; retrain the model or use the osteoscreen version that wrote it")
+    config = check_model_info(document)
+    info = document.value
+    if _sha256(weights_path) != info["weights_sha256"]:
         raise InputError(f"{weights_path}: does not match the SHA-256 recorded in {info_path} (corrupt or altered)")
     try:
+        with safe_open(str(weights_path), "pt") as handle:
+            binding = (handle.metadata() or {}).get(BINDING_KEY)
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as error:
         raise InputError(f"{weights_path}: not a readable safetensors file ({error})") from None
+    if binding != canonical_digest(info):
+        raise InputError(f"{info_path}: edited after the model was written (its content no longer matches the "
+                         f"SHA-256 bound into {WEIGHTS_FILE}); refused as tampering: restore it or retrain")
     try:
-        config = TrainConfig(**{**config_dict, "patch": PatchConfig(**config_dict["patch"]), "device": "auto",
-                                "taps": tuple(config_dict["taps"]) if config_dict.get("taps") else None})
         model = _rebuild(config, state, info)
     except (KeyError, TypeError, RuntimeError) as error:
         raise InputError(f"{model_dir}: weights do not fit the described model ({error})") from None
     backbone = model.net.backbone if model.net is not None else model.backbone
-    if preprocessing(config, backbone) != info.get("preprocessing"):
-        raise InputError(f"{info_path}: preprocessing {info.get('preprocessing')} differs from this osteoscreen's "
+    if preprocessing(config, backbone) != info["preprocessing"]:
+        raise InputError(f"{info_path}: preprocessing {info['preprocessing']} differs from this osteoscreen's "
                          f"{preprocessing(config, backbone)}; retrain the model with this version")
     return LoadedModel(model, info)
 
@@ -245,31 +241,16 @@ def _rebuild(config: TrainConfig, state: dict[str, torch.Tensor], info: dict) ->
 def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, cv_run: str | Path | None = None,
                 progress: Callable[[str], Callable] = lambda _: iter) -> Path:
     """Train `config` on every subject of DATA and save it as MODEL/."""
-    out_dir = _new_model_dir(out_dir)
-    dataset, patches = load_dataset_with_patches(data_dir, config.patch, progress("patches"))
-    info = dataset.summary()
-    cross_validation = None if cv_run is None else cv_metrics(Path(cv_run), config.head, info["hash"])
-    cohort = Cohort(patches, config.patch)
-    if config.mode == "frozen":
-        cohort.frozen_features(config, progress=progress("features"))
-    model = fit(cohort, np.arange(len(cohort)), config)
-    return save_model(model, out_dir, info, cross_validation)
-
-
-def safe_file_name(subject_id: str) -> str:
-    """A file name for a subject id (path separators and odd characters replaced)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", subject_id).strip("._") or "subject"
-
-
-def figure_names(subject_ids: list[str]) -> list[str]:
-    """A distinct figure file stem per subject, in input order (ids that map to the same name get a suffix)."""
-    names, seen = [], set()
-    for subject_id in subject_ids:
-        name = safe_file_name(subject_id)
-        name = name if name not in seen else f"{name}-{len(seen)}"
-        seen.add(name)
-        names.append(name)
-    return names
+    with output_folder(out_dir) as folder:
+        dataset, patches = load_dataset_with_patches(data_dir, config.patch, progress("patches"))
+        info = dataset.summary()
+        cross_validation = None if cv_run is None else cv_metrics(Path(cv_run), config.head, info["hash"])
+        cohort = Cohort(patches, config.patch)
+        if config.mode == "frozen":
+            cohort.frozen_features(config, progress=progress("features"))
+        model = fit(cohort, np.arange(len(cohort)), config)
+        write_model_files(model, folder, info, cross_validation)
+    return Path(out_dir)
 
 
 def screen_subjects(shared: tuple[FittedModel, float, Path | None], work: list[tuple[Subject, str]]) -> list[list]:
@@ -321,25 +302,29 @@ def predict(loaded: LoadedModel, dataset: Dataset, out_dir: str | Path, figures:
     cluster, DIR must be on storage every node shares.
     """
     out_dir = Path(out_dir)
-    figure_dir = out_dir / "figures" if figures else None
-    (figure_dir or out_dir).mkdir(parents=True, exist_ok=True)
     model = replace(loaded.model, config=replace(loaded.model.config, views=1))  # the plain view only
     threshold = loaded.info["threshold"]
-    work = list(zip(dataset.subjects, figure_names([s.subject_id for s in dataset.subjects]), strict=True))
-    shared = (model, threshold, figure_dir and figure_dir.resolve())
-    if ray is None:
-        rows = [row for item in progress(work) for row in screen_subjects(shared, [item])]
-    else:
-        rows = _screen_on_ray(shared, work, ray, address, progress)
-    path = out_dir / "predictions.csv"
-    with atomic_path(path) as partial, open(partial, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(PREDICTION_COLUMNS)
-        writer.writerows(rows)
-    write_text_atomic(out_dir / "prediction.json", json.dumps({"model": loaded.info["method"],
-                                                               "model_created": loaded.info["created"],
-                                                               "threshold": threshold, "n": len(rows)}, indent=2))
-    return path
+    ids = [s.subject_id for s in dataset.subjects]
+    names = subject_file_names(ids)
+    with output_folder(out_dir, replaces=RUN_FILE) as folder:
+        figure_dir = folder / "figures" if figures else None
+        if figure_dir is not None:
+            figure_dir.mkdir()
+            write_index(figure_dir, ids, [f"{name}.png" for name in names])
+        shared = (model, threshold, figure_dir and figure_dir.resolve())
+        work = list(zip(dataset.subjects, names, strict=True))
+        if ray is None:
+            rows = [row for item in progress(work) for row in screen_subjects(shared, [item])]
+        else:
+            rows = _screen_on_ray(shared, work, ray, address, progress)
+        with open(folder / PREDICTIONS_FILE, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(PREDICTION_COLUMNS)
+            writer.writerows(rows)
+        (folder / RUN_FILE).write_text(json.dumps({"model": loaded.info["method"],
+                                                   "model_created": loaded.info["created"],
+                                                   "threshold": threshold, "n": len(rows)}, indent=2))
+    return out_dir / PREDICTIONS_FILE
 
 
 SHARDS_PER_SLOT = 4  # shards per task slot: balances uneven shards without a task per radiograph

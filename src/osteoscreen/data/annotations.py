@@ -18,6 +18,7 @@ from osteoscreen.atomic import atomic_path
 from osteoscreen.data.dataset import LANDMARK_COLUMNS, DatasetError
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import LANDMARKS
+from osteoscreen.outputs import output_file
 
 FORMATS = ("auto", "labelme", "coco")
 Points = dict[str, dict[str, tuple[float, float]]]  # subject id -> landmark -> (x, y)
@@ -88,6 +89,7 @@ def import_landmarks(files: list[Path], out: Path, fmt: str = "auto") -> int:
     """Convert annotation files into landmarks.csv at `out` (written whole or not at all); returns subjects."""
     if fmt not in FORMATS:
         raise InputError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = output_file(out)
     problems: list[str] = []
     subjects: Points = {}
     for path in map(Path, files):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import re
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from osteoscreen.data.imageio import Radiograph, read_radiograph
-from osteoscreen.errors import InputError
+from osteoscreen.errors import InputError, InputWarning
 from osteoscreen.landmarks import CLASSES, LANDMARKS, label_index
 from osteoscreen.parallel import thread_map
 
@@ -88,23 +90,44 @@ class Dataset:
 
 
 def _read_csv(path: Path, required: tuple[str, ...], problems: list[str]) -> list[tuple[int, dict[str, str]]]:
-    """Rows as (line number, {column: stripped value}); missing file or columns go into problems."""
+    """Rows as (line number, {column: stripped value}); a missing file or column, and every row with more fields
+    than the header (reported with its line and, where a decimal comma is the likely cause, a hint), go into
+    problems. A row with fewer fields has its missing fields empty."""
     if not path.is_file():
         problems.append(f"{path}: file not found")
         return []
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = [name.strip() for name in (reader.fieldnames or [])]
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])]
             missing = [name for name in required if name not in header]
             if missing:
-                problems.append(f"{path}: missing column(s) {', '.join(missing)} (header: {','.join(header)})")
+                hint = "; semicolon-separated? save it as comma-separated CSV" if ";" in ",".join(header) else ""
+                problems.append(f"{path}: missing column(s) {', '.join(missing)} (header: {','.join(header)}{hint})")
                 return []
-            return [(reader.line_num, {(k or "").strip(): (v or "").strip() for k, v in row.items()})
-                    for row in reader]
+            rows = []
+            for fields in reader:
+                if not fields:
+                    continue
+                if len(fields) > len(header):
+                    problems.append(f"{path}:{reader.line_num}: {len(fields)} fields, header has {len(header)}"
+                                    f"{_extra_field_hint(fields)}")
+                    continue
+                rows.append((reader.line_num, {name: (fields[i].strip() if i < len(fields) else "")
+                                               for i, name in enumerate(header)}))
+            return rows
     except (UnicodeDecodeError, csv.Error) as error:
         problems.append(f"{path}: not a readable CSV file ({error})")
         return []
+
+
+def _extra_field_hint(fields: list[str]) -> str:
+    """Why a row may have too many fields: a decimal comma (digits, then digits) or an unquoted comma."""
+    for first, second in zip(fields, fields[1:], strict=False):
+        if re.fullmatch(r"\s*-?\d+", first) and re.fullmatch(r"\d+\s*", second):
+            return (f" (a decimal comma, as in '{first.strip()},{second.strip()}'? write "
+                    f"{first.strip()}.{second.strip()}, or quote the field)")
+    return " (a trailing comma, or a comma inside an unquoted field? quote fields that hold commas)"
 
 
 def _parse_float(text: str) -> float | None:
@@ -116,7 +139,8 @@ def _parse_float(text: str) -> float | None:
 
 
 def load_dataset(root: str | Path, check_images: bool = True, require_labels: bool = True,
-                 require_landmarks: bool = True,
+                 require_landmarks: bool = True, ignore_unknown_labels: bool = False,
+                 allow_shared_images: bool = True,
                  on_image: Callable[[Subject, Radiograph], None] | None = None,
                  progress: Callable[[Iterable], Iterable] = iter) -> Dataset:
     """Parse and validate a dataset directory (DESIGN §1).
@@ -124,7 +148,10 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
     check_images reads every image to check it decodes and that landmarks fall inside it; on_image(subject,
     radiograph) is then called (from the checking threads) with each radiograph that passed, so a caller that
     needs the pixels does not decode them again. require_landmarks False (annotation): landmarks.csv may be
-    absent and subjects may lack landmarks (left NaN). All problems are collected and raised together as one
+    absent and subjects may lack landmarks (left NaN). ignore_unknown_labels (prediction, which needs no label):
+    a label that is neither class (osteopenia, say) is left None, with a warning. Subjects that share one image
+    file get a warning, or are a problem when allow_shared_images is False (cross-validation: it would leak
+    across folds). Warnings are issued as InputWarning; all problems are collected and raised together as one
     DatasetError.
     """
     root = Path(root)
@@ -138,6 +165,7 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
                      if require_landmarks or landmarks_csv.exists() else [])
 
     subjects: dict[str, Subject] = {}
+    ignored_labels: dict[str, int] = {}
     for line, row in subject_rows:
         where = f"{subjects_csv}:{line}"
         sid = row.get("subject_id", "")
@@ -152,8 +180,11 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
             try:
                 label = label_index(row.get("label", ""))
             except ValueError:
-                problems.append(f"{where}: field label: unknown label {row.get('label', '')!r} "
-                                f"(expected {' or '.join(CLASSES)})")
+                if ignore_unknown_labels:
+                    ignored_labels[row.get("label", "")] = ignored_labels.get(row.get("label", ""), 0) + 1
+                else:
+                    problems.append(f"{where}: field label: unknown label {row.get('label', '')!r} "
+                                    f"(expected {' or '.join(CLASSES)})")
         spacing = None
         if row.get("pixel_spacing_mm"):
             spacing = _parse_float(row["pixel_spacing_mm"])
@@ -207,8 +238,21 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
         readable = [s for s in subjects.values() if s.image_path.is_file()]
         for found in thread_map(lambda subject: _check_image(subject, landmarks_csv, on_image), readable, progress):
             problems.extend(found)
+    by_image: dict[Path, list[str]] = {}
+    for subject in subjects.values():
+        by_image.setdefault(subject.image_path, []).append(subject.subject_id)
+    for ids in (ids for ids in by_image.values() if len(ids) > 1):
+        shared = f"{subjects_csv}: field image: subjects {', '.join(map(repr, ids))} share one image file"
+        if allow_shared_images:
+            warnings.warn(f"{shared} (cv refuses this: it would leak across folds)", InputWarning, stacklevel=2)
+        else:
+            problems.append(f"{shared}; cross-validation would put one radiograph in training and test folds")
     if problems:
         raise DatasetError(problems)
+    if ignored_labels:
+        counts = ", ".join(f"{label!r}: {n}" for label, n in ignored_labels.items())
+        warnings.warn(f"{subjects_csv}: labels other than {' or '.join(CLASSES)} ignored ({counts}); those "
+                      "subjects are screened without a true class", InputWarning, stacklevel=2)
     return Dataset(root, list(subjects.values()))
 
 

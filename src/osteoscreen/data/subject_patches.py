@@ -32,10 +32,10 @@ class SubjectPatches:
         return render_views(torch.from_numpy(self.crops), context, size).numpy()
 
 
-def load_dataset_with_patches(data_dir: str | Path, config: PatchConfig, progress: Callable = iter
-                              ) -> tuple[Dataset, list[SubjectPatches]]:
-    """`load_dataset(data_dir)` and every subject's crops, each radiograph decoded once: the crops are cut while
-    the dataset check holds the pixels (instead of decoding every image a second time)."""
+def load_dataset_with_patches(data_dir: str | Path, config: PatchConfig, progress: Callable = iter,
+                              allow_shared_images: bool = True) -> tuple[Dataset, list[SubjectPatches]]:
+    """`load_dataset(data_dir, allow_shared_images=...)` and every subject's crops, each radiograph decoded once:
+    the crops are cut while the dataset check holds the pixels (instead of decoding every image a second time)."""
     cut: dict[str, SubjectPatches | InputError] = {}
 
     def keep_patches(subject: Subject, radiograph: Radiograph) -> None:
@@ -44,7 +44,7 @@ def load_dataset_with_patches(data_dir: str | Path, config: PatchConfig, progres
         except InputError as error:  # raised below, in subject order, once the dataset itself is valid
             cut[subject.subject_id] = error
 
-    dataset = load_dataset(data_dir, on_image=keep_patches, progress=progress)
+    dataset = load_dataset(data_dir, on_image=keep_patches, progress=progress, allow_shared_images=allow_shared_images)
     patches = [cut[subject.subject_id] for subject in dataset.subjects]
     for item in patches:
         if isinstance(item, InputError):

@@ -23,6 +23,7 @@ from osteoscreen.evaluation.metrics import seed_spread
 from osteoscreen.evaluation.report import build_report, format_spread, format_table
 from osteoscreen.landmarks import CLASSES, GROUPS
 from osteoscreen.models.heads import HEADS
+from osteoscreen.outputs import output_folder_in_place
 from osteoscreen.training import Cohort
 
 ATTENTION_COLUMNS = [f"att_{group}" for group in GROUPS]
@@ -62,11 +63,11 @@ def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
     metrics.json's "methods" and "comparisons" are the first seed's; "seeds" holds every seed's metrics and
     "spread" their mean, standard deviation, min and max.
     """
-    data_dir, run_dir = Path(data_dir), Path(run_dir)
-    dataset, patches = load_dataset_with_patches(data_dir, config.train.patch, progress("patches"))
+    data_dir, run_dir = Path(data_dir), output_folder_in_place(run_dir)
+    dataset, patches = load_dataset_with_patches(data_dir, config.train.patch, progress("patches"),
+                                                 allow_shared_images=False)
     labels = dataset.labels
     dataset_info = dataset.summary()
-    run_dir.mkdir(parents=True, exist_ok=True)
     record = prepare_run(run_dir, config, dataset_info)
     cohort = Cohort(patches, config.train.patch, dataset_info["hash"], run_dir / "cache")
     subject_ids = [s.subject_id for s in dataset.subjects]

@@ -1,0 +1,138 @@
+"""model.json: every field checked on load (type, range, finiteness), and the file bound to its weights.
+
+Binding: when a model is written, the SHA-256 of model.json's canonical form (sorted keys, no whitespace, every
+member except `weights_sha256`) goes into the safetensors metadata of weights.safetensors (`model_json_sha256`),
+and the SHA-256 of that weights file goes into model.json (`weights_sha256`). Editing either file breaks one of
+the two hashes, so any edit of model.json is refused as tampering. This detects edits and corruption; it is not
+a signature: someone who recomputes both hashes can forge a model, so share models over trusted channels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+
+from osteoscreen.errors import InputError
+from osteoscreen.jsoninput import JsonValue
+from osteoscreen.landmarks import CLASSES
+from osteoscreen.models.heads import HEADS
+from osteoscreen.training import MODES, TrainConfig
+
+BINDING_KEY = "model_json_sha256"
+_HEX64 = "0123456789abcdef"
+_CV_RATES = ("OPA", "NOPA", "OA", "balanced_accuracy")
+
+
+def canonical_digest(info: dict) -> str:
+    """SHA-256 of model.json's content without `weights_sha256`, in canonical JSON form."""
+    content = {key: value for key, value in info.items() if key != "weights_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"),
+                                     allow_nan=False).encode()).hexdigest()
+
+
+def finite_or_null(value: object) -> object:
+    """A JSON-ready copy of value with NaN and infinities replaced by None (model.json holds finite numbers only)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(item) for item in value]
+    return value
+
+
+def _sha256_text(value: JsonValue) -> str:
+    text = value.string()
+    if len(text) != 64 or set(text) - set(_HEX64):
+        raise value.error(f"expected 64 lower-case hex digits, got {text[:70]!r}")
+    return text
+
+
+def _typed(value: JsonValue, kind: object) -> object:
+    """value as the Python type `kind` (a dataclass field's type): bool, int, float, str, X | None, tuple[X, ...]
+    or a dataclass."""
+    if kind is bool:
+        return value.boolean()
+    if kind is int:
+        return value.integer()
+    if kind is float:
+        return value.number()
+    if kind is str:
+        return value.string()
+    arguments = typing.get_args(kind)
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        inner = [argument for argument in arguments if argument is not type(None)]
+        return None if value.value is None else _typed(value, inner[0])
+    if typing.get_origin(kind) is tuple:
+        return tuple(_typed(element, arguments[0]) for element in value.elements())
+    if dataclasses.is_dataclass(kind):
+        return _dataclass(value, kind)
+    raise TypeError(f"no JSON reading for {kind!r}")
+
+
+def _dataclass(value: JsonValue, cls: type, **overrides: object) -> object:
+    """An instance of dataclass `cls` from a JSON object holding exactly its fields (each type-checked); the
+    class's own checks (ranges, choices) are reported at the object's path."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(value.object()) - set(names))
+    if unknown:
+        raise value.error(f"unknown member(s) {', '.join(unknown)}")
+    arguments = {name: _typed(value[name], hints[name]) for name in names}
+    try:
+        return cls(**{**arguments, **overrides})
+    except InputError as error:
+        raise value.error(str(error)) from None
+
+
+def read_config(info: JsonValue) -> TrainConfig:
+    """The training configuration of a model.json (device re-resolved for this machine)."""
+    return _dataclass(info["config"], TrainConfig, device="auto")
+
+
+def check_model_info(info: JsonValue) -> TrainConfig:
+    """Check every field of model.json; returns its training configuration. InputError names the JSON path."""
+    info.object()
+    for key in ("osteoscreen", "created"):
+        info[key].string()
+    info["method"].string(HEADS)
+    info["mode"].string(MODES)
+    config = read_config(info)
+    if (config.head, config.mode) != (info["method"].value, info["mode"].value):
+        raise info.error("method and mode differ from the training configuration's head and mode")
+    info["preprocessing"].object()
+    backbone = info["backbone"]
+    backbone["name"].string([config.backbone])
+    for tap in backbone["taps"].elements():
+        tap.integer(low=0)
+    for _, member in backbone["weights"].items():
+        if member.value is not None:
+            member.string()
+    if info["classes"].value != list(CLASSES):
+        raise info["classes"].error(f"expected {json.dumps(list(CLASSES))}")
+    info["positive_class"].string([CLASSES[1]])
+    info["threshold"].number(0, 1, open_interval=True)
+    data = info["training_data"]
+    data["path"].string()
+    _sha256_text(data["hash"])
+    counts = [data[key].integer(low=0) for key in ("n", "positives", "negatives")]
+    if counts[0] != counts[1] + counts[2] or counts[0] < 1:
+        raise data.error("n must be positives + negatives, at least 1")
+    data["synthetic"].boolean()
+    cross_validation = info.get("cross_validation")
+    if cross_validation is not None:
+        cross_validation["run"].string()
+        cross_validation["protocol"].string()
+        cross_validation["config"].object()
+        metrics = cross_validation["metrics"]
+        for key in _CV_RATES:
+            metrics[key].number(0, 1)
+        if metrics.get("auroc") is not None:
+            metrics["auroc"].number(0, 1)
+        metrics["n"].integer(low=1)
+    _sha256_text(info["weights_sha256"])
+    return config

@@ -1,0 +1,131 @@
+"""Where commands write: safe, unique file names for subject ids, and output locations checked before any work
+and written whole or not at all.
+
+Subject ids come from a user's CSV; they never become paths as they are. Every command that writes a file per
+subject (`patches`, `predict`) names it with `subject_file_names` and writes an `index.csv` (subject_id, file)
+beside the files, so a reader finds each subject's file without guessing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from osteoscreen.errors import InputError
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Longest name stem kept from an id (file systems allow 255 bytes; suffixes and extensions need room).
+MAX_STEM = 80
+#: Device names Windows refuses as file names, whatever the extension.
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+INDEX_FILE = "index.csv"
+
+
+def _cleaned(subject_id: str) -> str:
+    name = _UNSAFE.sub("_", subject_id).lstrip(".-")[:MAX_STEM] or "subject"
+    return f"_{name}" if name.split(".")[0].upper() in _RESERVED else name
+
+
+def subject_file_names(subject_ids: Sequence[str]) -> list[str]:
+    """A file-name stem per subject id, in input order, safe and unique on every common file system.
+
+    A name holds only letters, digits, '.', '_' and '-', starts with neither '.' nor '-', has at most 80 characters
+    before its suffix and is no Windows device name. An id that already is such a name, and differs from every other
+    id in more than letter case, is its own name. Any other id gets its cleaned form followed by '~' and 12 hex
+    digits of its SHA-256: '~' never survives cleaning, so a suffixed name cannot equal an unchanged id, and two
+    different ids share a suffixed name only if their hashes collide. A name depends only on its id (and, for the
+    letter-case rule, on which other ids exist), never on input order.
+    """
+    folded: dict[str, int] = {}
+    for subject_id in subject_ids:
+        folded[subject_id.casefold()] = folded.get(subject_id.casefold(), 0) + 1
+    names = []
+    for subject_id in subject_ids:
+        name = _cleaned(subject_id)
+        if name != subject_id or folded[subject_id.casefold()] > 1:
+            digest = hashlib.sha256(subject_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+            name = f"{name}~{digest}"
+        names.append(name)
+    if len({name.casefold() for name in names}) != len(names):
+        raise InputError("subject ids: two ids map to the same file name (duplicate subject ids?)")
+    return names
+
+
+def write_index(folder: Path, subject_ids: Sequence[str], files: Sequence[str]) -> None:
+    """folder/index.csv: subject_id,file for every subject, in input order."""
+    with open(folder / INDEX_FILE, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["subject_id", "file"])
+        writer.writerows(zip(subject_ids, files, strict=True))
+
+
+def _refuse(path: Path, error: OSError) -> InputError:
+    return InputError(f"{path}: cannot write output here ({error.strerror or error})")
+
+
+def output_folder_in_place(path: str | Path) -> Path:
+    """A folder that outputs accumulate in (a resumable cv run, a synthesised dataset), checked before any work:
+    not a file, created if absent, and writable (a probe file is created and removed). InputError names it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: is a file; --out needs a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise _refuse(path, error) from None
+    return path
+
+
+def output_file(path: str | Path) -> Path:
+    """An output file's path, checked before any work: not a folder, in a folder that can be created and
+    written. InputError names the path otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; --out needs a file name here")
+    output_folder_in_place(path.parent)
+    return path
+
+
+@contextmanager
+def output_folder(out: str | Path, replaces: str | None = None) -> Iterator[Path]:
+    """Build an output folder whole or not at all.
+
+    Yields an empty sibling folder `OUT.partial` to write into; when the block succeeds it becomes `out`, when
+    it fails it is removed and `out` is left as it was. Before the block runs, `out` must be absent, an empty
+    folder or, when `replaces` names a file, an earlier output of the same command (a folder holding that
+    file), which is then replaced; anything else, a file at `out` or a location that cannot be written is
+    refused with an InputError naming `out`.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file; --out needs a folder")
+    if out.is_dir() and any(out.iterdir()) and not (replaces and (out / replaces).is_file()):
+        earlier = f" (nor an earlier output of this command: it has no {replaces})" if replaces else ""
+        raise InputError(f"{out}: already exists and is not empty{earlier}; choose another --out or delete it")
+    partial = out.with_name(out.name + ".partial")
+    try:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    except OSError as error:
+        raise _refuse(out, error) from None
+    try:
+        yield partial
+        if out.exists():
+            previous = out.with_name(out.name + ".previous")
+            shutil.rmtree(previous, ignore_errors=True)
+            out.rename(previous)
+            partial.rename(out)
+            shutil.rmtree(previous)
+        else:
+            partial.rename(out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
