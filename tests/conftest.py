@@ -95,3 +95,10 @@ def web_model(small_png_cohort, tmp_path_factory):
 def annotation_dataset(small_png_cohort, tmp_path):
     """(a copy of small_png_cohort whose first subject lacks landmarks, the removed landmarks)."""
     return dataset_missing_one_subject(small_png_cohort, tmp_path / "data")
+
+
+def local_client(app):
+    """A test client that addresses the app as a browser on this machine does (Host 127.0.0.1:8000)."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://127.0.0.1:8000")

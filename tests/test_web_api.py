@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import subject_upload
+from conftest import local_client, subject_upload
 from osteoscreen.cli import main
 from osteoscreen.data.dataset import single_image_dataset
 from osteoscreen.errors import InputError
@@ -23,7 +23,7 @@ from osteoscreen.web.app import create_app
 
 @pytest.fixture(scope="module")
 def screening(web_model):
-    return TestClient(create_app(model_dir=web_model))
+    return local_client(create_app(model_dir=web_model))
 
 
 def in_order(landmarks: dict) -> np.ndarray:
@@ -93,7 +93,7 @@ def test_bad_landmarks_are_named(screening, small_png_cohort, change, message):
 
 
 def test_bad_uploads_are_refused_with_one_line(web_model, small_png_cohort, tmp_path):
-    client = TestClient(create_app(model_dir=web_model, max_upload_bytes=20_000))
+    client = local_client(create_app(model_dir=web_model, max_upload_bytes=20_000))
     text = client.post("/api/render", files=upload(b"subject_id,image\nP1,a.png\n", "evil.png"))
     assert text.status_code == 415 and "not a DICOM, PNG, JPEG or TIFF" in text.json()["error"]
     data, _, _ = subject_upload(small_png_cohort)
@@ -106,12 +106,12 @@ def test_bad_uploads_are_refused_with_one_line(web_model, small_png_cohort, tmp_
     truncated = client.post("/api/render", files=upload(data[:5000]))
     assert truncated.status_code == 422 and "PNG file cannot be read" in truncated.json()["error"]
     assert client.post("/api/render").status_code == 422  # no file at all
-    assert client.post("/api/screen", files=upload(data[:100]), data={"landmarks": "{"}).json()["error"] == \
-        "landmarks: not valid JSON"
+    assert client.post("/api/screen", files=upload(data[:100]), data={"landmarks": "{"}).json()["error"].startswith(
+        "landmarks: not valid JSON")
 
 
 def test_a_dicom_upload_sends_no_patient_identifier(small_dicom_cohort, web_model):
-    client = TestClient(create_app(model_dir=web_model))
+    client = local_client(create_app(model_dir=web_model))
     data, landmarks, _ = subject_upload(small_dicom_cohort)
     assert b"PHANTOM-" in data and b"SYNTHETIC^" in data  # the file has them ...
     rendered = client.post("/api/render", files=upload(data, "x.dcm"))
@@ -124,7 +124,7 @@ def test_a_dicom_upload_sends_no_patient_identifier(small_dicom_cohort, web_mode
 def test_annotation_endpoints_read_and_save_landmarks_atomically_with_a_backup(annotation_dataset):
     data_dir, removed = annotation_dataset
     before = (data_dir / "landmarks.csv").read_text()
-    client = TestClient(create_app(data_dir=data_dir))
+    client = local_client(create_app(data_dir=data_dir))
     subjects = client.get("/api/subjects").json()
     assert [s["placed"] for s in subjects] == [0, 8, 8, 8]
     assert client.get("/api/subjects/0/landmarks").json()["landmarks"] == dict.fromkeys(LANDMARKS)
@@ -146,7 +146,7 @@ def test_annotation_endpoints_read_and_save_landmarks_atomically_with_a_backup(a
                                   "/api/subjects/4/landmarks", "/api/subjects/1e9/image", "/..%2Fpyproject.toml",
                                   "/static/..%2F..%2Fpyproject.toml", "/%2e%2e/%2e%2e/etc/passwd"])
 def test_traversal_attempts_reach_no_file(annotation_dataset, path):
-    client = TestClient(create_app(data_dir=annotation_dataset[0]))
+    client = local_client(create_app(data_dir=annotation_dataset[0]))
     response = client.get(path)
     assert response.status_code in (404, 422)
     assert "root:" not in response.text and "[project]" not in response.text
@@ -154,7 +154,7 @@ def test_traversal_attempts_reach_no_file(annotation_dataset, path):
 
 def test_each_mode_answers_only_when_it_is_on(screening, annotation_dataset, small_png_cohort):
     assert screening.get("/api/subjects").status_code == 404
-    annotation = TestClient(create_app(data_dir=annotation_dataset[0]))
+    annotation = local_client(create_app(data_dir=annotation_dataset[0]))
     data, landmarks, _ = subject_upload(small_png_cohort)
     refused = annotation.post("/api/screen", files=upload(data), data={"landmarks": json.dumps(landmarks)})
     assert refused.status_code == 404 and "--model" in refused.json()["error"]

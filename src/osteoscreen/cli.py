@@ -247,17 +247,22 @@ def cmd_serve(args) -> None:
 
     import uvicorn
 
-    from osteoscreen.web.app import create_app
+    from osteoscreen.web.app import LOCAL_HOSTS, create_app
 
     if args.max_upload_mb <= 0:
         raise InputError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
-    app = create_app(args.model, args.data, int(args.max_upload_mb * 2 ** 20))
+    if args.max_decodes < 1:
+        raise InputError(f"--max-decodes must be >= 1, got {args.max_decodes}")
     try:
-        loopback = ipaddress.ip_address(args.host).is_loopback
+        address = ipaddress.ip_address(args.host)
+        loopback, wildcard = address.is_loopback, address.is_unspecified
     except ValueError:
-        loopback = args.host == "localhost"
+        loopback, wildcard = args.host == "localhost", False
+    hosts = ("*",) if wildcard and not args.allowed_host else (*LOCAL_HOSTS, args.host, *args.allowed_host)
+    app = create_app(args.model, args.data, int(args.max_upload_mb * 2 ** 20), hosts, args.max_decodes)
     if not loopback:
-        print(f"warning: serving on {args.host}: other machines can reach this page; it has no login",
+        print(f"warning: serving on {args.host}: other machines can reach this page; it has no login"
+              + (" (and it answers any Host name: name this machine with --allowed-host)" if "*" in hosts else ""),
               file=sys.stderr)
     print(f"osteoscreen: open http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -365,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-upload-mb", type=float, default=64, help="largest upload accepted (default 64 MB)")
+    serve.add_argument("--max-decodes", type=int, default=2,
+                       help="radiographs processed at once; more requests get 503 (default 2)")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="a further host name the page may be reached by (repeatable); requests addressed to "
+                            "any other name are refused (DNS rebinding)")
     serve.set_defaults(run=cmd_serve)
 
     demo = commands.add_parser("demo", help="synthesise the default cohort and run the main job on it")

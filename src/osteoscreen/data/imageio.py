@@ -1,27 +1,53 @@
 """Read a radiograph (DICOM, PNG, JPEG, TIFF) into a float32 grey image in [0, 1] with bone bright.
 
+The type comes from the file's content, not its name: a DICOM file without its 128-byte preamble or without
+an extension is read (pydicom's `force`, with a check that pixel data exists). Compressed DICOM transfer
+syntaxes that PACS exports use (JPEG Lossless, JPEG-LS, JPEG 2000, RLE) decode through pydicom's pylibjpeg
+plugins.
+
 The scale is the file's storage range: 8-bit files are divided by 255, 16-bit files by 65535, DICOM by the
 range of its stored values after the modality and VOI LUTs. So a 16-bit PNG and a DICOM file holding the
 same stored values give the same image.
+
+Memory is bounded before decoding: an image of more than MAX_PIXELS pixels, or whose decoded samples (width x
+height x channels x bytes per sample, as its header declares them) exceed MAX_DECODED_BYTES, is refused; the
+grey conversion then works in strips of rows, so a decode needs about the decoded samples plus 4 bytes per
+pixel for the result.
+
+Optional headers are untrusted: a DICOM window, rescale or pixel spacing that cannot be used is ignored with an
+InputWarning naming the file and tag (spacing then comes from the other tag or the CSV). EXIF orientation is
+applied, so the pixels are as a viewer shows them; a file holding several images (multipage TIFF) gives its
+first, with a warning.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
-from osteoscreen.errors import InputError
+from osteoscreen.errors import InputError, InputWarning
 
 #: Largest image we decode, in pixels (a panoramic radiograph has about 3-9 million).
 MAX_PIXELS = 60_000_000
+#: Largest decoded image, in bytes of its samples as declared by its header (a 60-megapixel 16-bit grey image
+#: is 120 MB; an RGBA picture of 7745 x 7745 pixels, 240 MB, is refused).
+MAX_DECODED_BYTES = 128 * 2**20
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 SUPPORTED_SUFFIXES = DICOM_SUFFIXES | RASTER_SUFFIXES
+#: Leading bytes of each raster type we read.
+SIGNATURES = {"png": (b"\x89PNG\r\n\x1a\n",), "jpeg": (b"\xff\xd8\xff",), "tiff": (b"II*\x00", b"MM\x00*")}
+#: DICOM element groups a file without preamble starts with (file meta, or identifying data), little endian.
+_BARE_DICOM_GROUPS = (b"\x02\x00", b"\x08\x00")
 _RGB_TO_GREY = np.array([0.299, 0.587, 0.114])
+STRIP_ROWS = 256
+_PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I": 4, "F": 4}
 
 
 @dataclass(frozen=True)
@@ -33,23 +59,47 @@ class Radiograph:
     spacing_mm: float | None
 
 
+def image_kind(head: bytes) -> str | None:
+    """'png', 'jpeg', 'tiff' or 'dicom' from a file's first 132 bytes; None for anything else. "DICM" after the
+    preamble wins: a DICOM preamble may itself hold a TIFF header (dual-format files)."""
+    if head[128:132] == b"DICM":
+        return "dicom"
+    for kind, signatures in SIGNATURES.items():
+        if head.startswith(signatures):
+            return kind
+    return "dicom" if head[:2] in _BARE_DICOM_GROUPS else None
+
+
 def read_radiograph(path: str | Path) -> Radiograph:
     """Read one radiograph; raise InputError naming the file for anything we cannot read faithfully."""
     path = Path(path)
-    suffix = path.suffix.lower()
     if not path.is_file():
         raise InputError(f"{path}: image file not found")
-    if suffix in DICOM_SUFFIXES:
+    try:
+        with open(path, "rb") as handle:
+            kind = image_kind(handle.read(132))
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
+    suffix = path.suffix.lower()
+    if kind == "dicom" or (kind is None and (suffix in DICOM_SUFFIXES or not suffix)):
         return _read_dicom(path)
-    if suffix in RASTER_SUFFIXES:
+    if kind is not None:
         return Radiograph(_read_raster(path), None)
-    raise InputError(f"{path}: unsupported image type {suffix or '(none)'}; expected one of "
+    if suffix in RASTER_SUFFIXES:
+        raise InputError(f"{path}: cannot read image (its content is not {suffix[1:].upper()}, nor any type "
+                         "we read)")
+    raise InputError(f"{path}: unsupported image type {suffix}; expected one of "
                      f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
 
 
-def _check_size(path: Path, rows: int, cols: int) -> None:
+def _check_size(path: Path, rows: int, cols: int, samples: int, bytes_per_sample: float) -> None:
     if rows * cols > MAX_PIXELS:
         raise InputError(f"{path}: image of {cols}x{rows} pixels exceeds the limit of {MAX_PIXELS} pixels")
+    decoded = rows * cols * samples * bytes_per_sample
+    if decoded > MAX_DECODED_BYTES:
+        raise InputError(f"{path}: image of {cols}x{rows} pixels x {samples} channel(s) x {bytes_per_sample:g} "
+                         f"byte(s) would decode to {decoded / 2**20:.0f} MiB, over the limit of "
+                         f"{MAX_DECODED_BYTES / 2**20:.0f} MiB")
 
 
 def _to_grey(array: np.ndarray) -> np.ndarray:
@@ -59,81 +109,174 @@ def _to_grey(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float64)
 
 
+def _grey_in_strips(array: np.ndarray, transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """[H, W(, C)] -> [H, W] float32: `transform` of the float64 luminance, computed STRIP_ROWS rows at a time
+    so that no full-size float64 copy exists."""
+    out = np.empty(array.shape[:2], np.float32)
+    for start in range(0, array.shape[0], STRIP_ROWS):
+        out[start:start + STRIP_ROWS] = transform(_to_grey(array[start:start + STRIP_ROWS]))
+    return out
+
+
 def _read_raster(path: Path) -> np.ndarray:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                _check_size(path, image.height, image.width)
-                image.load()
-                mode = image.mode
-                if mode in ("P", "PA", "LA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-                    image = image.convert("RGB")
-                    mode = "RGB"
-                array = np.asarray(image)
+        with Image.open(path) as image:
+            bands = len(image.getbands())
+            _check_size(path, image.height, image.width, bands,
+                        2 if image.mode.startswith("I;16") else _PILLOW_BYTES.get(image.mode, 1))
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                warnings.warn(f"{path}: holds {frames} images (pages); the first is used", InputWarning,
+                              stacklevel=3)
+            decoded = ImageOps.exif_transpose(image) if image.getexif().get(0x0112, 1) != 1 else image
+            decoded.load()
+            mode = decoded.mode
+            if mode in ("P", "PA", "LA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+                decoded, mode = decoded.convert("RGB"), "RGB"
+            array = np.asarray(decoded)
     except InputError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
         raise InputError(f"{path}: refused as a possible decompression bomb ({error})") from None
     except Exception as error:  # Pillow raises many types for corrupt or truncated files
         raise InputError(f"{path}: cannot read image ({error})") from None
-    grey = _to_grey(array)
-    if mode.startswith("I;16") or (mode == "I" and grey.max() <= 65535 and grey.min() >= 0):
-        scale = 65535.0
+    low = high = 0.0
+    if array.ndim == 2:
+        low, high = float(array.min()), float(array.max())
+    if mode.startswith("I;16") or (mode == "I" and high <= 65535 and low >= 0):
+        offset, scale = 0.0, 65535.0
     elif mode in ("L", "RGB", "RGBA"):
-        scale = 255.0
-    elif mode == "F" and grey.min() >= 0 and grey.max() <= 1:
-        scale = 1.0
+        offset, scale = 0.0, 255.0
+    elif mode == "F" and low >= 0 and high <= 1:
+        offset, scale = 0.0, 1.0
     else:
-        low, high = float(grey.min()), float(grey.max())
-        grey, scale = grey - low, max(high - low, 1e-12)
-    return (grey / scale).astype(np.float32)
+        offset, scale = low, max(high - low, 1e-12)
+    return _grey_in_strips(array, lambda grey: (grey - offset) / scale)
+
+
+def _number(value: object) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not finite")
+    return number
+
+
+def _header_int(path: Path, dataset, keyword: str, default: int | None = None) -> int:
+    """A required integer DICOM attribute; InputError naming the file and tag when absent or malformed."""
+    try:
+        value = dataset.get(keyword, default)
+        if value is None:
+            raise ValueError("missing")
+        return int(value)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{path}: DICOM tag {keyword} is unusable ({error})") from None
+
+
+def _ignored(path: Path, what: str, error: Exception, fallback: str) -> None:
+    warnings.warn(f"{path}: DICOM {what} is unusable ({error}); {fallback}", InputWarning, stacklevel=4)
 
 
 def _read_dicom(path: Path) -> Radiograph:
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE  # we check what we use, and say so
     try:
-        dataset = pydicom.dcmread(path)
+        dataset = pydicom.dcmread(path, force=True)
     except Exception as error:
         raise InputError(f"{path}: not a readable DICOM file ({error})") from None
     if "PixelData" not in dataset:
-        raise InputError(f"{path}: DICOM file has no pixel data")
-    _check_size(path, int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0)))
+        raise InputError(f"{path}: not a readable DICOM file (no pixel data)")
+    if "TransferSyntaxUID" not in dataset.file_meta:  # no file meta (no preamble): the encoding pydicom found
+        implicit, little = dataset.original_encoding
+        dataset.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                               ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    rows, cols = _header_int(path, dataset, "Rows"), _header_int(path, dataset, "Columns")
+    samples = _header_int(path, dataset, "SamplesPerPixel", 1)
+    bits_allocated = _header_int(path, dataset, "BitsAllocated", 16)
+    _check_size(path, rows, cols, samples, math.ceil(bits_allocated / 8))
     photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422"):
         raise InputError(f"{path}: unsupported photometric interpretation {photometric or '(missing)'}")
-    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
+    if _header_int(path, dataset, "NumberOfFrames", 1) > 1:
         raise InputError(f"{path}: multi-frame DICOM is not a single radiograph")
     try:
         stored = dataset.pixel_array  # pydicom converts YBR colour to RGB here
     except Exception as error:
-        raise InputError(f"{path}: cannot decode DICOM pixel data ({error})") from None
-
+        syntax = dataset.file_meta.TransferSyntaxUID
+        raise InputError(f"{path}: cannot decode DICOM pixel data ({getattr(syntax, 'name', syntax)}: "
+                         f"{str(error).splitlines()[0]})") from None
+    bits = _header_int(path, dataset, "BitsStored", bits_allocated)
     if stored.ndim == 3:
-        values = _to_grey(stored)
-        low, high = 0.0, float(2 ** int(dataset.get("BitsStored", 8)) - 1)
+        low, high = 0.0, float(2 ** bits - 1)
+        transform = _identity
     else:
-        bits = int(dataset.get("BitsStored", dataset.get("BitsAllocated", 16)))
-        signed = int(dataset.get("PixelRepresentation", 0)) == 1
+        signed = _header_int(path, dataset, "PixelRepresentation", 0) == 1
         stored_range = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1],
                                 dtype=np.float64)
-        values = apply_modality_lut(stored.astype(np.float64), dataset)
-        value_range = apply_modality_lut(stored_range, dataset)
-        if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
-            values = apply_voi_lut(values, dataset, index=0)
-            value_range = apply_voi_lut(np.asarray(value_range, dtype=np.float64), dataset, index=0)
+        transform = _value_transform(path, dataset)
+        value_range = transform(stored_range)
         low, high = float(np.min(value_range)), float(np.max(value_range))
-    scaled = np.clip((np.asarray(values, dtype=np.float64) - low) / max(high - low, 1e-12), 0.0, 1.0)
-    if photometric == "MONOCHROME1":
-        scaled = 1.0 - scaled
-    return Radiograph(scaled.astype(np.float32), _dicom_spacing(dataset))
+    invert = photometric == "MONOCHROME1"
+
+    def scaled(grey: np.ndarray) -> np.ndarray:
+        unit = np.clip((np.asarray(transform(grey), dtype=np.float64) - low) / max(high - low, 1e-12), 0.0, 1.0)
+        return 1.0 - unit if invert else unit
+
+    return Radiograph(_grey_in_strips(stored, scaled), _dicom_spacing(path, dataset))
 
 
-def _dicom_spacing(dataset) -> float | None:
+def _identity(values: np.ndarray) -> np.ndarray:
+    return values
+
+
+def _value_transform(path: Path, dataset) -> Callable[[np.ndarray], np.ndarray]:
+    """Stored values -> displayed values: the modality LUT, then the first VOI LUT or window. A rescale or window
+    that cannot be used (non-numeric, slope or width 0, a broken LUT) is left out with a warning."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    probe = np.array([0.0, 1.0, 4095.0])
+    modality = _identity
+    try:
+        if "RescaleSlope" in dataset and _number(dataset.RescaleSlope) == 0:
+            raise ValueError("RescaleSlope is 0")
+        if "RescaleIntercept" in dataset:
+            _number(dataset.RescaleIntercept)
+        apply_modality_lut(probe, dataset)
+        modality = lambda values: apply_modality_lut(values, dataset)  # noqa: E731
+    except Exception as error:
+        _ignored(path, "rescale (RescaleSlope/RescaleIntercept or Modality LUT)", error, "stored values used")
+    if "WindowCenter" not in dataset and "VOILUTSequence" not in dataset:
+        return modality
+    try:
+        if "VOILUTSequence" not in dataset:
+            centre, width = (_number(_values(dataset[k].value)[0]) for k in ("WindowCenter", "WindowWidth"))
+            if width < 1:
+                raise ValueError(f"WindowWidth {width:g} is below 1")
+        np.asarray(apply_voi_lut(modality(probe), dataset, index=0), dtype=np.float64)
+    except Exception as error:
+        _ignored(path, "VOI window (WindowCenter/WindowWidth or VOI LUT)", error, "the full value range used")
+        return modality
+    return lambda values: apply_voi_lut(modality(values), dataset, index=0)
+
+
+def _values(value: object) -> list:
+    """A DICOM attribute's values as a list (one value, or each of a multi-valued one)."""
+    from pydicom.multival import MultiValue
+
+    return list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+
+
+def _dicom_spacing(path: Path, dataset) -> float | None:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = dataset.get(keyword)
-        if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
-            return float(np.mean([float(v) for v in value]))
+        if keyword not in dataset:
+            continue
+        try:
+            value = dataset[keyword].value
+            values = [_number(v) for v in _values(value)]
+            if len(values) != 2 or min(values) <= 0:
+                raise ValueError(f"needs two positive numbers, has {len(values)} value(s) {values}")
+            return float(np.mean(values))
+        except Exception as error:
+            _ignored(path, f"tag {keyword}", error, "pixel spacing taken from another tag or the CSV, if any")
     return None

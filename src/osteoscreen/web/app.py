@@ -11,23 +11,30 @@ subjects.csv, so no path from a request reaches the filesystem; the page's three
 from __future__ import annotations
 
 import base64
-import json
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from osteoscreen.data.dataset import Subject
 from osteoscreen.errors import InputError
+from osteoscreen.jsoninput import parse_json
 from osteoscreen.landmarks import GROUPS, LANDMARKS
 from osteoscreen.web.annotations import AnnotationStore, parse_landmarks
-from osteoscreen.web.uploads import UploadError, decode_upload, png_bytes
+from osteoscreen.web.guards import BodySizeLimit, InternalErrors, LocalOrigin
+from osteoscreen.web.uploads import DecodeSlots, UploadError, decode_upload, png_bytes
 
 DEFAULT_MAX_UPLOAD_MB = 64
+DEFAULT_MAX_DECODES = 2
+#: Largest JSON body or landmarks field: 8 landmarks need a few hundred bytes.
+MAX_JSON_BYTES = 64 * 2**10
+#: Host names the server answers by default: this machine's loopback names.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 GROUP_NAMES = {"condyle": "mandibular condyle", "angle": "angle of the mandible",
                "premolar": "mandibular premolar region", "tuberosity": "maxillary tuberosity"}
 #: Where each landmark lies on the page's schematic panoramic radiograph, as fractions of its width and height
@@ -36,42 +43,6 @@ DIAGRAM = {"condyle": (0.16, 0.3), "angle": (0.2, 0.72), "premolar": (0.375, 0.8
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript"),
               "/style.css": ("style.css", "text/css")}
 DISCLAIMER = "Research pre-screening, not a diagnosis; it does not replace DXA."
-
-
-class BodySizeLimit:
-    """ASGI middleware: a request body larger than `limit` bytes gets 413 before it is read any further."""
-
-    class TooLarge(Exception):
-        pass
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if length.isdigit() and int(length) > self.limit:
-            return await self._refuse(scope, receive, send)
-        received = 0
-
-        async def counted():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise BodySizeLimit.TooLarge
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except BodySizeLimit.TooLarge:
-            await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope, receive, send):
-        megabytes = self.limit / 2 ** 20
-        response = JSONResponse({"error": f"upload larger than the {megabytes:g} MB limit"}, status_code=413)
-        await response(scope, receive, send)
 
 
 def _landmark_info() -> list[dict]:
@@ -91,8 +62,12 @@ def _data_uri(pixels) -> str:
 
 
 def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None = None,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2 ** 20) -> FastAPI:
-    """The application for a model directory (screening), a dataset directory (annotation), or both."""
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2 ** 20, hosts: tuple[str, ...] = LOCAL_HOSTS,
+               max_decodes: int = DEFAULT_MAX_DECODES) -> FastAPI:
+    """The application for a model directory (screening), a dataset directory (annotation), or both.
+
+    hosts: the host names requests may be addressed to (guards.LocalOrigin); max_decodes: radiographs processed
+    at once (more get 503)."""
     from osteoscreen.screening import load_model, screen_radiograph
 
     if model_dir is None and data_dir is None:
@@ -102,12 +77,19 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     page = {route: (files("osteoscreen.web").joinpath("static", name).read_bytes(), media)
             for route, (name, media) in PAGE_FILES.items()}
 
+    slots = DecodeSlots(max_decodes)
     app = FastAPI(title="osteoscreen", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(BodySizeLimit, limit=max_upload_bytes)
+    app.add_middleware(BodySizeLimit, limit=max_upload_bytes)  # innermost: sees the body first
+    app.add_middleware(InternalErrors)
+    app.add_middleware(LocalOrigin, hosts=hosts)  # outermost: refuses before anything is read
 
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, error: UploadError):
         return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, error: InputError):
+        return JSONResponse({"error": str(error).splitlines()[0]}, status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
@@ -151,22 +133,21 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
 
     @app.post("/api/render")
     def render(file: Annotated[UploadFile, File()]) -> Response:
-        radiograph = decode_upload(file.file.read())
-        return Response(png_bytes(radiograph.pixels), media_type="image/png")
+        with slots():
+            radiograph = decode_upload(file.file.read())
+            return Response(png_bytes(radiograph.pixels), media_type="image/png")
 
     @app.post("/api/screen")
     def screen(file: Annotated[UploadFile, File()], landmarks: Annotated[str, Form()]) -> dict:
         model = need_model()
-        try:
-            payload = json.loads(landmarks)
-        except ValueError:
-            raise UploadError(422, "landmarks: not valid JSON") from None
-        radiograph = decode_upload(file.file.read())
-        height, width = radiograph.pixels.shape
-        points = parse_landmarks(payload, width, height)
-        subject = Subject("upload", Path("upload"), None, points, radiograph.spacing_mm)
-        fitted = model.model
-        result = screen_radiograph(fitted, model.info["threshold"], subject, radiograph)
+        payload = parse_json(landmarks, "landmarks", max_bytes=MAX_JSON_BYTES).value
+        with slots():
+            radiograph = decode_upload(file.file.read())
+            height, width = radiograph.pixels.shape
+            points = parse_landmarks(payload, width, height)
+            subject = Subject("upload", Path("upload"), None, points, radiograph.spacing_mm)
+            fitted = model.model
+            result = screen_radiograph(fitted, model.info["threshold"], subject, radiograph)
         views = result.patches.plain_views(fitted.config.patch.context)
         attention = None if result.attention is None else dict(zip(GROUPS, map(float, result.attention),
                                                                    strict=True))
@@ -183,11 +164,8 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     @app.get("/api/subjects/{index}/image")
     def subject_image(index: int) -> Response:
         subject = need_subject(index)
-        try:
-            radiograph = subject.load_image()
-        except InputError:
-            raise UploadError(422, f"subject {subject.subject_id}: its image cannot be read") from None
-        return Response(png_bytes(radiograph.pixels), media_type="image/png")
+        with slots():
+            return Response(png_bytes(subject.load_image().pixels), media_type="image/png")
 
     @app.get("/api/subjects/{index}/landmarks")
     def subject_landmarks(index: int) -> dict:
@@ -197,14 +175,15 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     @app.put("/api/subjects/{index}/landmarks")
     async def save_landmarks(index: int, request: Request) -> dict:
         subject = need_subject(index)
-        try:
-            payload = json.loads(await request.body())
-        except ValueError:
-            raise UploadError(422, "body: not valid JSON") from None
-        if not isinstance(payload, dict) or "landmarks" not in payload:
+        body = parse_json(await request.body(), "body", max_bytes=MAX_JSON_BYTES)
+        if not isinstance(body.value, dict) or "landmarks" not in body.value:
             raise UploadError(422, "body: expected {\"landmarks\": {landmark: [x, y]}}")
-        height, width = subject.load_image().pixels.shape
-        store.save(subject, parse_landmarks(payload["landmarks"], width, height))
+        return await run_in_threadpool(save_subject, subject, body.value["landmarks"])
+
+    def save_subject(subject: Subject, landmarks: object) -> dict:
+        with slots():
+            height, width = subject.load_image().pixels.shape
+        store.save(subject, parse_landmarks(landmarks, width, height))
         return {"saved": subject.subject_id, "file": store.path.name,
                 "complete": sum(entry["placed"] == len(LANDMARKS) for entry in store.overview())}
 

@@ -1,21 +1,23 @@
 """Uploaded radiographs: the type is read from the file's first bytes (not its name), the size is capped, and
 the image is decoded from a temporary file that is deleted before the response; nothing of the upload is kept
-or logged, and only pixels leave this module (no DICOM header field)."""
+or logged, and only pixels leave this module (no DICOM header field). Decoding is bounded twice: each image by
+the decoded-size limits of `imageio`, and the number decoded at once by `DecodeSlots`."""
 
 from __future__ import annotations
 
 import io
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from osteoscreen.data.imageio import Radiograph, read_radiograph
+from osteoscreen.data.imageio import Radiograph, image_kind, read_radiograph
 from osteoscreen.errors import InputError
 
-#: Leading bytes of each image type we read (DICOM: "DICM" after the 128-byte preamble).
-SIGNATURES = {"png": (b"\x89PNG\r\n\x1a\n",), "jpeg": (b"\xff\xd8\xff",), "tiff": (b"II*\x00", b"MM\x00*")}
 SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "dicom": ".dcm"}
 
 
@@ -27,18 +29,28 @@ class UploadError(Exception):
         self.status, self.message = status, message
 
 
-def image_type(head: bytes) -> str | None:
-    """'png', 'jpeg', 'tiff' or 'dicom' from a file's first 132 bytes; None for anything else."""
-    for kind, signatures in SIGNATURES.items():
-        if head.startswith(signatures):
-            return kind
-    return "dicom" if head[128:132] == b"DICM" else None
+class DecodeSlots:
+    """At most `count` radiographs decoded and processed at once; a request beyond that is answered 503 at once
+    (it does not queue, so memory stays bounded by count x one image's decode, whatever the load)."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self._free = threading.BoundedSemaphore(count)
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        if not self._free.acquire(blocking=False):
+            raise UploadError(503, f"busy: {self.count} radiograph(s) are being processed; try again in a moment")
+        try:
+            yield
+        finally:
+            self._free.release()
 
 
 def decode_upload(data: bytes) -> Radiograph:
     """Decode an uploaded radiograph (bytes of a DICOM, PNG, JPEG or TIFF file); UploadError if it is none of
     them (415) or cannot be read (422)."""
-    kind = image_type(data[:132])
+    kind = image_kind(data[:132])
     if kind is None:
         raise UploadError(415, "not a DICOM, PNG, JPEG or TIFF image (checked by content, not by name)")
     with tempfile.TemporaryDirectory(prefix="osteoscreen-upload-") as folder:
