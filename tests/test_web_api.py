@@ -133,7 +133,7 @@ def test_annotation_endpoints_read_and_save_landmarks_atomically_with_a_backup(a
     assert (data_dir / "landmarks.csv").read_text() == before  # a refused save changes nothing
     saved = client.put("/api/subjects/0/landmarks", json={"landmarks": removed})
     assert saved.status_code == 200 and saved.json()["complete"] == 4
-    assert (data_dir / "landmarks.csv.bak").read_text() == before
+    assert [p.read_text() for p in data_dir.glob("landmarks.csv.*.bak")] == [before]
     rows = [r for r in csv.DictReader(open(data_dir / "landmarks.csv")) if r["subject_id"] == subjects[0]["subject_id"]]
     written = {r["landmark"]: [float(r["x"]), float(r["y"])] for r in rows}
     np.testing.assert_allclose(in_order(written), in_order(removed), atol=0.005)
@@ -166,3 +166,159 @@ def test_serve_usage_errors_exit_2(capsys, tmp_path):
     assert main(["serve"]) == 2 and "--model MODEL" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
     assert main(["serve", "--data", str(tmp_path), "--max-upload-mb", "0"]) == 2
+
+
+# Hardening: every input error is a 4xx, never a traceback (classes 3, 6, 10, 12 and the Host/Origin guard)
+
+def no_traceback(caplog, capsys) -> None:
+    logged = caplog.text + capsys.readouterr().err
+    assert "Traceback" not in logged
+
+
+@pytest.mark.parametrize("landmarks, message", [
+    ("1" * 400, "integer of 400 digits"),
+    ('{"condyle_right": [' + "1" * 400 + ", 2]}", "integer of 400 digits"),
+    ('{"condyle_right": [1e999, 2]}', "overflows"),
+    ('{"condyle_right": [NaN, 2]}', "NaN is not a finite number"),
+    ("[" * 30_000 + "]" * 30_000, "nested deeper than 64 levels"),
+    ("[" * 100_000 + "]" * 100_000, "exceeds the limit"),
+    ('{"a": "' + "x" * 70_000 + '"}', "exceeds the limit"),
+])
+def test_screen_refuses_unbounded_or_non_finite_json_with_422(screening, small_png_cohort, caplog, capsys, landmarks,
+                                                             message):
+    data, _, _ = subject_upload(small_png_cohort)
+    response = screening.post("/api/screen", files=upload(data), data={"landmarks": landmarks})
+    assert response.status_code == 422 and message in response.json()["error"]
+    no_traceback(caplog, capsys)
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b"[" * 30_000 + b"]" * 30_000, b'{"landmarks": {"condyle_right": [' + b"9" * 400
+                                  + b", 1]}}", b'{"landmarks": 1e400}', b"\xff\xfe not utf-8"])
+def test_saving_landmarks_refuses_bad_json_with_422(annotation_dataset, caplog, capsys, body):
+    data_dir, _ = annotation_dataset
+    before = (data_dir / "landmarks.csv").read_text()
+    client = local_client(create_app(data_dir=data_dir))
+    response = client.put("/api/subjects/0/landmarks", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["error"].startswith("body: ")
+    assert (data_dir / "landmarks.csv").read_text() == before
+    no_traceback(caplog, capsys)
+
+
+def test_an_unreadable_subject_image_is_422_on_every_annotation_endpoint(annotation_dataset, caplog, capsys):
+    data_dir, removed = annotation_dataset
+    client = local_client(create_app(data_dir=data_dir))
+    (data_dir / "images" / "P001.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    for response in (client.get("/api/subjects/0/image"),
+                     client.put("/api/subjects/0/landmarks", json={"landmarks": removed})):
+        assert response.status_code == 422 and "P001.png: cannot read image" in response.json()["error"]
+    no_traceback(caplog, capsys)
+
+
+def test_an_unexpected_error_is_a_500_with_one_log_line(web_model, small_png_cohort, monkeypatch, caplog, capsys):
+    import osteoscreen.screening
+
+    client = local_client(create_app(model_dir=web_model))
+    monkeypatch.setattr(osteoscreen.screening, "predict_proba", lambda *a: (_ for _ in ()).throw(RuntimeError("x")))
+    data, landmarks, _ = subject_upload(small_png_cohort)
+    response = client.post("/api/screen", files=upload(data), data={"landmarks": json.dumps(landmarks)})
+    assert response.status_code == 500 and response.json() == {"error": "internal error (the server log has one "
+                                                                         "line on it)"}
+    assert [r.getMessage() for r in caplog.records if r.name == "osteoscreen.web"] == [
+        "internal error on POST /api/screen: RuntimeError: x"]
+    no_traceback(caplog, capsys)
+
+
+def test_an_over_limit_upload_is_413_whatever_its_framing(web_model, small_png_cohort):
+    client = local_client(create_app(model_dir=web_model, max_upload_bytes=20_000))
+    data, landmarks, _ = subject_upload(small_png_cohort)
+    boundary = "osteoscreen-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"r.png\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+
+    def chunked():
+        for start in range(0, len(body), 4096):
+            yield body[start:start + 4096]
+
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    for endpoint in ("/api/render", "/api/screen"):
+        declared = client.post(endpoint, content=body, headers=headers)
+        streamed = client.post(endpoint, content=chunked(), headers=headers)
+        assert "content-length" not in streamed.request.headers
+        assert declared.status_code == streamed.status_code == 413
+        assert "20000" not in streamed.json()["error"] and "limit" in streamed.json()["error"]
+
+
+def test_an_image_over_the_decoded_size_budget_is_refused_before_decoding(screening, monkeypatch):
+    from osteoscreen.data import imageio
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", (100, 100)).save(buffer, format="PNG")
+    monkeypatch.setattr(imageio, "MAX_DECODED_BYTES", 30_000)
+    response = screening.post("/api/render", files=upload(buffer.getvalue()))
+    assert response.status_code == 422 and "over the limit" in response.json()["error"]
+
+
+def test_decodes_beyond_the_limit_are_answered_503_at_once(web_model, small_png_cohort, monkeypatch):
+    import threading
+
+    import osteoscreen.web.app
+
+    started, release = threading.Event(), threading.Event()
+    real = osteoscreen.web.app.decode_upload
+
+    def slow(data):
+        started.set()
+        release.wait(10)
+        return real(data)
+
+    monkeypatch.setattr(osteoscreen.web.app, "decode_upload", slow)
+    client = local_client(create_app(model_dir=web_model, max_decodes=1))
+    data, _, _ = subject_upload(small_png_cohort)
+    first: list = []
+    worker = threading.Thread(target=lambda: first.append(client.post("/api/render", files=upload(data))))
+    worker.start()
+    assert started.wait(10)
+    busy = client.post("/api/render", files=upload(data))
+    release.set()
+    worker.join(10)
+    assert busy.status_code == 503 and "busy" in busy.json()["error"]
+    assert first[0].status_code == 200
+    assert client.post("/api/render", files=upload(data)).status_code == 200  # the slot was given back
+
+
+@pytest.mark.parametrize("headers", [{"host": "evil.example"}, {"host": "evil.example:8000"},
+                                     {"origin": "http://evil.example"}, {"origin": "null"},
+                                     {"origin": "http://127.0.0.1.evil.example:8000"}])
+def test_requests_for_another_host_or_from_another_site_are_refused(screening, headers):
+    response = screening.get("/api/info", headers=headers)
+    assert response.status_code == 403 and "refused" in response.json()["error"]
+
+
+def test_the_page_on_this_machine_is_served_without_cors_headers(screening):
+    for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000"):
+        response = screening.get("/api/info", headers={"host": host, "origin": f"http://{host}"})
+        assert response.status_code == 200, host
+        assert not [name for name in response.headers if name.lower().startswith("access-control-")]
+
+
+def test_annotation_saves_keep_unknown_columns_untouched_rows_and_ten_backups(annotation_dataset):
+    data_dir, removed = annotation_dataset
+    rows = list(csv.reader(open(data_dir / "landmarks.csv", newline="")))
+    rows[0].append("annotator")
+    for number, row in enumerate(rows[1:]):
+        row.append(f"reader-{number % 3}")
+    rows[1][2] = "301.625"  # more decimals than a save writes
+    with open(data_dir / "landmarks.csv", "w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+    client = local_client(create_app(data_dir=data_dir))
+    for shift in range(12):
+        moved = {name: [x + shift, y] for name, (x, y) in removed.items()}
+        assert client.put("/api/subjects/0/landmarks", json={"landmarks": moved}).status_code == 200
+    saved = list(csv.reader(open(data_dir / "landmarks.csv", newline="")))
+    assert saved[:len(rows)] == rows  # every row the file had, as it was, annotator column included
+    added = saved[len(rows):]
+    assert len(added) == 8 and all(row[4] == "" for row in added)
+    backups = sorted(data_dir.glob("landmarks.csv.*.bak"))
+    assert len(backups) == 10
+    assert float(list(csv.reader(open(backups[-1])))[-1][2]) == pytest.approx(removed["tuberosity_left"][0] + 10,
+                                                                              abs=0.01)

@@ -65,23 +65,28 @@ def write_index(folder: Path, subject_ids: Sequence[str], files: Sequence[str]) 
         writer.writerows(zip(subject_ids, files, strict=True))
 
 
-def _refuse(path: Path, error: OSError) -> InputError:
-    return InputError(f"{path}: cannot write output here ({error.strerror or error})")
+def _writable_folder(folder: Path, named: Path) -> None:
+    """Create `folder` if absent and check it can be written (a probe file is created and removed); InputError
+    naming `named` (the output the user gave) otherwise."""
+    existing = next((parent for parent in (folder, *folder.parents) if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise InputError(f"{named}: cannot write output here ({existing} is a file, not a folder)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".osteoscreen-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise InputError(f"{named}: cannot write output here ({error.strerror or error})") from None
 
 
 def output_folder_in_place(path: str | Path) -> Path:
     """A folder that outputs accumulate in (a resumable cv run, a synthesised dataset), checked before any work:
-    not a file, created if absent, and writable (a probe file is created and removed). InputError names it."""
+    not a file, created if absent, and writable. InputError names it otherwise."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: is a file; --out needs a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".probe-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise _refuse(path, error) from None
+    _writable_folder(path, path)
     return path
 
 
@@ -91,7 +96,7 @@ def output_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder; --out needs a file name here")
-    output_folder_in_place(path.parent)
+    _writable_folder(path.parent, path)
     return path
 
 
@@ -112,11 +117,8 @@ def output_folder(out: str | Path, replaces: str | None = None) -> Iterator[Path
         earlier = f" (nor an earlier output of this command: it has no {replaces})" if replaces else ""
         raise InputError(f"{out}: already exists and is not empty{earlier}; choose another --out or delete it")
     partial = out.with_name(out.name + ".partial")
-    try:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-    except OSError as error:
-        raise _refuse(out, error) from None
+    shutil.rmtree(partial, ignore_errors=True)
+    _writable_folder(partial, out)
     try:
         yield partial
         if out.exists():

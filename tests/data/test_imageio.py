@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,164 @@ def test_ill_args(tmp_path, name, content, message):
         read_radiograph(tmp_path / name)
     with pytest.raises(InputError, match="not found"):
         read_radiograph(tmp_path / "missing.png")
+
+
+# Memory is bounded before decoding (hardening class 3)
+
+def test_images_over_the_decoded_size_budget_are_refused_before_decoding(tmp_path, monkeypatch):
+    Image.new("RGBA", (20, 20)).save(tmp_path / "rgba.png")
+    Image.new("L", (20, 20)).save(tmp_path / "grey.png")
+    Image.new("I;16", (20, 20)).save(tmp_path / "grey16.png")
+    write_dicom(tmp_path / "big.dcm", np.zeros((20, 20), np.uint16))
+    monkeypatch.setattr(imageio, "MAX_DECODED_BYTES", 700)
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded before the size check"))
+    for name, declared in (("rgba.png", "4 channel(s) x 1 byte(s)"), ("grey16.png", "1 channel(s) x 2 byte(s)"),
+                           ("big.dcm", "1 channel(s) x 2 byte(s)")):
+        with pytest.raises(InputError, match=rf"{name}: image of 20x20 pixels x {re.escape(declared)}.*over the limit"):
+            read_radiograph(tmp_path / name)
+    monkeypatch.undo()
+    monkeypatch.setattr(imageio, "MAX_DECODED_BYTES", 700)
+    assert read_radiograph(tmp_path / "grey.png").pixels.shape == (20, 20)  # 400 bytes: under the budget
+
+
+def test_grey_conversion_in_strips_equals_the_whole_image_computation(tmp_path, monkeypatch):
+    rgb = np.random.default_rng(0).integers(0, 256, (37, 23, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    monkeypatch.setattr(imageio, "STRIP_ROWS", 5)
+    pixels = read_radiograph(tmp_path / "rgb.png").pixels
+    np.testing.assert_array_equal(pixels, ((rgb.astype(np.float64) @ [0.299, 0.587, 0.114]) / 255).astype(np.float32))
+
+
+# DICOM headers as vendors write them, and the syntaxes PACS exports use (hardening class 4)
+
+def patched_bytes(path: Path, old: bytes, new: bytes) -> Path:
+    data = path.read_bytes()
+    assert data.count(old) == 1 and len(old) == len(new)
+    path.write_bytes(data.replace(old, new))
+    return path
+
+
+RAMP = (np.arange(48 * 64).reshape(48, 64) * 7 % 4096).astype(np.uint16)
+
+
+@pytest.mark.parametrize("extra, patch, warning", [
+    ({"WindowCenter": "2000", "WindowWidth": "0"}, None, r"VOI window .* unusable \(WindowWidth 0 is below 1\)"),
+    ({"WindowCenter": "2000", "WindowWidth": "-5"}, None, r"VOI window .* unusable"),
+    ({"WindowCenter": "2000", "WindowWidth": "1999"}, (b"1999", b"abcd"), r"VOI window .* unusable"),
+    ({"RescaleSlope": "0", "RescaleIntercept": "0"}, None, r"rescale .* unusable \(RescaleSlope is 0\)"),
+    ({"RescaleSlope": "1", "RescaleIntercept": "0"}, (b"1 ", b"x "), r"rescale .* unusable"),
+])
+def test_unusable_dicom_lut_headers_are_ignored_with_a_warning(tmp_path, extra, patch, warning):
+    from osteoscreen.errors import InputWarning
+
+    path = write_dicom(tmp_path / "vendor.dcm", RAMP, bits_stored=12, **extra)
+    if patch:
+        patched_bytes(path, *patch)
+    with pytest.warns(InputWarning, match=rf"vendor.dcm: DICOM {warning}"):
+        pixels = read_radiograph(path).pixels
+    np.testing.assert_allclose(pixels, RAMP / 4095, atol=1e-6)  # the stored values over the full range
+
+
+@pytest.mark.parametrize("spacing, imager, expected, warned", [
+    ("0.1", ["0.12", "0.12"], 0.12, "tag PixelSpacing is unusable .*has 1 value"),
+    (["0.1", "0.1"], None, 0.1, None),
+    ("ab\\cd", None, None, "tag PixelSpacing is unusable"),
+    (["0", "0.1"], None, None, "tag PixelSpacing is unusable"),
+])
+def test_unusable_pixel_spacing_falls_back_with_a_warning(tmp_path, recwarn, spacing, imager, expected, warned):
+    extra = {"ImagerPixelSpacing": imager} if imager else {}
+    if spacing == "ab\\cd":
+        path = patched_bytes(write_dicom(tmp_path / "s.dcm", RAMP, PixelSpacing=["0.1", "0.2"], **extra),
+                             b"0.1\\0.2", b"ab\\cd  ")
+    else:
+        path = write_dicom(tmp_path / "s.dcm", RAMP, PixelSpacing=spacing, **extra)
+    assert read_radiograph(path).spacing_mm == (pytest.approx(expected) if expected else None)
+    messages = [str(w.message) for w in recwarn]
+    assert (not messages) if warned is None else any(re.search(warned, m) for m in messages)
+
+
+def test_the_csv_spacing_fills_in_for_an_unusable_dicom_spacing(small_dicom_cohort, tmp_path):
+    import shutil
+
+    from osteoscreen.data.dataset import load_dataset
+    from osteoscreen.errors import InputWarning
+
+    data = shutil.copytree(small_dicom_cohort, tmp_path / "data")
+    image = data / "images" / "P001.dcm"
+    dataset = pydicom.dcmread(image)
+    dataset.PixelSpacing = dataset.ImagerPixelSpacing = "0.5"
+    dataset.save_as(image)
+    with pytest.warns(InputWarning) as caught:
+        subject = load_dataset(data).subjects[0]
+    assert {str(w.message).split(" is unusable")[0].split(": ")[-1] for w in caught} == {
+        "DICOM tag PixelSpacing", "DICOM tag ImagerPixelSpacing"}
+    assert subject.spacing_mm == pytest.approx(float(next(
+        line for line in (data / "subjects.csv").read_text().splitlines() if line.startswith("P001")).split(",")[-1]))
+
+
+def lossless_jpeg_sv1(values: np.ndarray, precision: int) -> bytes:
+    """values [H, W] as a JPEG Lossless, Non-Hierarchical, First-Order Prediction (process 14, selection value 1)
+    codestream: one Huffman table giving each difference category a 5-bit code."""
+    rows, cols = values.shape
+    codes = {category: category for category in range(17)}  # 5-bit codes 00000 ... 10000
+    bits: list[int] = []
+    image = values.astype(np.int64)
+    for y in range(rows):
+        for x in range(cols):
+            prediction = (1 << (precision - 1)) if x == y == 0 else image[y, x - 1] if x else image[y - 1, x]
+            difference = (int(image[y, x]) - int(prediction)) % 65536
+            difference = difference - 65536 if difference >= 32768 else difference
+            category = abs(difference).bit_length()
+            bits += [(codes[category] >> (4 - i)) & 1 for i in range(5)]
+            if 0 < category < 16:
+                extra = difference if difference > 0 else difference + (1 << category) - 1
+                bits += [(extra >> (category - 1 - i)) & 1 for i in range(category)]
+    bits += [1] * (-len(bits) % 8)
+    scan = bytearray()
+    for start in range(0, len(bits), 8):
+        byte = int("".join(map(str, bits[start:start + 8])), 2)
+        scan += bytes([byte, 0]) if byte == 0xFF else bytes([byte])
+    counts = bytes([0, 0, 0, 0, 17] + [0] * 11)
+    huffman = bytes([0x00]) + counts + bytes(range(17))
+    frame = bytes([precision]) + rows.to_bytes(2, "big") + cols.to_bytes(2, "big") + bytes([1, 1, 0x11, 0])
+    scan_header = bytes([1, 1, 0x00, 1, 0, 0])
+
+    def segment(marker: int, body: bytes) -> bytes:
+        return bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body
+
+    return (b"\xff\xd8" + segment(0xC3, frame) + segment(0xC4, huffman) + segment(0xDA, scan_header) + bytes(scan)
+            + b"\xff\xd9")
+
+
+@pytest.mark.parametrize("syntax", ["JPEGLosslessSV1", "JPEGLSLossless", "JPEG2000Lossless", "RLELossless"])
+def test_compressed_transfer_syntaxes_of_pacs_exports_decode_exactly(tmp_path, syntax):
+    import pydicom.uid
+    from pydicom.encaps import encapsulate
+
+    plain = write_dicom(tmp_path / "plain.dcm", RAMP, bits_stored=12, PixelSpacing=["0.1", "0.1"])
+    dataset = pydicom.dcmread(plain)
+    uid = getattr(pydicom.uid, syntax)
+    if syntax == "JPEGLosslessSV1":
+        dataset.PixelData = encapsulate([lossless_jpeg_sv1(RAMP, 12)])
+        dataset["PixelData"].VR = "OB"
+        dataset.file_meta.TransferSyntaxUID = uid
+    else:
+        dataset.compress(uid)
+    dataset.save_as(tmp_path / "packed.dcm")
+    assert pydicom.dcmread(tmp_path / "packed.dcm").file_meta.TransferSyntaxUID == uid
+    packed = read_radiograph(tmp_path / "packed.dcm")
+    np.testing.assert_array_equal(packed.pixels, read_radiograph(plain).pixels)
+    assert packed.spacing_mm == pytest.approx(0.1)
+
+
+def test_a_dicom_file_without_preamble_or_extension_is_read(tmp_path):
+    plain = write_dicom(tmp_path / "plain.dcm", RAMP, bits_stored=12)
+    dataset = pydicom.dcmread(plain)
+    del dataset.file_meta
+    dataset.preamble = None
+    pydicom.dcmwrite(tmp_path / "IM0001", dataset, enforce_file_format=False, implicit_vr=False, little_endian=True)
+    assert (tmp_path / "IM0001").read_bytes()[128:132] != b"DICM"
+    np.testing.assert_array_equal(read_radiograph(tmp_path / "IM0001").pixels, read_radiograph(plain).pixels)
+    (tmp_path / "IM0002").write_bytes(b"\x08\x00" + b"\x00" * 200)  # looks like DICOM, holds no pixels
+    with pytest.raises(InputError, match="IM0002: not a readable DICOM file"):
+        read_radiograph(tmp_path / "IM0002")

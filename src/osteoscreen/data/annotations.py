@@ -6,17 +6,19 @@
   `keypoints` is [x1, y1, v1, ...] with v = 0 meaning "not labelled"; the subject id is the stem of the image's
   `file_name`. COCO pixel coordinates put (0, 0) at the top-left corner of the top-left pixel; ours put it at
   the pixel's centre, so 0.5 is subtracted.
+A file whose structure differs (a member missing or of the wrong type, a coordinate that is not a finite
+number) is refused with the file and the JSON path of the problem (`$.shapes[2].points[0][1]`).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from osteoscreen.atomic import atomic_path
 from osteoscreen.data.dataset import LANDMARK_COLUMNS, DatasetError
 from osteoscreen.errors import InputError
+from osteoscreen.jsoninput import JsonValue, read_json
 from osteoscreen.landmarks import LANDMARKS
 from osteoscreen.outputs import output_file
 
@@ -24,64 +26,76 @@ FORMATS = ("auto", "labelme", "coco")
 Points = dict[str, dict[str, tuple[float, float]]]  # subject id -> landmark -> (x, y)
 
 
-def _load_json(path: Path) -> dict:
-    try:
-        payload = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path}: not a readable JSON file ({error})") from None
-    if not isinstance(payload, dict):
-        raise InputError(f"{path}: expected a JSON object")
-    return payload
-
-
-def detect_format(payload: dict) -> str:
-    if "shapes" in payload:
+def detect_format(document: JsonValue) -> str:
+    if document.has("shapes"):
         return "labelme"
-    if "annotations" in payload and "images" in payload:
+    if document.has("annotations") and document.has("images"):
         return "coco"
     return "unknown"
 
 
-def read_labelme(path: Path, payload: dict, problems: list[str]) -> Points:
-    subject = Path(str(payload.get("imagePath") or Path(path).name).replace("\\", "/")).stem
+def _stem(name: str) -> str:
+    return Path(name.replace("\\", "/")).stem
+
+
+def read_labelme(document: JsonValue, problems: list[str]) -> Points:
+    image_path = document.get("imagePath")
+    subject = _stem(image_path.string() if image_path else Path(document.source).name)
     points: dict[str, tuple[float, float]] = {}
-    for index, shape in enumerate(payload.get("shapes") or []):
-        label = str(shape.get("label", "")).strip()
-        where = f"{path}: shape {index} ({label!r})"
+    shapes = document.get("shapes")
+    for shape in shapes.elements() if shapes else []:
+        label = shape["label"].string().strip()
+        kind = shape.get("shape_type")
+        kind = kind.string() if kind else "point"
+        where = f"{shape.source}: {shape.path} ({label!r})"
+        coordinates = shape["points"].elements()
         if label not in LANDMARKS:
             problems.append(f"{where}: unknown landmark; expected one of {', '.join(LANDMARKS)}")
-        elif shape.get("shape_type", "point") != "point" or len(shape.get("points") or []) != 1:
-            problems.append(f"{where}: must be a single point, got a {shape.get('shape_type')!r} shape")
+        elif kind != "point" or len(coordinates) != 1:
+            problems.append(f"{where}: must be a single point, got a {kind!r} shape with {len(coordinates)} points")
         elif label in points:
             problems.append(f"{where}: landmark {label} given twice")
         else:
-            x, y = shape["points"][0]
-            points[label] = (float(x), float(y))
+            x, y = (value.number() for value in coordinates[0].elements(2))
+            points[label] = (x, y)
     return {subject: points}
 
 
-def read_coco(path: Path, payload: dict, problems: list[str]) -> Points:
-    names = {category["id"]: category.get("keypoints") or [] for category in payload.get("categories") or []}
-    images = {image["id"]: Path(str(image.get("file_name", image["id"]))).stem for image in payload["images"]}
+def _identifier(value: JsonValue) -> int | str:
+    """A COCO id: an integer or a string."""
+    return value.value if isinstance(value.value, str) else value.integer()
+
+
+def read_coco(document: JsonValue, problems: list[str]) -> Points:
+    categories = document.get("categories")
+    names: dict[int | str, list[str]] = {}
+    for category in categories.elements() if categories else []:
+        keypoints = category.get("keypoints")
+        names[_identifier(category["id"])] = [name.string() for name in keypoints.elements()] if keypoints else []
+    images = {_identifier(image["id"]): _stem(image["file_name"].string()) for image in document["images"].elements()}
     result: Points = {}
-    for index, annotation in enumerate(payload["annotations"]):
-        where = f"{path}: annotation {index}"
-        image_id, keypoints = annotation.get("image_id"), annotation.get("keypoints") or []
-        labels = names.get(annotation.get("category_id"), [])
+    for annotation in document["annotations"].elements():
+        where = f"{annotation.source}: {annotation.path}"
+        image_id = _identifier(annotation["image_id"])
+        category = annotation.get("category_id")
+        labels = names.get(_identifier(category), []) if category else []
+        keypoints = annotation.get("keypoints")
+        values = keypoints.elements() if keypoints else []
         if image_id not in images:
             problems.append(f"{where}: image_id {image_id!r} is not in images")
             continue
-        if len(keypoints) != 3 * len(labels):
-            problems.append(f"{where}: {len(keypoints)} keypoint values for {len(labels)} keypoint names")
+        if len(values) != 3 * len(labels):
+            problems.append(f"{where}: {len(values)} keypoint values for {len(labels)} keypoint names")
             continue
         unknown = [name for name in labels if name not in LANDMARKS]
         if unknown:
             problems.append(f"{where}: unknown keypoint name(s) {', '.join(unknown)}")
             continue
         points = result.setdefault(images[image_id], {})
-        for name, (x, y, visible) in zip(labels, zip(*[iter(keypoints)] * 3, strict=True), strict=True):
-            if visible:
-                points[name] = (float(x) - 0.5, float(y) - 0.5)
+        for index, name in enumerate(labels):
+            x, y, visible = values[3 * index: 3 * index + 3]
+            if visible.number(0, 2):
+                points[name] = (x.number() - 0.5, y.number() - 0.5)
     return result
 
 
@@ -93,12 +107,13 @@ def import_landmarks(files: list[Path], out: Path, fmt: str = "auto") -> int:
     problems: list[str] = []
     subjects: Points = {}
     for path in map(Path, files):
-        payload = _load_json(path)
-        kind = detect_format(payload) if fmt == "auto" else fmt
+        document = read_json(path)
+        document.object()
+        kind = detect_format(document) if fmt == "auto" else fmt
         if kind == "unknown":
             problems.append(f"{path}: neither LabelMe (no 'shapes') nor COCO (no 'images'/'annotations')")
             continue
-        for subject, points in (read_labelme if kind == "labelme" else read_coco)(path, payload, problems).items():
+        for subject, points in (read_labelme if kind == "labelme" else read_coco)(document, problems).items():
             if subject in subjects:
                 problems.append(f"{path}: subject {subject!r} already annotated in an earlier file")
             subjects[subject] = points

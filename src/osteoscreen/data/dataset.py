@@ -15,12 +15,14 @@ import numpy as np
 
 from osteoscreen.data.imageio import Radiograph, read_radiograph
 from osteoscreen.errors import InputError, InputWarning
+from osteoscreen.jsoninput import read_json
 from osteoscreen.landmarks import CLASSES, LANDMARKS, label_index
 from osteoscreen.parallel import thread_map
 
 SUBJECT_COLUMNS = ("subject_id", "image", "label")
 OPTIONAL_SUBJECT_COLUMNS = ("t_score", "age", "sex", "pixel_spacing_mm")
 LANDMARK_COLUMNS = ("subject_id", "landmark", "x", "y")
+MAX_LANDMARK_JSON_BYTES = 1 << 20
 
 
 class DatasetError(InputError):
@@ -279,19 +281,14 @@ def read_landmark_file(path: Path) -> dict[str, tuple[float, float]]:
     Returns {landmark: (x, y)} for all 8 landmarks; every problem (unknown, missing, duplicate, non-numeric)
     is reported with the file, and the row for CSV.
     """
-    import json
-
     path = Path(path)
     problems: list[str] = []
     found: dict[str, tuple[float, float]] = {}
     if path.suffix.lower() == ".json":
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise InputError(f"{path}: not a readable JSON file ({error})") from None
-        if not isinstance(payload, dict):
+        document = read_json(path, max_bytes=MAX_LANDMARK_JSON_BYTES)
+        if not isinstance(document.value, dict):
             raise InputError(f"{path}: expected a JSON object {{landmark: [x, y]}}")
-        rows = [(f"key {name!r}", name, value) for name, value in payload.items()]
+        rows = [(f"key {name!r}", name, value) for name, value in document.value.items()]
     else:
         parsed = _read_csv(path, ("landmark", "x", "y"), problems)
         rows = [(f"line {line}", row["landmark"], (row["x"], row["y"])) for line, row in parsed]

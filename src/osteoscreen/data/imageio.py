@@ -98,8 +98,8 @@ def _check_size(path: Path, rows: int, cols: int, samples: int, bytes_per_sample
     decoded = rows * cols * samples * bytes_per_sample
     if decoded > MAX_DECODED_BYTES:
         raise InputError(f"{path}: image of {cols}x{rows} pixels x {samples} channel(s) x {bytes_per_sample:g} "
-                         f"byte(s) would decode to {decoded / 2**20:.0f} MiB, over the limit of "
-                         f"{MAX_DECODED_BYTES / 2**20:.0f} MiB")
+                         f"byte(s) would decode to {decoded / 2**20:.3g} MiB, over the limit of "
+                         f"{MAX_DECODED_BYTES / 2**20:.3g} MiB")
 
 
 def _to_grey(array: np.ndarray) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Landmarks from the page: checking a submitted set, and a dataset's landmarks.csv kept up to date.
 
 `AnnotationStore` reads a dataset directory leniently (landmarks may be missing: that is what annotation is for)
-and rewrites landmarks.csv after every saved subject: the previous file is first copied to landmarks.csv.bak,
-then the new one replaces it atomically (written to a sibling, flushed to disk, renamed), so a crash leaves
-either the old or the new file and never loses a subject saved before it.
+and rewrites landmarks.csv after every saved subject: the previous file is first copied to
+landmarks.csv.<UTC time>.bak (the newest 10 are kept), then the new one replaces it atomically (written to a
+sibling, flushed to disk, renamed), so a crash leaves either the old or the new file and never loses a subject
+saved before it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ import math
 import os
 import shutil
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from osteoscreen.atomic import atomic_path
-from osteoscreen.data.dataset import Subject, load_dataset
+from osteoscreen.data.dataset import LANDMARK_COLUMNS, Subject, load_dataset
 from osteoscreen.landmarks import LANDMARKS
 from osteoscreen.web.uploads import UploadError
+
+#: Backups of landmarks.csv kept: one per save, the newest this many.
+BACKUPS = 10
 
 
 def parse_landmarks(payload: object, width: int, height: int) -> np.ndarray:
@@ -48,13 +53,21 @@ def parse_landmarks(payload: object, width: int, height: int) -> np.ndarray:
 
 
 class AnnotationStore:
-    """The subjects of a dataset directory and their landmarks, saved to its landmarks.csv subject by subject."""
+    """The subjects of a dataset directory and their landmarks, saved to its landmarks.csv subject by subject.
+
+    A save rewrites only the saved subject's x and y: every other row keeps its text as read, and columns the
+    tool does not use (an `annotator` column, say) keep their values (empty on rows it adds)."""
 
     def __init__(self, root: str | Path):
         dataset = load_dataset(root, check_images=False, require_labels=False, require_landmarks=False)
         self.root, self.subjects = dataset.root, dataset.subjects
         self.path = self.root / "landmarks.csv"
-        self.backup = self.root / "landmarks.csv.bak"
+        self.header, self.rows = list(LANDMARK_COLUMNS), []
+        if self.path.exists():
+            with open(self.path, newline="", encoding="utf-8-sig") as handle:
+                reader = csv.reader(handle)
+                self.header = [name.strip() for name in next(reader, [])] or list(LANDMARK_COLUMNS)
+                self.rows = [fields + [""] * (len(self.header) - len(fields)) for fields in reader if fields]
         self._lock = threading.Lock()
 
     def subject(self, index: int) -> Subject | None:
@@ -70,25 +83,42 @@ class AnnotationStore:
         return {name: None if np.isnan(point).any() else [float(point[0]), float(point[1])]
                 for name, point in zip(LANDMARKS, subject.landmarks, strict=True)}
 
+    def _updated_rows(self, subject: Subject, points: np.ndarray) -> list[list[str]]:
+        """The file's rows with the subject's 8 landmarks set to points ([8, 2]): rows it has are updated in
+        place, missing ones appended."""
+        column = {name: self.header.index(name) for name in LANDMARK_COLUMNS}
+        rows = [list(fields) for fields in self.rows]
+        where = {(fields[column["subject_id"]].strip(), fields[column["landmark"]].strip()): fields for fields in rows}
+        for name, (x, y) in zip(LANDMARKS, points, strict=True):
+            fields = where.get((subject.subject_id, name))
+            if fields is None:
+                fields = [""] * len(self.header)
+                fields[column["subject_id"]], fields[column["landmark"]] = subject.subject_id, name
+                rows.append(fields)
+            fields[column["x"]], fields[column["y"]] = f"{x:.2f}", f"{y:.2f}"
+        return rows
+
+    def _back_up(self) -> None:
+        """Copy landmarks.csv to landmarks.csv.<UTC time>.bak; keep the newest BACKUPS of them."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        backup = self.path.with_name(f"{self.path.name}.{stamp}.bak")
+        with atomic_path(backup) as partial:
+            shutil.copyfile(self.path, partial)
+        for old in sorted(self.path.parent.glob(f"{self.path.name}.*.bak"))[:-BACKUPS]:
+            old.unlink(missing_ok=True)
+
     def save(self, subject: Subject, points: np.ndarray) -> None:
         """Set one subject's 8 landmarks ([8, 2]) and rewrite landmarks.csv (backup first, then atomically)."""
         with self._lock:
-            previous = subject.landmarks.copy()
+            rows = self._updated_rows(subject, points)
+            if self.path.exists():
+                self._back_up()
+            with atomic_path(self.path) as partial:
+                with open(partial, "w", newline="", encoding="utf-8") as handle:
+                    writer = csv.writer(handle, lineterminator="\n")
+                    writer.writerow(self.header)
+                    writer.writerows(rows)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            self.rows = rows
             subject.landmarks[:] = points
-            try:
-                if self.path.exists():
-                    with atomic_path(self.backup) as partial:
-                        shutil.copyfile(self.path, partial)
-                with atomic_path(self.path) as partial:
-                    with open(partial, "w", newline="", encoding="utf-8") as handle:
-                        writer = csv.writer(handle, lineterminator="\n")
-                        writer.writerow(["subject_id", "landmark", "x", "y"])
-                        for other in self.subjects:
-                            for name, (x, y) in zip(LANDMARKS, other.landmarks, strict=True):
-                                if not (np.isnan(x) or np.isnan(y)):
-                                    writer.writerow([other.subject_id, name, f"{x:.2f}", f"{y:.2f}"])
-                        handle.flush()
-                        os.fsync(handle.fileno())
-            except OSError:
-                subject.landmarks[:] = previous
-                raise
