@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import local_client, subject_upload
@@ -192,8 +191,9 @@ def test_screen_refuses_unbounded_or_non_finite_json_with_422(screening, small_p
     no_traceback(caplog, capsys)
 
 
-@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b"[" * 30_000 + b"]" * 30_000, b'{"landmarks": {"condyle_right": [' + b"9" * 400
-                                  + b", 1]}}", b'{"landmarks": 1e400}', b"\xff\xfe not utf-8"])
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b"[" * 30_000 + b"]" * 30_000,
+                                  b'{"landmarks": {"condyle_right": [' + b"9" * 400 + b", 1]}}",
+                                  b'{"landmarks": 1e400}', b"\xff\xfe not utf-8"])
 def test_saving_landmarks_refuses_bad_json_with_422(annotation_dataset, caplog, capsys, body):
     data_dir, _ = annotation_dataset
     before = (data_dir / "landmarks.csv").read_text()
