@@ -120,20 +120,7 @@ def _grey_in_strips(array: np.ndarray, transform: Callable[[np.ndarray], np.ndar
 
 def _read_raster(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as image:
-            bands = len(image.getbands())
-            _check_size(path, image.height, image.width, bands,
-                        2 if image.mode.startswith("I;16") else _PILLOW_BYTES.get(image.mode, 1))
-            frames = getattr(image, "n_frames", 1)
-            if frames > 1:
-                warnings.warn(f"{path}: holds {frames} images (pages); the first is used", InputWarning,
-                              stacklevel=3)
-            decoded = ImageOps.exif_transpose(image) if image.getexif().get(0x0112, 1) != 1 else image
-            decoded.load()
-            mode = decoded.mode
-            if mode in ("P", "PA", "LA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-                decoded, mode = decoded.convert("RGB"), "RGB"
-            array = np.asarray(decoded)
+        array, mode = _decode_raster(path)
     except InputError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
@@ -152,6 +139,31 @@ def _read_raster(path: Path) -> np.ndarray:
     else:
         offset, scale = low, max(high - low, 1e-12)
     return _grey_in_strips(array, lambda grey: (grey - offset) / scale)
+
+
+def _decode_raster(path: Path) -> tuple[np.ndarray, str]:
+    """The stored samples ([H, W] or [H, W, C]) and Pillow mode of a raster file, size-checked before decoding,
+    EXIF orientation applied; each Pillow image is closed as soon as the next step holds its pixels."""
+    with Image.open(path) as opened:
+        bands = len(opened.getbands())
+        _check_size(path, opened.height, opened.width, bands,
+                    2 if opened.mode.startswith("I;16") else _PILLOW_BYTES.get(opened.mode, 1))
+        frames = getattr(opened, "n_frames", 1)
+        if frames > 1:
+            warnings.warn(f"{path}: holds {frames} images (pages); the first is used", InputWarning, stacklevel=4)
+        opened.load()
+        image = opened
+        if image.getexif().get(0x0112, 1) != 1:
+            image = ImageOps.exif_transpose(image)
+            opened.close()
+        if image.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+            converted = image.convert("RGB")
+            image.close()
+            image = converted
+        try:
+            return np.asarray(image), image.mode
+        finally:
+            image.close()
 
 
 def _number(value: object) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from osteoscreen.data.imageio import Radiograph, image_kind, read_radiograph
+from osteoscreen.data.imageio import STRIP_ROWS, Radiograph, image_kind, read_radiograph
 from osteoscreen.errors import InputError
 
 SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "dicom": ".dcm"}
@@ -64,9 +64,13 @@ def decode_upload(data: bytes) -> Radiograph:
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
-    """[H, W] float in [0, 1] (or [H, W] uint8) -> an 8-bit grey PNG."""
+    """[H, W] float in [0, 1] (or [H, W] uint8) -> an 8-bit grey PNG (converted in strips of rows: no full-size
+    temporary beyond the 8-bit copy)."""
     if pixels.dtype != np.uint8:
-        pixels = np.clip(np.rint(pixels * 255), 0, 255).astype(np.uint8)
+        grey = np.empty(pixels.shape, np.uint8)
+        for start in range(0, pixels.shape[0], STRIP_ROWS):
+            grey[start:start + STRIP_ROWS] = np.clip(np.rint(pixels[start:start + STRIP_ROWS] * 255), 0, 255)
+        pixels = grey
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
