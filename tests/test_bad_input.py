@@ -297,3 +297,59 @@ def test_a_multipage_tiff_gives_its_first_page_with_a_warning(tmp_path):
     with pytest.warns(InputWarning, match="pages.tif: holds 2 images"):
         pixels = read_radiograph(tmp_path / "pages.tif").pixels
     assert pixels == pytest.approx(np.full((8, 8), 0.2), abs=1e-6)
+
+
+# numbers on the command line: finite and within range, else a usage error (exit 2), never an internal error
+
+@pytest.mark.parametrize("argv", [
+    ["patches", "DATA", "--out", "OUT", "--patch-mm", "nan"],
+    ["patches", "DATA", "--out", "OUT", "--patch-mm", "inf"],
+    ["patches", "DATA", "--out", "OUT", "--patch-px", "100000"],
+    ["cv", "DATA", "--out", "OUT", "--seed", "-1"],
+    ["cv", "DATA", "--out", "OUT", "--views", "1000000"],
+    ["cv", "DATA", "--out", "OUT", "--backend", "ray", "--task-cpus", "nan"],
+    ["serve", "--data", "DATA", "--max-upload-mb", "nan"],
+    ["serve", "--data", "DATA", "--port", "99999"],
+    ["synth", "OUT", "--n", "1e3"],
+])
+def test_out_of_range_or_non_finite_numbers_are_usage_errors(small_png_cohort, tmp_path, capsys, argv):
+    argv = [str(small_png_cohort) if a == "DATA" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error: argument --" in err and "expected" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_seed_list_and_oversized_physical_patch_are_input_errors(small_png_cohort, tmp_path, capsys):
+    assert main(["cv", str(small_png_cohort), "--out", str(tmp_path / "r"), "--methods", "majority",
+                 "--seeds", ","]) == 2
+    assert "--seeds" in one_error_line(capsys)
+    assert main(["patches", str(small_png_cohort), "--out", str(tmp_path / "p"), "--patch-mm", "150"]) == 2
+    assert "over the limit of 1024 px" in one_error_line(capsys)
+
+
+def test_an_image_path_outside_the_dataset_is_never_read(small_png_cohort, tmp_path, capsys, monkeypatch):
+    import osteoscreen.data.dataset
+
+    data = shutil.copytree(small_png_cohort, tmp_path / "data")
+    outside = tmp_path / "outside.png"
+    shutil.copy(data / "images" / "P001.png", outside)
+    (data / "subjects.csv").write_text((data / "subjects.csv").read_text().replace("images/P001.png",
+                                                                                  "../outside.png"))
+    read = []
+    real = osteoscreen.data.dataset.read_radiograph
+    monkeypatch.setattr(osteoscreen.data.dataset, "read_radiograph", lambda path: read.append(path) or real(path))
+    assert main(["validate", str(data)]) == 2
+    assert "leaves the dataset directory" in one_error_line(capsys)
+    assert outside not in read and len(read) == 3
+
+
+def test_a_float_image_with_nan_is_refused(tmp_path):
+    from osteoscreen.data.imageio import read_radiograph
+    from osteoscreen.errors import InputError
+
+    pixels = np.zeros((8, 8), np.float32)
+    pixels[3, 3] = np.nan
+    Image.fromarray(pixels).save(tmp_path / "nan.tif")
+    with pytest.raises(InputError, match="nan.tif: image holds values that are not finite"):
+        read_radiograph(tmp_path / "nan.tif")

@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input or usage, 1 internal error.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,9 +26,35 @@ def progress(description: str, unit: str = "subject") -> Callable:
                                  dynamic_ncols=True)
 
 
+def number(kind: type = float, low: float | None = None, high: float | None = None) -> Callable[[str], float]:
+    """An argparse type: an int or a finite float within [low, high]; anything else is a usage error (exit 2)."""
+    what = "an integer" if kind is int else "a number"
+    shown = {None: ""} | {value: str(value) if kind is int else f"{value:g}" for value in (low, high)}
+    bounds = f" in [{shown[low]}, {shown[high]}]" if low is not None and high is not None else (
+        f" >= {shown[low]}" if low is not None else f" <= {shown[high]}" if high is not None else "")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}{bounds}, got {text!r}") from None
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}{bounds}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type by it in its messages
+    return parse
+
+
+SEED = number(int, 0, 2**32 - 1)
+
+
 def _add_patch_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--patch-px", type=int, default=100, help="patch side in pixels (default 100, the paper)")
-    parser.add_argument("--patch-mm", type=float, default=None,
+    from osteoscreen.data.patches import MAX_PATCH_PX, MIN_PATCH_PX
+
+    parser.add_argument("--patch-px", type=number(int, MIN_PATCH_PX, MAX_PATCH_PX), default=100,
+                        help="patch side in pixels (default 100, the paper)")
+    parser.add_argument("--patch-mm", type=number(float, 0.1, 200), default=None,
                         help="patch side in mm, converted with each image's pixel spacing (overrides --patch-px)")
 
 
@@ -90,9 +117,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=defaults.weights, help="imagenet (default), none, a path or a URL")
     parser.add_argument("--attention", choices=["softmax", "sigmoid"], default=defaults.attention,
                         help="group-attention weights: softmax (default) or sigmoid")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="default 100 (the paper)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--views", type=int, default=defaults.views,
+    parser.add_argument("--epochs", type=number(int, 1, 100_000), default=defaults.epochs,
+                        help="default 100 (the paper)")
+    parser.add_argument("--batch-size", type=number(int, 1, 4096), default=defaults.batch_size)
+    parser.add_argument("--views", type=number(int, 1, 64), default=defaults.views,
                         help="frozen mode: views per subject (1 plain + augmented), default 4")
     parser.add_argument("--class-weighting", action="store_true", help="weight the loss by inverse class frequency")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
@@ -102,7 +130,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--native-res", action="store_true",
                         help="feed patches at their own resolution (--patch-px, 100) instead of upsampling to 224 "
                              "(a deviation from the paper; about 5x less fine-tune work)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=SEED, default=0)
     _add_patch_options(parser)
 
 
@@ -126,9 +154,12 @@ def _cv_config(args):
 
 def _seed_list(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise InputError(f"--seeds: expected comma-separated integers such as 0,1,2, got {text!r}") from None
+        seeds = tuple(SEED(part) for part in text.split(",") if part.strip())
+    except argparse.ArgumentTypeError:
+        seeds = ()
+    if not seeds:
+        raise InputError(f"--seeds: expected comma-separated integers in [0, 2^32) such as 0,1,2, got {text!r}")
+    return seeds
 
 
 def _add_backend_options(parser: argparse.ArgumentParser, work: str) -> None:
@@ -137,8 +168,9 @@ def _add_backend_options(parser: argparse.ArgumentParser, work: str) -> None:
     parser.add_argument("--address", default=None,
                         help="ray: the cluster to join (auto, HOST:PORT or ray://HOST:10001); default: start a local "
                              "Ray instance")
-    parser.add_argument("--task-cpus", type=float, default=1, help="ray: CPUs each task asks for (default 1)")
-    parser.add_argument("--task-gpus", type=float, default=0,
+    parser.add_argument("--task-cpus", type=number(float, 0, 4096), default=1,
+                        help="ray: CPUs each task asks for (default 1)")
+    parser.add_argument("--task-gpus", type=number(float, 0, 64), default=0,
                         help="ray: GPUs each task asks for (default 0; 0.25 lets 4 tasks share a GPU)")
 
 
@@ -168,8 +200,6 @@ def _run_cv(data, out, config, backend=None) -> None:
 def cmd_cv(args) -> None:
     from osteoscreen.evaluation.crossval import LocalBackend, RayBackend
 
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers must be >= 1, got {args.workers}")
     _backend_check(args)
     if args.backend == "ray" and args.workers is not None:
         raise InputError("--workers is for --backend local; with ray, --task-cpus sizes the tasks")
@@ -249,10 +279,6 @@ def cmd_serve(args) -> None:
 
     from osteoscreen.web.app import LOCAL_HOSTS, create_app
 
-    if args.max_upload_mb <= 0:
-        raise InputError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
-    if args.max_decodes < 1:
-        raise InputError(f"--max-decodes must be >= 1, got {args.max_decodes}")
     try:
         address = ipaddress.ip_address(args.host)
         loopback, wildcard = address.is_loopback, address.is_unspecified
@@ -300,9 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = commands.add_parser("synth", help="generate the synthetic phantom cohort")
     synth.add_argument("out", help="output dataset directory")
-    synth.add_argument("--n", type=int, default=70, help="number of subjects (default 70)")
-    synth.add_argument("--positives", type=int, default=49, help="osteoporosis subjects (default 49)")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--n", type=number(int, 2, 100_000), default=70, help="number of subjects (default 70)")
+    synth.add_argument("--positives", type=number(int, 0, 100_000), default=49,
+                       help="osteoporosis subjects (default 49)")
+    synth.add_argument("--seed", type=SEED, default=0)
     synth.add_argument("--format", choices=["png", "dicom"], default="png")
     synth.set_defaults(run=cmd_synth)
 
@@ -322,9 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--methods", default=None, help="comma-separated subset of: majority, knn-lbp, ensemble-lbp, "
                     "concat, group-attention, abmil, gated-abmil (default: all)")
     cv.add_argument("--protocol", choices=["loo", "kfold"], default="loo")
-    cv.add_argument("--folds", type=int, default=5, help="kfold: folds per repeat (default 5)")
-    cv.add_argument("--repeats", type=int, default=10, help="kfold: repeats (default 10)")
-    cv.add_argument("--workers", type=int, default=None,
+    cv.add_argument("--folds", type=number(int, 2, 10_000), default=5, help="kfold: folds per repeat (default 5)")
+    cv.add_argument("--repeats", type=number(int, 1, 10_000), default=10, help="kfold: repeats (default 10)")
+    cv.add_argument("--workers", type=number(int, 1, 1024), default=None,
                     help="fine-tune: folds trained in parallel processes (default: one per 4 cores)")
     cv.add_argument("--seeds", default=None,
                     help="comma-separated seeds (e.g. 0,1,2,3,4): the whole run once per seed; metrics.json and the "
@@ -368,9 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", default=None, help="model directory: screening mode")
     serve.add_argument("--data", default=None, help="dataset directory: annotation mode (saves its landmarks.csv)")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--max-upload-mb", type=float, default=64, help="largest upload accepted (default 64 MB)")
-    serve.add_argument("--max-decodes", type=int, default=2,
+    serve.add_argument("--port", type=number(int, 0, 65535), default=8000)
+    serve.add_argument("--max-upload-mb", type=number(float, 0.001, 65536), default=64,
+                       help="largest upload accepted (default 64 MB)")
+    serve.add_argument("--max-decodes", type=number(int, 1, 64), default=2,
                        help="radiographs processed at once; more requests get 503 (default 2)")
     serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                        help="a further host name the page may be reached by (repeatable); requests addressed to "
@@ -402,7 +430,10 @@ def show_input_warnings() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # usage errors (2), --help and --version (0): argparse has printed them
+        return int(stop.code or 0)
     keep_freed_memory()
     show_input_warnings()
     try:

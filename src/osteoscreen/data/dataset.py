@@ -168,6 +168,7 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
 
     subjects: dict[str, Subject] = {}
     ignored_labels: dict[str, int] = {}
+    usable_images: set[str] = set()  # subjects whose image path is inside the dataset and is a file
     for line, row in subject_rows:
         where = f"{subjects_csv}:{line}"
         sid = row.get("subject_id", "")
@@ -202,6 +203,8 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
             problems.append(f"{where}: field image: path {image!r} leaves the dataset directory")
         elif not image_path.is_file():
             problems.append(f"{where}: field image: file not found {image!r}")
+        else:
+            usable_images.add(sid)
         metadata = {k: row[k] for k in OPTIONAL_SUBJECT_COLUMNS if row.get(k)}
         subjects[sid] = Subject(sid, image_path, label, np.full((len(LANDMARKS), 2), np.nan), spacing, metadata)
 
@@ -237,7 +240,7 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
         problems.append(f"{subjects_csv}: no subjects")
 
     if check_images:
-        readable = [s for s in subjects.values() if s.image_path.is_file()]
+        readable = [s for s in subjects.values() if s.subject_id in usable_images]
         for found in thread_map(lambda subject: _check_image(subject, landmarks_csv, on_image), readable, progress):
             problems.extend(found)
     by_image: dict[Path, list[str]] = {}

@@ -130,6 +130,8 @@ def _read_raster(path: Path) -> np.ndarray:
     low = high = 0.0
     if array.ndim == 2:
         low, high = float(array.min()), float(array.max())
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise InputError(f"{path}: image holds values that are not finite numbers (NaN or infinity)")
     if mode.startswith("I;16") or (mode == "I" and high <= 65535 and low >= 0):
         offset, scale = 0.0, 65535.0
     elif mode in ("L", "RGB", "RGBA"):

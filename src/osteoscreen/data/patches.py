@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import LANDMARKS
 
+#: Patch sides accepted, in pixels (the paper's is 100; the limit keeps a patch's crops within memory).
+MIN_PATCH_PX, MAX_PATCH_PX = 8, 1024
+
 
 @dataclass(frozen=True)
 class PatchConfig:
@@ -32,10 +35,10 @@ class PatchConfig:
     flip_probability: float = 0.5
 
     def __post_init__(self):
-        if self.patch_px < 8:
-            raise InputError(f"patch size must be at least 8 px, got {self.patch_px}")
-        if self.patch_mm is not None and self.patch_mm <= 0:
-            raise InputError(f"--patch-mm must be positive, got {self.patch_mm}")
+        if not MIN_PATCH_PX <= self.patch_px <= MAX_PATCH_PX:
+            raise InputError(f"patch size must lie in [{MIN_PATCH_PX}, {MAX_PATCH_PX}] px, got {self.patch_px}")
+        if self.patch_mm is not None and not (self.patch_mm > 0 and math.isfinite(self.patch_mm)):
+            raise InputError(f"--patch-mm must be a positive number, got {self.patch_mm}")
         if not 0 <= self.stretch < 0.5 or (1 + self.stretch) > self.context:
             raise InputError(f"stretch {self.stretch} must lie in [0, 0.5) and fit the context {self.context}")
 
@@ -46,7 +49,11 @@ class PatchConfig:
         if spacing_mm is None:
             raise InputError(f"{where}: --patch-mm needs the pixel spacing, which this image does not give "
                              "(add pixel_spacing_mm to subjects.csv)")
-        return max(8, round(self.patch_mm / spacing_mm))
+        side = max(MIN_PATCH_PX, round(self.patch_mm / spacing_mm))
+        if side > MAX_PATCH_PX:
+            raise InputError(f"{where}: --patch-mm {self.patch_mm:g} at {spacing_mm:g} mm per pixel is {side} px, over "
+                             f"the limit of {MAX_PATCH_PX} px")
+        return side
 
 
 def normalise_intensity(pixels: np.ndarray, low_percentile: float = 0.5, high_percentile: float = 99.5
