@@ -412,18 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def show_input_warnings() -> None:
-    """Print every InputWarning as one line `osteoscreen: warning: ...` on stderr (each one, not once per place);
-    other warnings keep Python's format."""
+def show_warnings_as_lines() -> None:
+    """Print every warning as one line `osteoscreen: warning: ...` on stderr, without Python's source lines;
+    every InputWarning is shown (each names its file), not once per place."""
     import warnings
 
-    default = warnings.showwarning
-
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, InputWarning):
-            print(f"osteoscreen: warning: {message}", file=sys.stderr, flush=True)
-        else:
-            default(message, category, filename, lineno, file, line)
+        text = " ".join(str(message).split())
+        print(f"osteoscreen: warning: {text}", file=sys.stderr, flush=True)
 
     warnings.simplefilter("always", InputWarning)
     warnings.showwarning = show
@@ -435,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # usage errors (2), --help and --version (0): argparse has printed them
         return int(stop.code or 0)
     keep_freed_memory()
-    show_input_warnings()
+    show_warnings_as_lines()
     try:
         args.run(args)
     except InputError as error:

@@ -59,7 +59,7 @@ def decode_upload(data: bytes) -> Radiograph:
         try:
             return read_radiograph(path)
         except InputError as error:
-            reason = str(error).removeprefix(f"{path}: ")
+            reason = str(error).removeprefix(f"{path}: ").replace(str(path), "the upload")
             raise UploadError(422, f"the uploaded {kind.upper()} file cannot be read: {reason}") from None
 
 
