@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from osteoscreen.data.bone import bone_parameters, trabecular_field
 from osteoscreen.data.dataset import load_dataset
 from osteoscreen.data.patches import PatchConfig
-from osteoscreen.data.phantom import PhantomConfig, bone_parameters, synthesise, trabecular_field
+from osteoscreen.data.phantom import PhantomConfig, synthesise
 from osteoscreen.data.subject_patches import SubjectPatches
 from osteoscreen.landmarks import GROUPS
 from osteoscreen.screening import save_model

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from osteoscreen.baselines import BASELINES, build_baseline, lbp_features, lbp_histograms
+from osteoscreen.data.bone import bone_parameters, trabecular_field
 from osteoscreen.data.patches import to_uint8
-from osteoscreen.data.phantom import bone_parameters, trabecular_field
 from osteoscreen.errors import InputError
 
 

@@ -67,9 +67,14 @@ def _patch_config(args):
 def cmd_synth(args) -> None:
     from osteoscreen.data.phantom import PhantomConfig, synthesise
 
-    config = PhantomConfig(n=args.n, positives=args.positives, seed=args.seed, image_format=args.format)
+    options = dict(n=args.n, positives=args.positives, seed=args.seed, image_format=args.format, effect=args.effect)
+    if args.signal is None:
+        config = PhantomConfig(**options)
+    else:
+        config = PhantomConfig.carrying([g.strip() for g in args.signal.split(",") if g.strip()], **options)
     out = synthesise(args.out, config, progress=progress("synth"))
-    print(f"wrote {config.n} synthetic subjects ({config.positives} osteoporosis) to {out}")
+    carried = ", ".join(f"{g} {config.weight(g):.2f}" for g in config.signal if config.weight(g) > 0) or "none"
+    print(f"wrote {config.n} synthetic subjects ({config.positives} osteoporosis) to {out}; signal: {carried}")
 
 
 def describe_dataset(dataset) -> str:
@@ -330,7 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--positives", type=number(int, 0, 100_000), default=49,
                        help="osteoporosis subjects (default 49)")
     synth.add_argument("--seed", type=SEED, default=0)
-    synth.add_argument("--format", choices=["png", "dicom"], default="png")
+    synth.add_argument("--format", choices=["png", "png8", "jpeg", "dicom"], default="png",
+                       help="png: 16-bit (default); png8: 8-bit; jpeg; dicom: 12 bits stored")
+    synth.add_argument("--signal", default=None, metavar="GROUPS",
+                       help="landmark groups that carry the signal, e.g. premolar,angle (default: all, graded)")
+    synth.add_argument("--effect", type=number(float, 0, 10), default=1.0,
+                       help="effect size: multiplies the signal of every group (0: a null cohort; default 1)")
     synth.set_defaults(run=cmd_synth)
 
     validate = commands.add_parser("validate", help="check a dataset directory and summarise it")

@@ -4,16 +4,11 @@ import numpy as np
 import pydicom
 import pytest
 
+from osteoscreen.data.bone import bone_parameters, erode_cortex, mci_class, trabecular_field
 from osteoscreen.data.dataset import load_dataset
+from osteoscreen.data.imaging_chain import Acquisition, form_radiograph
 from osteoscreen.data.patches import PatchConfig
-from osteoscreen.data.phantom import (
-    PhantomConfig,
-    bone_parameters,
-    cohort_labels,
-    render_subject,
-    synthesise,
-    trabecular_field,
-)
+from osteoscreen.data.phantom import PhantomConfig, cohort_labels, render_subject, synthesise
 from osteoscreen.data.subject_patches import load_subject_patches
 from osteoscreen.errors import InputError
 
@@ -28,6 +23,7 @@ def test_subject_is_deterministic_and_realistic_size():
     assert hashlib.sha256(a.pixels.tobytes()).digest() == hashlib.sha256(b.pixels.tobytes()).digest()
     height, width = a.pixels.shape
     assert 2000 <= width <= 3000 and 1000 <= height <= 1500 and a.pixels.dtype == np.uint16
+    assert a.pixels.max() <= 4095 and a.pixels.max() - a.pixels.min() > 3000  # 12 bits, well used
     assert a.t_score <= -2.5  # WHO: osteoporosis
     assert render_subject(PhantomConfig(seed=5), 0, 0).t_score >= -1.0
 
@@ -82,3 +78,77 @@ def test_ill_args(kwargs):
 def test_refuses_to_overwrite(small_png_cohort):
     with pytest.raises(InputError, match="already holds a dataset"):
         synthesise(small_png_cohort, PhantomConfig(n=2, positives=1))
+
+
+def test_acquisition_and_anatomy_do_not_depend_on_the_label():
+    config = PhantomConfig(seed=2)
+    for index in range(2):
+        normal, osteoporotic = render_subject(config, index, 0), render_subject(config, index, 1)
+        assert normal.acquisition == osteoporotic.acquisition
+        np.testing.assert_array_equal(normal.landmarks, osteoporotic.landmarks)
+        assert normal.t_score >= -1.0 and osteoporotic.t_score <= -2.5
+
+
+def test_a_null_cohort_carries_nothing_of_the_label():
+    config = PhantomConfig(seed=2, effect=0.0)
+    normal, osteoporotic = render_subject(config, 0, 0), render_subject(config, 0, 1)
+    np.testing.assert_array_equal(normal.pixels, osteoporotic.pixels)  # the label changed only the T-score
+
+
+def test_the_signal_lives_only_in_the_groups_named():
+    config = PhantomConfig.carrying(["premolar"], seed=2)
+    normal, osteoporotic = render_subject(config, 0, 0), render_subject(config, 0, 1)
+    difference = np.abs(normal.pixels.astype(np.int64) - osteoporotic.pixels)
+    rows, cols = np.indices(difference.shape)
+    premolar = normal.landmarks[4:6]  # premolar_right, premolar_left (x, y)
+    distance = np.min([np.hypot(cols - x, rows - y) for x, y in premolar], axis=0)
+    near = distance < 300  # the site's own bone reaches 240 px from the landmark (annotation noise aside)
+    assert difference[near].max() > 100  # the premolar bone differs ...
+    assert difference[~near].max() <= 2  # ... and elsewhere only the device's auto-window moves, by a level or two
+    with pytest.raises(InputError, match="--signal"):
+        PhantomConfig.carrying(["chin"])
+
+
+def test_klemetti_classes_follow_the_t_score_in_published_proportions():
+    rng = np.random.default_rng(0)
+    for t_score, expected in ((0.25, (0.60, 0.35, 0.05)), (-3.25, (0.21, 0.52, 0.27))):
+        classes = np.array([mci_class(t_score, rng) for _ in range(4000)])
+        np.testing.assert_allclose([(classes == c).mean() for c in (1, 2, 3)], expected, atol=0.03)
+
+
+def test_cortical_erosion_grows_with_the_klemetti_class():
+    depth = np.tile(np.arange(-5, 60, dtype=np.float32)[:, None], (1, 400))  # px below the bone surface
+    width = np.full_like(depth, 40.0)
+    cortex = ((depth > 0) & (depth < 40)).astype(np.float32)
+    remaining = [erode_cortex(cortex, depth, width, mci, np.random.default_rng(1)).sum() / cortex.sum()
+                 for mci in (1, 2, 3)]
+    assert remaining[0] == 1.0 and remaining[0] > remaining[1] > remaining[2] > 0.3
+
+
+def test_the_imaging_chain_blurs_to_its_stated_mtf():
+    acquisition = Acquisition(width=512, height=512, spacing_mm=0.1, mtf10_lp_mm=2.5, motion_ratio=1.3,
+                              detector_share=0.5, scatter_fraction=0.0, photons=1e12, electronic_noise=0.0,
+                              window_low=0.0, window_high=1.0, gamma=1.0)
+    rows = np.arange(512, dtype=np.float32)[:, None]
+    low, high = 0.25, 2.5  # lp/mm; vertical sinusoids (the vertical blur is the stated one), side by side
+    wave = lambda cycles_per_mm: np.sin(2 * np.pi * cycles_per_mm * 0.1 * rows)  # noqa: E731
+    pattern = 1.0 + 0.01 * np.concatenate([np.tile(wave(low), (1, 256)), np.tile(wave(high), (1, 256))], axis=1)
+    image = form_radiograph(pattern.astype(np.float32), acquisition, np.random.default_rng(0)).astype(np.float64)
+    amplitude = {f: np.ptp(image[80:-80, column]) / 2 for f, column in ((low, 128), (high, 384))}
+    expected = 0.1 / np.exp(-2 * np.pi**2 * acquisition.blur_mm**2 * low**2)
+    assert amplitude[high] / amplitude[low] == pytest.approx(expected, abs=0.015)
+
+
+@pytest.mark.parametrize("image_format, tolerance", [("png8", 0.01), ("jpeg", 0.03), ("dicom", 1e-6)])
+def test_every_export_format_gives_the_same_patches(tmp_path, small_png_cohort, image_format, tolerance):
+    other = synthesise(tmp_path / image_format, PhantomConfig(n=4, positives=2, seed=3, image_format=image_format))
+    png, exported = load_dataset(small_png_cohort), load_dataset(other)
+    for a, b in zip(png.subjects[:2], exported.subjects[:2], strict=True):
+        pa, pb = load_subject_patches(a, PatchConfig()), load_subject_patches(b, PatchConfig())
+        assert np.abs(pa.crops - pb.crops).mean() < tolerance
+
+
+def test_worker_threads_do_not_change_a_byte(tmp_path, small_png_cohort):
+    serial = synthesise(tmp_path / "serial", PhantomConfig(n=4, positives=2, seed=3), workers=1)
+    for name in ["subjects.csv", "landmarks.csv", "images/P002.png", "images/P003.png"]:
+        assert (serial / name).read_bytes() == (small_png_cohort / name).read_bytes(), name
