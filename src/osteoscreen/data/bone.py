@@ -50,13 +50,12 @@ def trabecular_field(shape: tuple[int, int], params: BoneParameters, spacing_mm:
     |g| < w around the field's zero level set, a connected labyrinth of struts (a level-cut Gaussian field),
     with w chosen so that the band covers `bone_volume_fraction` of the area.
     """
-    noise = rng.standard_normal(shape).astype(np.float32)
-    spectrum = np.fft.rfft2(noise)
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None, :]
-    radius = np.sqrt((fx / anisotropy) ** 2 + fy ** 2)
+    spectrum = np.fft.rfft2(rng.standard_normal(shape, dtype=np.float32))
+    fy = np.fft.fftfreq(shape[0]).astype(np.float32)[:, None]
+    fx = np.fft.rfftfreq(shape[1]).astype(np.float32)[None, :]
     centre = spacing_mm / (params.projected_period_mm * period_scale)  # cycles per pixel
-    ring = np.exp(-0.5 * ((radius - centre) / (0.35 * centre)) ** 2).astype(np.float32)
+    radius = np.sqrt((fx / np.float32(anisotropy)) ** 2 + fy**2)
+    ring = np.exp(np.float32(-0.5) * ((radius - np.float32(centre)) / np.float32(0.35 * centre)) ** 2)
     filtered = np.fft.irfft2(spectrum * ring, s=shape).astype(np.float32)
     filtered /= filtered.std() + 1e-8
     half_width = ndtri((1.0 + params.bone_volume_fraction) / 2.0)
@@ -67,8 +66,9 @@ def trabecular_field(shape: tuple[int, int], params: BoneParameters, spacing_mm:
 #: Klemetti's mandibular cortical index (Klemetti et al. 1994): C1 an even, sharp endosteal margin; C2 semilunar
 #: defects (lacunar resorption) or endosteal cortical residues; C3 a clearly porous cortex with heavy endosteal
 #: residues. An ordinal model of the T-score, z = -MCI_SLOPE * T + N(0, 1) cut at MCI_CUTS, gives C1/C2/C3 of about
-#: 60/35/5 % at T = 0.25 and 21/52/27 % at T = -3.25, the proportions reported in normal and osteoporotic
-#: postmenopausal women (Klemetti et al. 1994; Taguchi et al. 1996; Devlin & Horner 2002).
+#: 60/35/5 % at T = 0.25 and 21/52/27 % at T = -3.25: a modelling choice that follows the reported pattern (C1
+#: predominant with normal BMD, C2 and C3 with osteoporosis; Klemetti et al. 1994; Devlin & Horner 2002; the
+#: systematic review of Munhoz et al., DMFR 2021), not a fit to one study's table.
 MCI_SLOPE, MCI_CUTS = 0.3, (0.18, 1.57)
 #: Per class: how deep into the cortex (fraction of its width, from the endosteal side) resorption reaches, the
 #: scale (px) of the resorption cavities and the level above which the cavity field is bone-free.
@@ -85,13 +85,13 @@ def erode_cortex(cortex: np.ndarray, depth_px: np.ndarray, width_px: np.ndarray,
                  rng: np.random.Generator) -> np.ndarray:
     """The cortex ([H, W] in [0, 1]) with the endosteal resorption of Klemetti class `mci`: none for C1, sparse
     semilunar cavities on the inner third for C2, a porous inner two thirds with residues for C3. depth_px: depth
-    below the bone surface; width_px: the local cortical width. The random field is drawn for every class, so the
-    random stream does not depend on the class."""
-    noise = rng.standard_normal(cortex.shape).astype(np.float32)
+    below the bone surface; width_px: the local cortical width. The cavities come from a child generator seeded by one
+    draw from `rng` whatever the class, so the rest of the random stream does not depend on the class."""
+    cavity_rng = np.random.default_rng(rng.integers(2**63))
     if mci == 1:
         return cortex
     reach, scale, level = _EROSION[mci]
-    cavities = ndimage.gaussian_filter(noise, scale)
+    cavities = ndimage.gaussian_filter(cavity_rng.standard_normal(cortex.shape, dtype=np.float32), scale)
     cavities /= cavities.std() + 1e-8
     inner = soft_step(depth_px - (1.0 - reach) * width_px, 1.0)
     return cortex * (1.0 - inner * soft_step(cavities - level, 0.3))

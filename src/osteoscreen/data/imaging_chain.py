@@ -5,7 +5,7 @@ dimensionless; bone and teeth high, the airway low) into stored pixel values:
 
 1. primary transmission exp(-A);
 2. unsharpness before the detector (focal spot, the rotational motion that defines the image layer; stronger
-   horizontally, Bäckström et al. 1990): a Gaussian of standard deviation `object_blur_mm`, horizontal x
+   horizontally): a Gaussian of standard deviation `object_blur_mm`, horizontal x
    `motion_ratio`;
 3. scatter and veiling glare: `scatter_fraction` x the transmission averaged over ~15 mm (a scatter-to-primary
    ratio), a low-frequency haze that lowers contrast;
@@ -17,10 +17,11 @@ dimensionless; bone and teeth high, the airway low) into stored pixel values:
 6. quantisation to the device's bit depth (12 bits).
 
 The two blurs together give a Gaussian system MTF, exp(-2 pi^2 sigma^2 f^2), that falls to 10 % at `mtf10_lp_mm`
-line pairs per mm (drawn per device from 2.0-3.0 lp/mm; measured panoramic MTFs: 0.25 at 4 cycles/mm in the
-central plane of the image layer and a noise-equivalent passband of 1.2-1.4 cycles/mm, Welander et al., DMFR
-1996 (PMID 9161187); lower away from the central plane). Every parameter is in `Acquisition`, drawn per subject
-independently of the label.
+line pairs per mm, drawn per device from 2.0-3.0 lp/mm. For comparison, a rotational panoramic machine measured
+with a slit (Dentomaxillofac Radiol 1996;25(5), PMID 9161187) reached an MTF of 0.25 at 4 cycles/mm at the
+centre of the image layer, less away from it, with a noise-equivalent passband of 1.2-1.4 cycles/mm; the
+horizontal/vertical difference follows Bäckström et al., Oral Radiology 1990. Every parameter is in
+`Acquisition`, drawn per subject independently of the label.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from osteoscreen.data.grids import upsample
+
 #: sigma (in mm) of a Gaussian MTF that falls to 10 % at 1 lp/mm: sqrt(ln 10 / (2 pi^2)).
 _SIGMA_AT_1_LP_MM = math.sqrt(math.log(10) / (2 * math.pi**2))
 SCATTER_RADIUS_MM = 15.0
 BITS = 12
 #: Ranges the per-device parameters are drawn from (uniformly).
-PHOTONS = (3000.0, 8000.0)
-DETECTOR_SHARE = (0.4, 0.6)
+PHOTONS = (2200.0, 5800.0)
+DETECTOR_SHARE = (0.33, 0.53)
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,7 @@ class Acquisition:
 def _coarse_blur(image: np.ndarray, sigma_px: float, factor: int) -> np.ndarray:
     """A wide Gaussian blur computed on a grid `factor` times coarser and interpolated back (it is smooth)."""
     small = image[::factor, ::factor]
-    blurred = ndimage.gaussian_filter(small, sigma_px / factor, mode="nearest")
-    zoom = (image.shape[0] / small.shape[0], image.shape[1] / small.shape[1])
-    return ndimage.zoom(blurred, zoom, order=1, grid_mode=True, mode="nearest")[: image.shape[0], : image.shape[1]]
+    return upsample(ndimage.gaussian_filter(small, sigma_px / factor, mode="nearest"), image.shape)
 
 
 def form_radiograph(attenuation: np.ndarray, acquisition: Acquisition, rng: np.random.Generator) -> np.ndarray:

@@ -13,7 +13,7 @@ from osteoscreen.landmarks import GROUPS
 
 DOWNSAMPLE = 4  # anatomy is drawn at 1/DOWNSAMPLE of the final resolution
 #: Temporal bone, articular eminence and zygomatic arch over the condyle (attenuation).
-SKULL_BASE = 0.3
+SKULL_BASE = 0.25
 #: Power-law exponent of the anatomical noise.
 CLUTTER_EXPONENT = 3.2
 @dataclass(frozen=True)
@@ -147,9 +147,12 @@ def _draw_teeth(anatomy: Anatomy, uu: np.ndarray, vv: np.ndarray) -> np.ndarray:
                     continue
                 u0 = 0.5 + side * centre
                 v0 = float(anatomy.occlusal(np.array(u0))) + direction * 0.004
-                depth = direction * (vv - v0)  # distance into the jaw from the occlusal plane
-                across = np.abs(uu - u0) / (tooth_width * 0.46)
                 crown_height, root_length = 0.075, 0.12 + 0.02 * (index < 3)
+                reach = crown_height + root_length
+                window = _window(uu.shape, (u0 - tooth_width * 0.46, u0 + tooth_width * 0.46),
+                                 (v0, v0 + reach) if direction > 0 else (v0 - reach, v0))
+                depth = direction * (vv[window] - v0)  # distance into the jaw from the occlusal plane
+                across = np.abs(uu[window] - u0) / (tooth_width * 0.46)
                 crown = (depth > 0) & (depth < crown_height) & (across < 1 - 0.5 * (1 - depth / crown_height) ** 6)
                 taper = 1 - np.clip((depth - crown_height) / root_length, 0, 1)
                 roots = (depth >= crown_height) & (depth < crown_height + root_length)
@@ -159,8 +162,18 @@ def _draw_teeth(anatomy: Anatomy, uu: np.ndarray, vv: np.ndarray) -> np.ndarray:
                     root = roots & (across < 0.75 * taper + 0.05)
                 enamel = crown & (depth < 0.022)
                 pulp = (depth > 0.03) & (depth < crown_height + root_length * 0.8) & (across < 0.12 * (taper + 0.3))
-                density += 0.75 * crown + 0.4 * root + 0.35 * enamel - 0.3 * pulp
+                density[window] += 0.75 * crown + 0.4 * root + 0.35 * enamel - 0.3 * pulp
     return ndimage.gaussian_filter(density, 0.8)
+
+
+def _window(shape: tuple[int, int], u_range: tuple[float, float], v_range: tuple[float, float]
+            ) -> tuple[slice, slice]:
+    """The rows and columns of a grid of `shape` (pixel centres at (i + 0.5) / size) that cover the given u and v
+    ranges, with a pixel to spare."""
+    height, width = shape
+    rows = slice(max(int(v_range[0] * height) - 1, 0), min(int(v_range[1] * height) + 2, height))
+    cols = slice(max(int(u_range[0] * width) - 1, 0), min(int(u_range[1] * width) + 2, width))
+    return rows, cols
 
 
 def anatomical_noise(shape: tuple[int, int], spacing_mm: float, rng: np.random.Generator) -> np.ndarray:
@@ -173,8 +186,3 @@ def anatomical_noise(shape: tuple[int, int], spacing_mm: float, rng: np.random.G
     frequency = np.maximum(np.hypot(fx, fy), 1 / 60.0)  # cycles per mm
     field = np.fft.irfft2(spectrum * frequency ** (-CLUTTER_EXPONENT / 2), s=shape).astype(np.float32)
     return field / (field.std() + 1e-8)
-
-
-def upsample(low: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    zoom = (shape[0] / low.shape[0], shape[1] / low.shape[1])
-    return ndimage.zoom(low, zoom, order=1, grid_mode=True, mode="nearest")[: shape[0], : shape[1]]
