@@ -152,3 +152,32 @@ def test_worker_threads_do_not_change_a_byte(tmp_path, small_png_cohort):
     serial = synthesise(tmp_path / "serial", PhantomConfig(n=4, positives=2, seed=3), workers=1)
     for name in ["subjects.csv", "landmarks.csv", "images/P002.png", "images/P003.png"]:
         assert (serial / name).read_bytes() == (small_png_cohort / name).read_bytes(), name
+
+
+#: Medians over the 4 landmark groups of 40 real adult PRs' 100-px patches (shared/realism/real_pr_patch_stats.json,
+#: measured as `osteoscreen patches` cuts them): mean gradient, share of power above 1/8 Nyquist, lowest octave.
+REAL_PATCHES = {"grad": 0.0086, "hf_power": 0.091, "band_0": 0.606}
+
+
+def patch_texture(patch: np.ndarray) -> dict[str, float]:
+    """The statistics of REAL_PATCHES for one [H, W] patch in [0, 1]."""
+    power = np.abs(np.fft.fftshift(np.fft.fft2(patch - patch.mean()))) ** 2
+    height, width = patch.shape
+    rows, cols = np.indices(power.shape)
+    radius = np.hypot(rows - height / 2, cols - width / 2) / (width / 2)
+    total = power.sum()
+    return {"grad": float(np.hypot(*np.gradient(patch)).mean()), "hf_power": float(power[radius > 1 / 8].sum() / total),
+            "band_0": float(power[radius < 1 / 32].sum() / total)}
+
+
+def test_patches_have_the_texture_statistics_of_real_radiographs(small_png_cohort):
+    """The phantom is soft like a real PR (the first phantom was 3-6x too rich in fine detail, its lowest octave 2-10x
+    too weak); a regression guard over 32 patches, looser than the realism table of docs/phantom.md."""
+    from osteoscreen.data.patches import to_uint8
+
+    dataset = load_dataset(small_png_cohort)
+    patches = [to_uint8(load_subject_patches(s, PatchConfig()).plain_views(PatchConfig().context)) / 255.0
+               for s in dataset.subjects]
+    stats = [patch_texture(patch) for views in patches for patch in views]
+    for key, real in REAL_PATCHES.items():
+        assert 1 / 1.5 < np.median([s[key] for s in stats]) / real < 1.5, key

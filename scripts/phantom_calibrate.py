@@ -1,0 +1,127 @@
+"""Fit the phantom's free image parameters to the texture statistics of real PR patches (docs/phantom.md, "Realism").
+
+Usage: .venv/bin/python scripts/phantom_calibrate.py [--realism ../shared/realism] [--seed 1] [--subjects 16]
+
+Needs the realism kit (patch_stats.py and real_pr_patch_stats.json; only numbers, no images). Renders a
+calibration cohort in memory (seed 1 by default, not the demo's seed 0), cuts its patches exactly as
+`osteoscreen patches` does, and runs a coordinate search over the parameters below, minimising the squared
+log-ratios to the real medians beyond 1.12x. Prints each improvement and the final values, to be copied into
+phantom.py, phantom_anatomy.py and imaging_chain.py by hand (the search never edits the code).
+"""
+
+import argparse
+import importlib.util
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+import osteoscreen.data.imaging_chain as chain
+import osteoscreen.data.phantom as phantom
+import osteoscreen.data.phantom_anatomy as anatomy
+from osteoscreen.data.dataset import Subject
+from osteoscreen.data.imageio import Radiograph
+from osteoscreen.data.patches import PatchConfig, to_uint8
+from osteoscreen.data.subject_patches import cut_subject_patches
+from osteoscreen.landmarks import GROUPS, LANDMARKS
+
+#: name: (module, attribute or a setter, lower bound, upper bound)
+PARAMETERS = {
+    "clutter": (phantom, "CLUTTER", 0.1, 0.35),
+    "clutter_exponent": (anatomy, "CLUTTER_EXPONENT", 2.8, 3.8),
+    "trabecular_contrast": (phantom, "TRABECULAR_CONTRAST", 0.04, 0.2),
+    "skull_base": (anatomy, "SKULL_BASE", 0.0, 0.6),
+    "cortex_elsewhere": (phantom, "CORTEX_ELSEWHERE", 0.41, 0.7),
+}
+
+
+def _get(name: str) -> float:
+    if name in PARAMETERS:
+        module, attribute, *_ = PARAMETERS[name]
+        return getattr(module, attribute)
+    if name == "photons":
+        return float(np.mean(chain.PHOTONS))
+    if name == "detector_share":
+        return float(np.mean(chain.DETECTOR_SHARE))
+    return phantom.GROUP_CONTRAST[name.removeprefix("contrast_")]
+
+
+def _set(name: str, value: float) -> None:
+    if name in PARAMETERS:
+        module, attribute, *_ = PARAMETERS[name]
+        setattr(module, attribute, value)
+    elif name == "photons":
+        chain.PHOTONS = (value * 0.6, value * 1.6)
+    elif name == "detector_share":
+        chain.DETECTOR_SHARE = (max(value - 0.1, 0.01), min(value + 0.1, 0.99))
+    else:
+        phantom.GROUP_CONTRAST = {**phantom.GROUP_CONTRAST, name.removeprefix("contrast_"): value}
+
+
+BOUNDS = {name: (low, high) for name, (_, _, low, high) in PARAMETERS.items()} | {
+    "photons": (800.0, 8000.0), "detector_share": (0.1, 0.7)} | {f"contrast_{g}": (0.2, 3.0) for g in GROUPS}
+
+
+def cohort_statistics(patch_statistics, seed: int, subjects: int) -> dict[str, dict[str, float]]:
+    """Per landmark group, the median of each statistic over the calibration cohort's patches."""
+    config = phantom.PhantomConfig(seed=seed)
+    labels = phantom.cohort_labels(config)
+
+    def patches(index: int) -> np.ndarray:
+        rendered = phantom.render_subject(config, index, int(labels[index]))
+        subject = Subject(rendered.subject_id, Path("-"), rendered.label, rendered.landmarks, rendered.spacing_mm)
+        cut = cut_subject_patches(subject, Radiograph(rendered.pixels.astype(np.float32), rendered.spacing_mm),
+                                  PatchConfig())
+        return to_uint8(cut.plain_views(PatchConfig().context)) / 255.0
+
+    with ThreadPoolExecutor() as pool:
+        views = list(pool.map(patches, range(subjects)))
+    rows = {group: [] for group in GROUPS}
+    for subject in views:
+        for name, view in zip(LANDMARKS, subject, strict=True):
+            rows[name.rsplit("_", 1)[0]].append(patch_statistics(view))
+    return {g: {key: float(np.median([r[key] for r in found])) for key in found[0]} for g, found in rows.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--realism", type=Path, default=Path("../shared/realism"))
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--subjects", type=int, default=16)
+    parser.add_argument("--sweeps", type=int, default=3)
+    args = parser.parse_args()
+    spec = importlib.util.spec_from_file_location("patch_stats", args.realism / "patch_stats.py")
+    stats_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stats_module)
+    real = json.loads((args.realism / "real_pr_patch_stats.json").read_text())["groups"]
+
+    def loss() -> tuple[float, int]:
+        mine = cohort_statistics(stats_module.patch_statistics, args.seed, args.subjects)
+        ratios = [abs(math.log(mine[g][k] / real[g][k])) for g in GROUPS for k in real[g] if k != "n"]
+        return sum(max(0.0, r - math.log(1.12)) ** 2 for r in ratios), sum(r <= math.log(1.25) for r in ratios)
+
+    best, within = loss()
+    print(f"start: loss {best:.4f}, {within}/44 within 1.25x", flush=True)
+    step = 0.15
+    for sweep in range(args.sweeps):
+        for name, (low, high) in BOUNDS.items():
+            current = _get(name)
+            for direction in (1, -1):
+                trial = float(np.clip(current * (1 + direction * step), low, high))
+                if trial == current:
+                    continue
+                _set(name, trial)
+                value, count = loss()
+                if value < best:
+                    best, within = value, count
+                    print(f"sweep {sweep}: {name} = {trial:.4g}: loss {value:.4f}, {count}/44", flush=True)
+                    break
+                _set(name, current)
+        step *= 0.6
+    print(json.dumps({name: round(_get(name), 4) for name in BOUNDS}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
