@@ -353,3 +353,12 @@ def test_a_float_image_with_nan_is_refused(tmp_path):
     Image.fromarray(pixels).save(tmp_path / "nan.tif")
     with pytest.raises(InputError, match="nan.tif: image holds values that are not finite"):
         read_radiograph(tmp_path / "nan.tif")
+
+
+def test_serve_on_a_port_in_use_is_exit_2(small_png_cohort, capsys):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "--data", str(small_png_cohort), "--port", str(port)]) == 2
+    assert f"--port {port}: cannot listen there" in one_error_line(capsys)

@@ -279,6 +279,7 @@ def cmd_demo(args) -> None:
 
 def cmd_serve(args) -> None:
     import ipaddress
+    import socket
 
     import uvicorn
 
@@ -289,6 +290,12 @@ def cmd_serve(args) -> None:
         loopback, wildcard = address.is_loopback, address.is_unspecified
     except ValueError:
         loopback, wildcard = args.host == "localhost", False
+    try:  # a port in use or an address this machine does not have is bad input, said before the app loads
+        with socket.create_server((args.host, args.port)):
+            pass
+    except OSError as error:
+        raise InputError(f"--host {args.host} --port {args.port}: cannot listen there ({error.strerror or error})"
+                         ) from None
     hosts = ("*",) if wildcard and not args.allowed_host else (*LOCAL_HOSTS, args.host, *args.allowed_host)
     app = create_app(args.model, args.data, int(args.max_upload_mb * 2 ** 20), hosts, args.max_decodes)
     if not loopback:

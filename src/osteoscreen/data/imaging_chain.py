@@ -39,7 +39,7 @@ _SIGMA_AT_1_LP_MM = math.sqrt(math.log(10) / (2 * math.pi**2))
 SCATTER_RADIUS_MM = 15.0
 BITS = 12
 #: Ranges the per-device parameters are drawn from (uniformly).
-PHOTONS = (2200.0, 5800.0)
+PHOTONS = (2500.0, 6600.0)
 DETECTOR_SHARE = (0.33, 0.53)
 
 

@@ -49,12 +49,13 @@ TRABECULAR_CONTRAST = 0.115  # between a strut and a marrow space, in projection
 TRABECULAR_BONE = 0.40  # mean attenuation of the trabecular bone of the mandible (maxilla: 0.34)
 INFERIOR_CORTEX = 0.78  # the thick cortex of the mandible's inferior border
 CORTEX_ELSEWHERE = 0.41  # the thin cortex of the rami, condyles and alveolar crest
-CLUTTER = 0.21  # standard deviation of the anatomical noise
+CLUTTER = 0.23  # standard deviation of the anatomical noise
+CLUTTER_OFFSET = 0.5  # its mean, in standard deviations: overlapping tissue adds attenuation (the sum is clipped at 0)
 ATTENUATION_SCALE = 1.2
 #: How visible the trabecular pattern is at each landmark group relative to bone elsewhere (the premolar region
 #: lies in the centre of the image layer; the condyle and tuberosity are overlapped by skull base and soft tissue),
 #: and the scale of its projected period there (thin alveolar bone superimposes fewer trabeculae).
-GROUP_CONTRAST = {"condyle": 0.47, "angle": 0.39, "premolar": 1.8, "tuberosity": 0.68}
+GROUP_CONTRAST = {"condyle": 0.47, "angle": 0.39, "premolar": 2.1, "tuberosity": 0.68}
 GROUP_PERIOD = {"condyle": 1.0, "angle": 1.0, "premolar": 0.7, "tuberosity": 1.0}
 LOCAL_RADIUS_PX = 120  # the landmark's own bone covers the patch and its context at every spacing
 
@@ -160,7 +161,8 @@ def render_subject(config: PhantomConfig, index: int, label: int) -> PhantomSubj
     mandible = (bone - cortex) * (TRABECULAR_BONE + texture) + cortex * cortex_density
     maxilla = upsample(maps["maxilla"], shape) * (TRABECULAR_BONE - 0.06 + texture)
     clutter = anatomical_noise(low_shape, spacing * DOWNSAMPLE, rng)
-    smooth = upsample(maps["soft"] + maps["teeth"] + CLUTTER * clutter, shape)  # one interpolation: it is linear
+    overlap = CLUTTER * (clutter + CLUTTER_OFFSET) * maps["head"]  # only inside the head
+    smooth = upsample(maps["soft"] + maps["teeth"] + overlap, shape)  # one interpolation: it is linear
     attenuation = smooth + 0.08 + mandible + maxilla
     pixels = form_radiograph(ATTENUATION_SCALE * np.clip(attenuation, 0, None), acquisition, rng)
 

@@ -1,6 +1,6 @@
-"""The phantom's anatomy, label-independent: mandible, maxilla, teeth, soft tissue, airway, spine and skull-base
-shadows drawn on a coarse grid (fractions of the image's width and height, mirrored about the midline), and the
-anatomical noise of overlapping structures."""
+"""The phantom's anatomy, label-independent: mandible, maxilla, teeth, soft tissue, airway, spine, skull-base and
+contralateral-ramus shadows drawn on a coarse grid (fractions of the image's width and height, mirrored about the
+midline), and the anatomical noise of overlapping structures."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from osteoscreen.landmarks import GROUPS
 DOWNSAMPLE = 4  # anatomy is drawn at 1/DOWNSAMPLE of the final resolution
 #: Temporal bone, articular eminence and zygomatic arch over the condyle (attenuation).
 SKULL_BASE = 0.25
+#: Attenuation of the contralateral ramus's ghost.
+RAMUS_GHOST = 0.08
 #: Power-law exponent of the anatomical noise.
 CLUTTER_EXPONENT = 3.2
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ def soft_step(x, width):
 
 def draw_anatomy(anatomy: Anatomy, shape: tuple[int, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Maps on the low-resolution grid `shape`: 'mandible' SDF (px, negative inside), 'inferior' weight of
-    the inferior cortex, 'maxilla', 'teeth', 'soft' (soft-tissue and airway density), 'spine'."""
+    the inferior cortex, 'maxilla', 'teeth', 'soft' (soft tissue, airway, spine, skull base, hyoid and the
+    contralateral ramus's ghost), 'head' (1 inside the head, where overlapping structures exist)."""
     height, width = shape
     aspect = height / width
     vv, uu = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -115,7 +118,9 @@ def draw_anatomy(anatomy: Anatomy, shape: tuple[int, int], rng: np.random.Genera
 
     teeth = _draw_teeth(anatomy, uu, vv)
 
-    face = np.clip(_ellipse(uu, vv, (0.5, 0.55), (0.5, 0.55)), 0, 1) ** 0.5
+    outline = _ellipse(uu, vv, (0.5, 0.55), (0.5, 0.55))
+    face = np.clip(outline, 0, 1) ** 0.5
+    head = soft_step(outline - 0.06, 0.03)  # where anything overlaps the jaws: inside the head
     tongue = np.clip(_ellipse(uu, vv, (0.5, anatomy.occlusal_v - 0.03), (0.26, 0.06)), 0, 1) ** 0.5
     airway_axis = _capsule(mirrored, vv, (anatomy.angle_u + 0.045, 0.32), (anatomy.angle_u + 0.07, 1.1), 0.012,
                            aspect)
@@ -128,8 +133,17 @@ def draw_anatomy(anatomy: Anatomy, shape: tuple[int, int], rng: np.random.Genera
     skull_base = soft_step(anatomy.condyle_v + 0.01 - vv, 0.025) * soft_step(mirrored - 0.06, 0.02)
     zygoma = np.exp(-0.5 * ((vv - anatomy.condyle_v - 0.01) / 0.025) ** 2) * soft_step(mirrored - 0.08, 0.02) \
         * soft_step(0.36 - mirrored, 0.03)
-    soft = soft + 0.25 * ndimage.gaussian_filter(spine, 3) + 0.2 * hyoid + SKULL_BASE * (skull_base + 0.6 * zygoma)
+    # the ghost of the opposite ramus: projected through the midline with the beam's upward tilt it lands higher,
+    # wider and far out of focus over this side's ramus and posterior maxilla
+    shift = 0.12
+    ghost = _capsule(mirrored, vv, (anatomy.angle_u + 0.055, anatomy.angle_v - 0.035 - shift),
+                     (anatomy.condyle_u + 0.02, anatomy.condyle_v + 0.06 - shift), anatomy.ramus_width * 0.8,
+                     aspect) < 0
+    ghost = ndimage.gaussian_filter(ghost.astype(np.float32), 0.006 * width)  # about 6 mm wide blur
+    soft = (soft + 0.25 * ndimage.gaussian_filter(spine, 3) + 0.2 * hyoid
+            + SKULL_BASE * (skull_base + 0.6 * zygoma) + RAMUS_GHOST * ghost)
     return {"mandible": sdf.astype(np.float32), "inferior": inferior.astype(np.float32),
+            "head": head.astype(np.float32),
             "maxilla": maxilla.astype(np.float32), "teeth": teeth.astype(np.float32), "soft": soft.astype(np.float32)}
 
 
