@@ -322,3 +322,15 @@ def test_annotation_saves_keep_unknown_columns_untouched_rows_and_ten_backups(an
     assert len(backups) == 10
     assert float(list(csv.reader(open(backups[-1])))[-1][2]) == pytest.approx(removed["tuberosity_left"][0] + 10,
                                                                               abs=0.01)
+
+
+def test_the_page_sees_a_jpeg_as_its_exif_orientation_says(screening):
+    pixels = np.zeros((20, 40), np.uint8)
+    pixels[:5, :10] = 255
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif, quality=100)
+    shown = Image.open(io.BytesIO(screening.post("/api/render", files=upload(buffer.getvalue(), "r.jpg")).content))
+    assert shown.size == (20, 40)  # width x height as a viewer shows it, the same pixels `predict` reads
