@@ -291,7 +291,8 @@ def cmd_serve(args) -> None:
     except ValueError:
         loopback, wildcard = args.host == "localhost", False
     try:  # a port in use or an address this machine does not have is bad input, said before the app loads
-        with socket.create_server((args.host, args.port)):
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        with socket.create_server((args.host, args.port), family=family):
             pass
     except OSError as error:
         raise InputError(f"--host {args.host} --port {args.port}: cannot listen there ({error.strerror or error})"
