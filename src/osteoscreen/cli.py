@@ -26,20 +26,18 @@ def progress(description: str, unit: str = "subject") -> Callable:
                                  dynamic_ncols=True)
 
 
-def number(kind: type = float, low: float | None = None, high: float | None = None) -> Callable[[str], float]:
+def number(kind: type, low: float, high: float) -> Callable[[str], float]:
     """An argparse type: an int or a finite float within [low, high]; anything else is a usage error (exit 2)."""
     what = "an integer" if kind is int else "a number"
-    shown = {None: ""} | {value: str(value) if kind is int else f"{value:g}" for value in (low, high)}
-    bounds = f" in [{shown[low]}, {shown[high]}]" if low is not None and high is not None else (
-        f" >= {shown[low]}" if low is not None else f" <= {shown[high]}" if high is not None else "")
+    bounds = f"[{low}, {high}]" if kind is int else f"[{low:g}, {high:g}]"
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}{bounds}, got {text!r}") from None
-        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected {what}{bounds}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {what} in {bounds}, got {text!r}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"expected {what} in {bounds}, got {text!r}")
         return value
 
     parse.__name__ = what  # argparse names the type by it in its messages

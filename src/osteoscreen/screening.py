@@ -183,7 +183,6 @@ class LoadedModel:
 def load_model(model_dir: str | Path) -> LoadedModel:
     """Read MODEL/ safely (safetensors; hash, format and preprocessing checked) into a predict-ready model."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     model_dir = Path(model_dir)
     info_path, weights_path = model_dir / INFO_FILE, model_dir / WEIGHTS_FILE
@@ -191,17 +190,18 @@ def load_model(model_dir: str | Path) -> LoadedModel:
         if not path.is_file():
             raise InputError(f"{path}: not found ({model_dir} is not an osteoscreen model directory)")
     document = read_json(info_path, max_bytes=MAX_INFO_BYTES)
-    if document.object().get("format") != MODEL_FORMAT:
-        raise InputError(f"{info_path}: model format {document.object().get('format')!r}, this osteoscreen reads "
-                         f"format {MODEL_FORMAT}; retrain the model or use the osteoscreen version that wrote it")
+    model_format = document.object().get("format")
+    if model_format != MODEL_FORMAT:
+        raise InputError(f"{info_path}: model format {model_format!r}, this osteoscreen reads format "
+                         f"{MODEL_FORMAT}; retrain the model or use the osteoscreen version that wrote it")
     config = check_model_info(document)
     info = document.value
     if _sha256(weights_path) != info["weights_sha256"]:
         raise InputError(f"{weights_path}: does not match the SHA-256 recorded in {info_path} (corrupt or altered)")
     try:
-        with safe_open(str(weights_path), "pt") as handle:
+        with safe_open(str(weights_path), "pt") as handle:  # one read: the binding and the tensors
             binding = (handle.metadata() or {}).get(BINDING_KEY)
-        state = load_file(str(weights_path))
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as error:
         raise InputError(f"{weights_path}: not a readable safetensors file ({error})") from None
     if binding != canonical_digest(info):

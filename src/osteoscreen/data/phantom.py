@@ -14,7 +14,6 @@ cohort). Acquisition and anatomy never depend on the label.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -200,23 +199,18 @@ def cohort_labels(config: PhantomConfig) -> np.ndarray:
 def write_image(path: Path, subject: PhantomSubject, image_format: str, monochrome1: bool, seed: int) -> None:
     """The subject's radiograph as `image_format` (FORMATS), at the file's bit depth."""
     if image_format == "dicom":
-        return write_dicom(path, subject, monochrome1, seed)
-    if image_format == "png":  # the 12 bits in the high bits of 16, as devices export them
-        stored = (subject.pixels << (16 - BITS)).astype(np.uint16)
-    else:
-        stored = (subject.pixels >> (BITS - 8)).astype(np.uint8)
-    image = Image.fromarray(stored)
-    if image_format == "jpeg":
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=92, comment=SYNTHETIC_NOTE.encode())
-        path.write_bytes(buffer.getvalue())
-        return None
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Description", SYNTHETIC_NOTE)
-    info.add_text("Software", "osteoscreen")
-    info.add_text("PixelSpacingMM", f"{subject.spacing_mm:.6f}")
-    image.save(path, pnginfo=info, compress_level=1)
-    return None
+        write_dicom(path, subject, monochrome1, seed)
+    elif image_format == "jpeg":
+        Image.fromarray((subject.pixels >> (BITS - 8)).astype(np.uint8)).save(
+            path, format="JPEG", quality=92, comment=SYNTHETIC_NOTE.encode())
+    else:  # 16-bit PNG: the 12 bits in the high bits, as devices export them; png8: the high 8 bits
+        stored = (subject.pixels << (16 - BITS)).astype(np.uint16) if image_format == "png" else (
+            subject.pixels >> (BITS - 8)).astype(np.uint8)
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Description", SYNTHETIC_NOTE)
+        info.add_text("Software", "osteoscreen")
+        info.add_text("PixelSpacingMM", f"{subject.spacing_mm:.6f}")
+        Image.fromarray(stored).save(path, pnginfo=info, compress_level=1)
 
 
 def write_dicom(path: Path, subject: PhantomSubject, monochrome1: bool, seed: int) -> None:
