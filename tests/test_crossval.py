@@ -14,6 +14,7 @@ from osteoscreen.evaluation.crossval import (
     make_folds,
     run_folds,
     summarise,
+    training_curves,
 )
 from osteoscreen.evaluation.report import SECTIONS
 from osteoscreen.training import TrainConfig
@@ -97,7 +98,8 @@ def test_cv_command_writes_every_output(small_png_cohort, tmp_path, capsys):
                       "att_tuberosity,seed")
     assert len((run / "predictions.csv").read_text().splitlines()) == 1 + 4 * len(METHODS)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"dataset", "config", "methods", "comparisons", "seeds", "spread"}
+    assert set(metrics) == {"dataset", "config", "methods", "comparisons", "seeds", "spread", "training_curves"}
+    assert metrics["training_curves"] == {}  # frozen heads record none
     assert metrics["seeds"] == [{"seed": 0, "methods": metrics["methods"]}]
     assert metrics["spread"]["knn-lbp"]["OA"] == {"mean": metrics["methods"]["knn-lbp"]["OA"], "sd": None,
                                                   "min": metrics["methods"]["knn-lbp"]["OA"],
@@ -131,3 +133,26 @@ def test_ill_args(kwargs, message):
 def test_too_many_folds_for_the_minority_class():
     with pytest.raises(InputError, match="exceeds the size of the smaller class"):
         make_folds(np.array([1, 1, 1, 0, 0]), CVConfig(protocol="kfold", folds=3))
+
+
+def test_training_curves_summarise_every_fine_tuned_fold():
+    records = {0: {"concat": [{"history": {"loss": [0.7, 0.5], "accuracy": [0.5, 0.75]}},
+                              {"history": {"loss": [0.9, 0.3], "accuracy": [0.25, 1.0]}}],
+                   "majority": [{"p": [0.5]}]},
+               1: {"concat": [{"history": {"loss": [0.8, 0.4], "accuracy": [0.5, 0.5]}}]}}
+    curves = training_curves(records)
+    assert set(curves) == {"concat"} and curves["concat"]["folds"] == 3
+    np.testing.assert_allclose(curves["concat"]["loss"]["mean"], [0.8, 0.4])
+    assert curves["concat"]["loss"]["min"] == [0.7, 0.3] and curves["concat"]["accuracy"]["max"] == [0.5, 1.0]
+
+
+def test_finetune_cv_reports_its_training_curves(small_png_cohort, tmp_path):
+    run = tmp_path / "run"
+    assert main(["cv", str(small_png_cohort), "--out", str(run), "--methods", "concat", "--mode", "finetune",
+                 "--backbone", "alexnet", "--weights", "none", "--epochs", "2", "--batch-size", "2",
+                 "--native-res", "--precision", "fp32", "--workers", "1"]) == 0
+    curves = json.loads((run / "metrics.json").read_text())["training_curves"]
+    assert curves["concat"]["folds"] == 4 and len(curves["concat"]["loss"]["mean"]) == 2
+    fold = json.loads(next((run / "folds" / "seed-0" / "concat").glob("*.json")).read_text())
+    assert len(fold["history"]["accuracy"]) == 2
+    assert 'alt="training curves"' in (run / "report.html").read_text()

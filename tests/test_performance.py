@@ -1,5 +1,5 @@
 """The performance paths give the results of the plain ones: stacked fold heads, chunked fine-tune steps,
-worker processes, native resolution, precision choice."""
+batched rendering on the device, worker processes, native resolution, precision choice."""
 
 import json
 from dataclasses import replace
@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from osteoscreen.data.patches import random_augmentation, render_views
+from osteoscreen.data.subject_patches import SubjectPatches
 from osteoscreen.errors import InputError
 from osteoscreen.evaluation.crossval import CVConfig, LocalBackend, run_folds
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import build_head
 from osteoscreen.models.octuplet import OctupletNet
 from osteoscreen.precision import bf16_native, resolve_precision
-from osteoscreen.training import Cohort, TrainConfig, finetune_step, fit, fit_frozen_folds
+from osteoscreen.training import Cohort, TrainConfig, finetune_step, fit, fit_frozen_folds, predict_proba
 
 FROZEN = TrainConfig(head="group-attention", views=2, epochs=8, precision="fp32")
 
@@ -78,9 +80,9 @@ def test_native_res_feeds_patches_at_their_own_size(cohort, monkeypatch):
     sizes = []
     original = Cohort.render
 
-    def spy(self, indices, out_size, generator=None):
+    def spy(self, indices, out_size, generator=None, device="cpu"):
         sizes.append(out_size)
-        return original(self, indices, out_size, generator)
+        return original(self, indices, out_size, generator, device)
 
     monkeypatch.setattr(Cohort, "render", spy)
     config = TrainConfig(mode="finetune", backbone="alexnet", weights="none", epochs=1, batch_size=8,
@@ -104,9 +106,57 @@ def test_finetune_workers_give_the_same_records_and_a_projection(planted_cohort,
     assert len(messages) == 1 and "projected" in messages[0]
     record = json.loads(next((tmp_path / "two" / "folds" / "seed-0" / "concat").glob("*.json")).read_text())
     assert record["wall_s"] > 0
+    assert len(record["history"]["loss"]) == len(record["history"]["accuracy"]) == 1  # one epoch
 
 
 def test_frozen_folds_of_a_head_run_as_one_batch(cohort, tmp_path):
     ids = [p.subject_id for p in cohort.patches]
     records = run_folds(cohort, ids, CVConfig(methods=("abmil",), train=FROZEN), tmp_path)[0]["abmil"]
     assert len(records) == 14 and {r["batched_with"] for r in records} == {14}
+
+
+def test_batched_rendering_reproduces_each_subject_rendered_alone(cohort):
+    """One resampling of the whole batch on the device = the former renderer (`render_views` subject by
+    subject) for the same draws, exactly up to 1e-6 (float32 grid arithmetic), also for crops of mixed sizes."""
+    odd = SubjectPatches("odd", 1, np.random.default_rng(0).random((8, 90, 90), dtype=np.float32), 72, 0)
+    mixed = Cohort([*cohort.patches[:5], odd, *cohort.patches[5:8]], cohort.patch_config)
+    indices = [5, 0, 3, 5, 8]  # unordered, repeated, the odd size in between
+    for size in (100, 224):
+        batched = mixed.render(indices, size, torch.Generator().manual_seed(7))
+        generator = torch.Generator().manual_seed(7)
+        for position, index in enumerate(indices):
+            stretch, flip = random_augmentation(8, mixed.patch_config, generator)
+            alone = render_views(torch.from_numpy(mixed.patches[index].crops), mixed.patch_config.context, size,
+                                 stretch, flip)
+            torch.testing.assert_close(batched[position, :, 0], alone, rtol=0, atol=1e-6)
+    plain = mixed.render(indices, 64)
+    assert torch.equal(plain[0], plain[3]) and plain.shape == (5, 8, 1, 64, 64)
+
+
+def test_finetune_records_its_training_curve_and_is_reproducible(cohort):
+    config = TrainConfig(mode="finetune", backbone="alexnet", weights="none", epochs=3, batch_size=4,
+                         native_res=True, precision="fp32")
+    first, again = fit(cohort, np.arange(10), config), fit(cohort, np.arange(10), config)
+    assert first.history == again.history
+    assert len(first.history["loss"]) == 3 and all(np.isfinite(first.history["loss"]))
+    assert all(0 <= a <= 1 for a in first.history["accuracy"])
+    probabilities = [predict_proba(model, cohort, [10, 11])[0] for model in (first, again)]
+    np.testing.assert_array_equal(*probabilities)
+
+
+def test_texture_feature_is_standardised_by_the_training_patches():
+    torch.manual_seed(0)
+    backbone = Backbone("efficientnet_lite0").eval()  # ImageNet weights: features that vary as real ones do
+    net = OctupletNet(backbone, build_head("concat", backbone.texture_dim), "texture").eval()
+    patches = torch.rand(12, 1, 48, 48)
+    net.set_feature_scale(patches)
+    with torch.no_grad():
+        features = net.per_patch(patches)
+    with torch.no_grad():
+        raw_std = backbone.texture_features(patches).std(dim=0)
+    floored = raw_std < 0.05 * raw_std.median()  # near-dead channels: divided by the floor instead
+    assert floored.sum() < len(floored) / 2
+    torch.testing.assert_close(features.mean(dim=0), torch.zeros(backbone.texture_dim), atol=1e-4, rtol=0)
+    torch.testing.assert_close(features.std(dim=0)[~floored], torch.ones(int((~floored).sum())), atol=1e-3, rtol=0)
+    assert (features.std(dim=0)[floored] < 1).all()
+    assert {"feature_mean", "feature_std"} <= set(net.state_dict())  # saved with the weights

@@ -112,6 +112,7 @@ def cmd_patches(args) -> None:
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    from osteoscreen.models.octuplet import PATCH_FEATURES
     from osteoscreen.training import TrainConfig
 
     defaults = TrainConfig()
@@ -133,6 +134,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--native-res", action="store_true",
                         help="feed patches at their own resolution (--patch-px, 100) instead of upsampling to 224 "
                              "(a deviation from the paper; about 5x less fine-tune work)")
+    parser.add_argument("--patch-feature", choices=list(PATCH_FEATURES), default=defaults.patch_feature,
+                        help="fine-tune mode: what each patch gives the head: texture (default: standardised "
+                             "statistics of intermediate layers, as in frozen mode) or pooled (the backbone's last "
+                             "layer, the paper's AlexNet fc7); see docs/method.md")
     parser.add_argument("--seed", type=SEED, default=0)
     _add_patch_options(parser)
 
@@ -143,7 +148,8 @@ def _train_config(args, head: str = "group-attention"):
     return TrainConfig(head=head, mode=args.mode, backbone=args.backbone, weights=args.weights,
                        attention=args.attention, epochs=args.epochs, batch_size=args.batch_size, views=args.views,
                        class_weighting=args.class_weighting, seed=args.seed, precision=args.precision,
-                       device=args.device, native_res=args.native_res, patch=_patch_config(args))
+                       device=args.device, native_res=args.native_res, patch_feature=args.patch_feature,
+                       patch=_patch_config(args))
 
 
 def _cv_config(args):

@@ -40,7 +40,7 @@ from osteoscreen.errors import InputError
 from osteoscreen.landmarks import LANDMARKS
 from osteoscreen.models.backbones import BACKBONES, Backbone
 from osteoscreen.models.heads import HEADS, build_head
-from osteoscreen.models.octuplet import OctupletNet
+from osteoscreen.models.octuplet import PATCH_FEATURES, OctupletNet
 from osteoscreen.parallel import thread_map
 from osteoscreen.precision import PRECISIONS, autocast, resolve_precision
 
@@ -73,6 +73,7 @@ class TrainConfig:
     precision: str = "auto"
     device: str = "auto"
     native_res: bool = False
+    patch_feature: str = "texture"
     patch: PatchConfig = field(default_factory=PatchConfig)
 
     def __post_init__(self):
@@ -86,7 +87,9 @@ class TrainConfig:
                   (self.views >= 1, f"views must be >= 1, got {self.views}"),
                   (min(self.lr_backbone, self.lr_head) > 0, "learning rates must be positive"),
                   (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
-                  (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")]
+                  (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}"),
+                  (self.patch_feature in PATCH_FEATURES, f"patch feature must be one of {', '.join(PATCH_FEATURES)}"
+                                                         f", got {self.patch_feature!r}")]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
@@ -124,6 +127,7 @@ class Cohort:
         self.data_hash = data_hash
         self.cache_dir = cache_dir
         self._features: dict[str, torch.Tensor] = {}
+        self._device_crops: dict[str, tuple[dict[int, torch.Tensor], list[tuple[int, int]]]] = {}
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, patch_config: PatchConfig) -> Cohort:
@@ -135,6 +139,10 @@ class Cohort:
     def __len__(self) -> int:
         return len(self.patches)
 
+    def __getstate__(self) -> dict:
+        """Pickled for worker processes without the device copies (each process uploads its own)."""
+        return {**self.__dict__, "_device_crops": {}}
+
     @property
     def labels(self) -> np.ndarray:
         return np.array([p.label for p in self.patches], dtype=np.int64)
@@ -143,16 +151,51 @@ class Cohort:
     def padded_patches(self) -> int:
         return sum(p.padded for p in self.patches)
 
-    def render(self, indices: Sequence[int], out_size: int, generator: torch.Generator | None = None
-               ) -> torch.Tensor:
-        """[b, 8, 1, out, out] patches of the given subjects: plain, or augmented when a generator is given."""
-        views = []
-        for index in indices:
-            crops = torch.from_numpy(self.patches[index].crops)
-            stretch, flip = (None, None) if generator is None else random_augmentation(
-                len(LANDMARKS), self.patch_config, generator)
-            views.append(render_views(crops, self.patch_config.context, out_size, stretch, flip))
-        return torch.stack(views).unsqueeze(2)
+    def render(self, indices: Sequence[int], out_size: int, generator: torch.Generator | None = None,
+               device: str | torch.device = "cpu") -> torch.Tensor:
+        """[b, 8, 1, out, out] float32 patches of the given subjects, on `device`: plain, or augmented when a
+        generator is given.
+
+        The augmentation is drawn on the CPU from the generator, subject by subject in the order given (so a
+        seed gives the same draws on every device), and the whole batch is rendered by one resampling on the
+        device from crops uploaded there once (`device_crops`); per subject this equals `render_views` of that
+        subject alone.
+        """
+        count = len(LANDMARKS)
+        stretch = flip = None
+        if generator is not None:
+            draws = [random_augmentation(count, self.patch_config, generator) for _ in indices]
+            stretch, flip = torch.cat([d[0] for d in draws]), torch.cat([d[1] for d in draws])
+        stacks, where = self.device_crops(device)
+        out = torch.empty(len(indices), count, out_size, out_size, device=device)
+        by_size: dict[int, list[tuple[int, int]]] = {}
+        for position, index in enumerate(indices):
+            size, row = where[index]
+            by_size.setdefault(size, []).append((position, row))
+        for size, items in by_size.items():
+            positions = torch.tensor([p for p, _ in items])
+            rows = torch.tensor([r for _, r in items], device=stacks[size].device)
+            patches = (positions[:, None] * count + torch.arange(count)).flatten()
+            views = render_views(stacks[size].index_select(0, rows).flatten(0, 1), self.patch_config.context,
+                                 out_size, None if stretch is None else stretch[patches],
+                                 None if flip is None else flip[patches])
+            out[positions.to(out.device)] = views.view(len(items), count, out_size, out_size)
+        return out.unsqueeze(2)
+
+    def device_crops(self, device: str | torch.device) -> tuple[dict[int, torch.Tensor], list[tuple[int, int]]]:
+        """Every subject's context crops on `device`, uploaded on first use: ({crop side S: [n_S, 8, S, S]},
+        [(S, row) per subject]). Subjects share one stack when their crops have the same side (always, unless
+        --patch-mm meets differing pixel spacings)."""
+        key = str(torch.device(device))
+        if key not in self._device_crops:
+            where, members = [], {}
+            for subject in self.patches:
+                rows = members.setdefault(subject.crops.shape[-1], [])
+                where.append((subject.crops.shape[-1], len(rows)))
+                rows.append(subject.crops)
+            stacks = {size: torch.from_numpy(np.stack(rows)).to(device) for size, rows in members.items()}
+            self._device_crops[key] = (stacks, where)
+        return self._device_crops[key]
 
     def frozen_features(self, config: TrainConfig, progress: Callable = iter, backbone: Backbone | None = None
                         ) -> torch.Tensor:
@@ -187,9 +230,9 @@ class Cohort:
         with torch.inference_mode(), autocast(config.precision, config.device):
             for index in progress(range(len(self))):
                 generator = torch.Generator().manual_seed(config.seed * 1_000_003 + index)
-                views = [self.render([index], size)[0]]
-                views += [self.render([index], size, generator)[0] for _ in range(config.views - 1)]
-                patches = torch.cat(views).to(config.device)  # [V*8, 1, H, W]
+                views = [self.render([index], size, device=config.device)[0]]
+                views += [self.render([index], size, generator, config.device)[0] for _ in range(config.views - 1)]
+                patches = torch.cat(views)  # [V*8, 1, H, W]
                 chunks = [backbone.texture_features(chunk).float().cpu() for chunk in patches.split(FEATURE_BATCH)]
                 out[index] = torch.cat(chunks).view(config.views, len(LANDMARKS), -1)
         return out
@@ -206,7 +249,8 @@ def _feature_key(cohort: Cohort, config: TrainConfig, backbone: Backbone) -> str
 @dataclass
 class FittedModel:
     """A trained model. frozen: head + feature scaler (mean, std: [T]) + the frozen backbone (None: the one
-    config names); finetune: the whole net."""
+    config names); finetune: the whole net, and its training curve (`history`: per epoch, the mean training loss
+    and the training accuracy of the augmented batches, as the steps saw them)."""
 
     config: TrainConfig
     head: nn.Module
@@ -214,6 +258,7 @@ class FittedModel:
     feature_mean: torch.Tensor | None = None
     feature_std: torch.Tensor | None = None
     backbone: Backbone | None = None
+    history: dict[str, list[float]] | None = None
 
 
 def _class_weights(labels: torch.Tensor, enabled: bool) -> torch.Tensor | None:
@@ -362,8 +407,9 @@ def _stacked_layout(parameter: torch.Tensor) -> torch.Tensor:
 
 
 def finetune_step(net: OctupletNet, optimizer: torch.optim.Optimizer, patches: torch.Tensor, labels: torch.Tensor,
-                  weight: torch.Tensor | None, precision: str) -> float:
-    """One SGD step of the whole network: patches [B, 8, 1, H, W] in [0, 1], labels [B]; returns the loss.
+                  weight: torch.Tensor | None, precision: str) -> tuple[float, int]:
+    """One SGD step of the whole network: patches [B, 8, 1, H, W] in [0, 1], labels [B]; returns (the loss, how
+    many of the B subjects the network classified right in this forward pass).
 
     Forward passes run under bf16 autocast when precision is bf16 (parameters and the loss stay fp32); the
     backbone converts its input to channels-last, the layout oneDNN's convolutions are fastest in. The batch goes
@@ -376,21 +422,25 @@ def finetune_step(net: OctupletNet, optimizer: torch.optim.Optimizer, patches: t
     per_chunk = max(1, chunk_patches // patches.shape[1])
     normaliser = len(labels) if weight is None else weight[labels].sum()
     optimizer.zero_grad(set_to_none=True)
-    total = 0.0
+    total, correct = torch.zeros((), device=patches.device), torch.zeros((), device=patches.device, dtype=torch.long)
     for chunk, chunk_labels in zip(patches.split(per_chunk), labels.split(per_chunk), strict=True):
         with autocast(precision, device):
             logits = net(chunk).logits
         loss = F.cross_entropy(logits.float(), chunk_labels, weight=weight, reduction="sum") / normaliser
         loss.backward()
-        total += float(loss.detach())
+        total += loss.detach()
+        correct += (logits.detach().argmax(dim=1) == chunk_labels).sum()
     optimizer.step()
-    return total
+    loss, right = torch.stack([total, correct.to(total.dtype)]).tolist()  # one synchronisation per step
+    return loss, int(right)
 
 
 def build_finetune_net(config: TrainConfig) -> tuple[OctupletNet, torch.optim.Optimizer]:
     """A fresh OctupletNet on config.device (channels-last) and its SGD with the two learning rates."""
     backbone = Backbone(config.backbone, config.weights, config.taps)
-    net = OctupletNet(backbone, build_head(config.head, backbone.feature_dim, config.hidden, config.attention))
+    head = build_head(config.head, OctupletNet.feature_dim(backbone, config.patch_feature), config.hidden,
+                      config.attention)
+    net = OctupletNet(backbone, head, config.patch_feature)
     net = net.to(config.device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(net.parameter_groups(config.lr_backbone, config.lr_head, config.weight_decay),
                                 momentum=config.momentum, fused=True)  # one pass over the weights per step
@@ -404,8 +454,7 @@ def finetune_steps(train_size: int, config: TrainConfig) -> int:
 
 def time_finetune_step(cohort: Cohort, config: TrainConfig) -> float:
     """Seconds of one fine-tune step at config.batch_size on this machine, as the training loop takes it:
-    augmented patches rendered on the CPU, copied to the device, one SGD step (median of 2 after a warm-up).
-    On a GPU the rendering is most of it (measured on an H100: the step alone projected 3 s of a 59 s run)."""
+    augmented patches rendered on the device, one SGD step (median of 2 after a warm-up)."""
     import time
 
     net, optimizer = build_finetune_net(config)
@@ -417,8 +466,8 @@ def time_finetune_step(cohort: Cohort, config: TrainConfig) -> float:
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        patches = cohort.render(indices, size, generator).to(config.device)
-        finetune_step(net, optimizer, patches, labels, None, config.precision)  # returns a float: synchronises
+        patches = cohort.render(indices, size, generator, config.device)
+        finetune_step(net, optimizer, patches, labels, None, config.precision)  # returns numbers: synchronises
         times.append(time.perf_counter() - start)
     return float(np.median(times[1:]))
 
@@ -430,13 +479,21 @@ def _fit_finetune(cohort, indices, labels, config) -> FittedModel:
     weight = None if weight is None else weight.to(config.device)
     net, optimizer = build_finetune_net(config)
     size = config.input_size(net.backbone)
+    net.eval()
+    with autocast(config.precision, config.device):
+        net.set_feature_scale(cohort.render(indices, size, device=config.device).flatten(0, 1))
     labels = labels.to(config.device)
     net.train()
+    history: dict[str, list[float]] = {"loss": [], "accuracy": []}
     for _ in range(config.epochs):
+        loss_sum = correct = 0.0
         for batch in _batches(len(indices), config.batch_size, generator):
-            patches = cohort.render(indices[batch.numpy()], size, generator).to(config.device)
-            finetune_step(net, optimizer, patches, labels[batch], weight, config.precision)
-    return FittedModel(config, net.head, net.eval())
+            patches = cohort.render(indices[batch.numpy()], size, generator, config.device)
+            loss, right = finetune_step(net, optimizer, patches, labels[batch], weight, config.precision)
+            loss_sum, correct = loss_sum + loss * len(batch), correct + right
+        history["loss"].append(round(loss_sum / len(indices), 6))
+        history["accuracy"].append(round(correct / len(indices), 6))
+    return FittedModel(config, net.head, net.eval(), history=history)
 
 
 def predict_proba(model: FittedModel, cohort: Cohort, indices: Sequence[int]
@@ -451,7 +508,7 @@ def predict_proba(model: FittedModel, cohort: Cohort, indices: Sequence[int]
         else:
             size = config.input_size(model.net.backbone)
             with autocast(config.precision, config.device):
-                outputs = [model.net(cohort.render(chunk, size).to(config.device))
+                outputs = [model.net(cohort.render(chunk, size, device=config.device))
                            for chunk in np.array_split(indices, max(1, len(indices) // 8))]
             output = type(outputs[0])(*(None if outputs[0][k] is None else torch.cat([o[k] for o in outputs])
                                         for k in range(3)))

@@ -102,13 +102,15 @@ def render_views(crops: torch.Tensor, context: float, out_size: int, stretch: to
                  flip: torch.Tensor | None = None) -> torch.Tensor:
     """Resample patches from context crops.
 
-    crops: [N, S, S]; stretch: [N, 2] scale of the sampled window along (x, y), 1 = the plain patch;
-    flip: [N] bool, mirror left-right. Returns [N, out_size, out_size] float32 (bilinear).
+    crops: [N, S, S] on any device; stretch: [N, 2] scale of the sampled window along (x, y), 1 = the plain
+    patch; flip: [N] bool, mirror left-right (both moved to the crops' device). Returns [N, out_size, out_size]
+    float32 on the crops' device (bilinear). Each patch is resampled on its own, so rendering many subjects in
+    one call gives what rendering each alone gives.
     """
-    count = crops.shape[0]
-    scale = torch.ones(count, 2) if stretch is None else stretch.to(torch.float32)
-    sign = torch.ones(count) if flip is None else 1.0 - 2.0 * flip.to(torch.float32)
-    theta = torch.zeros(count, 2, 3)
+    count, device = crops.shape[0], crops.device
+    scale = torch.ones(count, 2, device=device) if stretch is None else stretch.to(device, torch.float32)
+    sign = torch.ones(count, device=device) if flip is None else 1.0 - 2.0 * flip.to(device, torch.float32)
+    theta = torch.zeros(count, 2, 3, device=device)
     theta[:, 0, 0] = scale[:, 0] * sign / context
     theta[:, 1, 1] = scale[:, 1] / context
     grid = F.affine_grid(theta, [count, 1, out_size, out_size], align_corners=False)

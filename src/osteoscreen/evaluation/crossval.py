@@ -202,8 +202,11 @@ class FoldRunner:
             model = build_baseline(method, self.seed, len(fold.train))
             model.fit(features[fold.train], labels[fold.train])
             return _record(method, fold, model.predict_proba(features[fold.test])[:, 1], None)
-        return _record(method, fold, *predict_proba(fit(self.cohort, fold.train, self.train_config(method)),
-                                                    self.cohort, fold.test))
+        model = fit(self.cohort, fold.train, self.train_config(method))
+        record = _record(method, fold, *predict_proba(model, self.cohort, fold.test))
+        if model.history is not None:
+            record["history"] = model.history  # per-epoch training curve of a fine-tuned fold
+        return record
 
 
 def _record(method: str, fold: Fold, probability: np.ndarray, attention: np.ndarray | None) -> dict:
@@ -387,6 +390,25 @@ def summarise(records: dict[str, list[dict]], labels: np.ndarray) -> tuple[dict,
         per_subject[method] = {"p": probability, "attention": attention}
         metrics[method] = screening_metrics(labels, probability)
     return per_subject, metrics
+
+
+def training_curves(records: dict[int, dict[str, list[dict]]]) -> dict[str, dict]:
+    """Per fine-tuned method, its folds' per-epoch training curves (over every fold of every seed): for "loss"
+    and "accuracy", {"mean", "sd", "min", "max"}: lists of one value per epoch, and "folds": how many folds."""
+    curves = {}
+    methods = {method for by_method in records.values() for method in by_method}
+    for method in sorted(methods):
+        histories = [r["history"] for by_method in records.values() for r in by_method.get(method, [])
+                     if r.get("history")]
+        if not histories:
+            continue
+        curve = {"folds": len(histories)}
+        for key in ("loss", "accuracy"):
+            values = np.array([h[key] for h in histories], dtype=np.float64)  # [folds, epochs]
+            curve[key] = {"mean": values.mean(axis=0).round(6).tolist(), "sd": values.std(axis=0).round(6).tolist(),
+                          "min": values.min(axis=0).round(6).tolist(), "max": values.max(axis=0).round(6).tolist()}
+        curves[method] = curve
+    return curves
 
 
 def comparisons(per_subject: dict, labels: np.ndarray) -> list[dict]:

@@ -1,7 +1,8 @@
 """The terminal table and report.html: one self-contained page (figures embedded as PNG data URIs).
 
 Sections: the Table-1-style comparison with Wilson intervals, confusion matrices, ROC curves (pooled
-out-of-fold scores), attention weights by group and class, and patch montages of correctly and wrongly
+out-of-fold scores), attention weights by group and class, training curves of fine-tuned methods (loss and
+training accuracy per epoch over the folds), and patch montages of correctly and wrongly
 classified subjects (the paper's Figures 4 and 5).
 """
 
@@ -24,7 +25,7 @@ from osteoscreen.visualise import CLASS_COLOURS, subject_montage  # noqa: E402
 
 PAPER_TABLE_1 = {"knn-lbp": (0.653, 0.429, 0.586), "ensemble-lbp": (0.796, 0.191, 0.614),
                  "concat": (0.667, 0.878, 0.814), "group-attention": (0.714, 0.939, 0.871)}
-SECTIONS = ("Comparison", "Confusion matrices", "ROC curves", "Attention by group and class",
+SECTIONS = ("Comparison", "Confusion matrices", "ROC curves", "Attention by group and class", "Training curves",
             "Correctly and wrongly classified subjects", "Configuration")
 
 
@@ -141,6 +142,24 @@ def _attention_figure(per_subject: dict, labels: np.ndarray):
     return figure
 
 
+def _curves_figure(curves: dict):
+    """Training loss and accuracy per epoch of each fine-tuned method: mean over folds, band min–max."""
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for method, curve in curves.items():
+        for axis, key in zip(axes, ("loss", "accuracy"), strict=True):
+            epochs = np.arange(1, len(curve[key]["mean"]) + 1)
+            line, = axis.plot(epochs, curve[key]["mean"], lw=1.6, label=f"{method} ({curve['folds']} folds)")
+            axis.fill_between(epochs, curve[key]["min"], curve[key]["max"], color=line.get_color(), alpha=0.2, lw=0)
+    axes[0].set_ylabel("training loss (cross-entropy)")
+    axes[1].set_ylabel("training accuracy")
+    axes[1].set_ylim(0, 1)
+    for axis in axes:
+        axis.set_xlabel("epoch")
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
 def _example_subjects(result: dict, labels: np.ndarray) -> list[tuple[str, int]]:
     """Up to one subject per outcome (TP, TN, FN, FP): the most confident one."""
     prediction = (result["p"] >= 0.5).astype(int)
@@ -155,8 +174,10 @@ def _example_subjects(result: dict, labels: np.ndarray) -> list[tuple[str, int]]
 
 
 def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labels: np.ndarray,
-                 subject_ids: list[str], cohort, config: dict, dataset: dict, spread: dict | None = None) -> str:
-    """The whole report.html as a string; spread (metrics.seed_spread) adds the across-seeds table."""
+                 subject_ids: list[str], cohort, config: dict, dataset: dict, spread: dict | None = None,
+                 curves: dict | None = None) -> str:
+    """The whole report.html as a string; spread (metrics.seed_spread) adds the across-seeds table, curves
+    (crossval.training_curves) the training curves of fine-tuned methods."""
     p_values = {c["method"]: c for c in comparisons}
     rows = []
     for method, m in metrics.items():
@@ -199,6 +220,13 @@ def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labe
         "ROC curves": _img(_figure_uri(_roc_figure(per_subject, labels)), "ROC curves"),
         "Attention by group and class": (_img(_figure_uri(attention), "attention by group and class")
                                          if attention is not None else "<p>No method with attention was run.</p>"),
+        "Training curves": (_img(_figure_uri(_curves_figure(curves)), "training curves") + "<p>Per epoch, on the "
+                            "training subjects of each fold: the mean cross-entropy of the augmented batches and the "
+                            "fraction of them classified right as the steps saw them (training mode); the line is "
+                            "the mean over folds, the band their minimum to maximum. They show convergence, not "
+                            "accuracy on unseen subjects.</p>" if curves else
+                            "<p>Training curves are recorded for fine-tuned methods (<code>--mode finetune</code>); "
+                            "frozen-mode heads train in a stacked computation that records none.</p>"),
         "Correctly and wrongly classified subjects": f"<p>Method: {html.escape(showcase)}. The 8 patches of the "
                                                      "most confident subject of each outcome.</p>" + "".join(montages),
         "Configuration": "<pre>" + html.escape(_json_text({"dataset": dataset, "config": config})) + "</pre>",

@@ -5,25 +5,64 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from osteoscreen.errors import InputError
 from osteoscreen.models.heads import HeadOutput
+
+#: What the backbone gives the head per patch: `pooled` (its last layer, globally pooled: the paper's AlexNet
+#: fc7) or `texture` (Backbone.texture_features, standardised by fixed statistics; see OctupletNet).
+PATCH_FEATURES = ("pooled", "texture")
 
 
 class OctupletNet(nn.Module):
     """patches [B, 8, 1, H, W] in [0, 1] -> backbone on [B*8, 1, H, W] -> features [B, 8, D] -> head.
+
+    feature `pooled`: D = backbone.feature_dim. feature `texture`: D = backbone.texture_dim, each dimension
+    standardised by `feature_mean` and `feature_std` ([D] buffers, saved with the weights), which
+    `set_feature_scale` fixes once before training from the training subjects' patches (the texture statistics
+    differ in scale by orders of magnitude between layers; unscaled, one learning rate cannot serve them all).
 
     BatchNorm layers (EfficientNet) keep their ImageNet running statistics in training mode too: the usual
     practice when fine-tuning on small batches, and what makes a batch processed in chunks give exactly the
     gradient of the whole batch (see training.finetune_step). AlexNet has no BatchNorm.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module, feature: str = "pooled"):
         super().__init__()
+        if feature not in PATCH_FEATURES:
+            raise InputError(f"patch feature must be one of {', '.join(PATCH_FEATURES)}, got {feature!r}")
         self.backbone = backbone
         self.head = head
+        self.feature = feature
+        if feature == "texture":
+            self.register_buffer("feature_mean", torch.zeros(backbone.texture_dim))
+            self.register_buffer("feature_std", torch.ones(backbone.texture_dim))
+
+    @staticmethod
+    def feature_dim(backbone: nn.Module, feature: str) -> int:
+        return backbone.texture_dim if feature == "texture" else backbone.feature_dim
+
+    def per_patch(self, grey: torch.Tensor) -> torch.Tensor:
+        """[N, 1, H, W] -> [N, D], the feature the head sees (standardised texture statistics, or pooled)."""
+        if self.feature == "pooled":
+            return self.backbone(grey)
+        return (self.backbone.texture_features(grey) - self.feature_mean) / self.feature_std
 
     def patch_features(self, patches: torch.Tensor) -> torch.Tensor:
         batch, count = patches.shape[:2]
-        return self.backbone(patches.flatten(0, 1)).view(batch, count, -1)
+        return self.per_patch(patches.flatten(0, 1)).view(batch, count, -1)
+
+    @torch.no_grad()
+    def set_feature_scale(self, patches: torch.Tensor, chunk: int = 64) -> None:
+        """Texture feature only: fix the standardisation from patches [n, 1, H, W] (the training subjects' plain
+        views): mean and standard deviation of each raw texture dimension over them, in fp32. A dimension that
+        barely varies over them (a channel dead at initialisation) is divided by at least 5 % of the median
+        standard deviation instead, so that training it into life cannot blow its standardised value up."""
+        if self.feature != "texture":
+            return
+        raw = torch.cat([self.backbone.texture_features(part).float() for part in patches.split(chunk)])
+        std = raw.std(dim=0)
+        self.feature_mean.copy_(raw.mean(dim=0))
+        self.feature_std.copy_(std.clamp(min=max(1e-6, 0.05 * float(std.median()))))
 
     def train(self, mode: bool = True) -> OctupletNet:
         super().train(mode)
