@@ -196,7 +196,7 @@ def _run_cv(data, out, config, backend=None) -> None:
     from osteoscreen.evaluation.crossval import LocalBackend, default_workers
     from osteoscreen.evaluation.experiment import cross_validate
 
-    backend = backend or LocalBackend(default_workers(config.train.mode))
+    backend = backend or LocalBackend(default_workers(config.train.mode, config.train.device))
     outcome = cross_validate(data, out, config, progress=lambda name: progress(name, unit="step"), backend=backend,
                              log=_log)
     if outcome.padded_patches:
@@ -374,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--folds", type=number(int, 2, 10_000), default=5, help="kfold: folds per repeat (default 5)")
     cv.add_argument("--repeats", type=number(int, 1, 10_000), default=10, help="kfold: repeats (default 10)")
     cv.add_argument("--workers", type=number(int, 1, 1024), default=None,
-                    help="fine-tune: folds trained in parallel processes (default: one per 4 cores)")
+                    help="fine-tune: folds trained in parallel processes (default: one per 4 cores; with "
+                         "--device cuda, 8 processes sharing the GPU)")
     cv.add_argument("--seeds", default=None,
                     help="comma-separated seeds (e.g. 0,1,2,3,4): the whole run once per seed; metrics.json and the "
                          "report give each seed and the spread across seeds (default: --seed)")

@@ -302,9 +302,19 @@ class RayBackend:
             yield records
 
 
-def default_workers(mode: str) -> int:
-    """Worker processes for fine-tune folds: one per 4 cores (a fold's convolutions use 4 threads well)."""
-    return max(1, (os.cpu_count() or 1) // 4) if mode == "finetune" else 1
+FOLDS_PER_GPU = 8  # fine-tune folds training at once on one CUDA device (see docs/performance.md)
+
+
+def default_workers(mode: str, device: str = "cpu") -> int:
+    """Worker processes for fine-tune folds. On the CPU one per 4 cores (a fold's convolutions use 4 threads
+    well). On a GPU, FOLDS_PER_GPU processes share the device, each training its own folds exactly as alone: one
+    fold's batch of 256 patches leaves a large GPU mostly idle, waiting for the host between kernels, and the
+    processes fill those gaps with each other's work."""
+    if mode != "finetune":
+        return 1
+    if device.startswith("cuda"):
+        return max(1, min(FOLDS_PER_GPU, os.cpu_count() or 1))
+    return max(1, (os.cpu_count() or 1) // 4)
 
 
 def project_seconds(cohort: Cohort, config: CVConfig, jobs: list[Job], parallelism: int, threads: int) -> float:
