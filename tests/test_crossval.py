@@ -98,8 +98,15 @@ def test_cv_command_writes_every_output(small_png_cohort, tmp_path, capsys):
                       "att_tuberosity,seed")
     assert len((run / "predictions.csv").read_text().splitlines()) == 1 + 4 * len(METHODS)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"dataset", "config", "methods", "comparisons", "seeds", "spread", "training_curves"}
+    assert set(metrics) == {"dataset", "config", "methods", "comparisons", "seeds", "spread", "training_curves",
+                            "decision_curves"}
     assert metrics["training_curves"] == {}  # frozen heads record none
+    calibration = metrics["methods"]["group-attention"]["calibration"]
+    assert set(calibration) == {"brier", "brier_prevalence", "calibration_intercept", "calibration_slope",
+                                "reliability"}
+    assert sum(b["n"] for b in calibration["reliability"]) == 4 and calibration["brier_prevalence"] == 0.25
+    curve = metrics["decision_curves"]["knn-lbp"]
+    assert curve["prevalence"] == 0.5 and len(curve["model"]) == len(curve["threshold"]) == 19
     assert metrics["seeds"] == [{"seed": 0, "methods": metrics["methods"]}]
     assert metrics["spread"]["knn-lbp"]["OA"] == {"mean": metrics["methods"]["knn-lbp"]["OA"], "sd": None,
                                                   "min": metrics["methods"]["knn-lbp"]["OA"],
@@ -116,7 +123,7 @@ def test_cv_command_writes_every_output(small_png_cohort, tmp_path, capsys):
 
     # the same command again resumes (nothing to do) and ends with the same metrics
     assert main(args) == 0
-    assert json.loads((run / "metrics.json").read_text()) == metrics
+    assert json.dumps(json.loads((run / "metrics.json").read_text())) == json.dumps(metrics)  # NaN-safe equality
     # a different configuration in the same run directory is refused
     assert main(args[:-1] + ["6"]) == 2
     assert "holds results of a different configuration" in capsys.readouterr().err
@@ -156,3 +163,13 @@ def test_finetune_cv_reports_its_training_curves(small_png_cohort, tmp_path):
     fold = json.loads(next((run / "folds" / "seed-0" / "concat").glob("*.json")).read_text())
     assert len(fold["history"]["accuracy"]) == 2
     assert 'alt="training curves"' in (run / "report.html").read_text()
+
+
+def test_decision_curves_use_the_prevalence_given(small_png_cohort, tmp_path):
+    run = tmp_path / "run"
+    assert main(["cv", str(small_png_cohort), "--out", str(run), "--methods", "majority,knn-lbp",
+                 "--prevalence", "0.2"]) == 0
+    curve = json.loads((run / "metrics.json").read_text())["decision_curves"]["knn-lbp"]
+    assert curve["prevalence"] == 0.2 and curve["refer_all"][0] == pytest.approx(0.2 - 0.8 * 0.05 / 0.95)
+    assert "at prevalence 0.20 (given with --prevalence" in (run / "report.html").read_text()
+    assert main(["cv", str(small_png_cohort), "--out", str(tmp_path / "bad"), "--prevalence", "1.5"]) == 2

@@ -154,8 +154,7 @@ def test_texture_feature_is_standardised_by_the_training_patches():
         features = net.per_patch(patches)
     with torch.no_grad():
         raw_std = backbone.texture_features(patches).std(dim=0)
-    floored = raw_std < 0.05 * raw_std.median()  # near-dead channels: divided by the floor instead
-    assert floored.sum() < len(floored) / 2
+    floored = raw_std < raw_std.median()  # the less varying half: divided by the median deviation instead
     torch.testing.assert_close(features.mean(dim=0), torch.zeros(backbone.texture_dim), atol=1e-4, rtol=0)
     torch.testing.assert_close(features.std(dim=0)[~floored], torch.ones(int((~floored).sum())), atol=1e-3, rtol=0)
     assert (features.std(dim=0)[floored] < 1).all()

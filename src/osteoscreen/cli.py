@@ -158,7 +158,7 @@ def _cv_config(args):
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
     seeds = _seed_list(args.seeds) if args.seeds else (args.seed,)
     return CVConfig(methods=methods, protocol=args.protocol, folds=args.folds, repeats=args.repeats, seeds=seeds,
-                    train=replace(_train_config(args), seed=seeds[0]))
+                    prevalence=args.prevalence, train=replace(_train_config(args), seed=seeds[0]))
 
 
 def _seed_list(text: str) -> tuple[int, ...]:
@@ -376,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--workers", type=number(int, 1, 1024), default=None,
                     help="fine-tune: folds trained in parallel processes (default: one per 4 cores; with "
                          "--device cuda, 8 processes sharing the GPU)")
+    cv.add_argument("--prevalence", type=number(float, 0.001, 0.999), default=None,
+                    help="osteoporosis prevalence of the population to be screened, for the decision curves "
+                         "(default: the cohort's; an enriched research cohort overstates the benefit)")
     cv.add_argument("--seeds", default=None,
                     help="comma-separated seeds (e.g. 0,1,2,3,4): the whole run once per seed; metrics.json and the "
                          "report give each seed and the spread across seeds (default: --seed)")

@@ -33,6 +33,7 @@ from osteoscreen.baselines import BASELINES, build_baseline, lbp_features
 from osteoscreen.data.patches import to_uint8
 from osteoscreen.distributed import TaskResources, cluster_slots, ray_map, ray_session
 from osteoscreen.errors import InputError
+from osteoscreen.evaluation.calibration import calibration_metrics
 from osteoscreen.evaluation.metrics import mcnemar_exact, screening_metrics
 from osteoscreen.models.heads import HEADS
 from osteoscreen.training import (
@@ -70,6 +71,7 @@ class CVConfig:
     folds: int = 5
     repeats: int = 10
     seeds: tuple[int, ...] = (0,)  # each seed: its own k-fold split, initialisations and augmentation draws
+    prevalence: float | None = None  # of the screened population, for decision curves (None: the cohort's)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
@@ -81,6 +83,8 @@ class CVConfig:
             raise InputError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.folds < 2 or self.repeats < 1:
             raise InputError(f"need --folds >= 2 and --repeats >= 1, got {self.folds} and {self.repeats}")
+        if self.prevalence is not None and not 0 < self.prevalence < 1:
+            raise InputError(f"--prevalence must lie strictly between 0 and 1, got {self.prevalence}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise InputError(f"--seeds needs distinct seeds >= 0, got {','.join(map(str, self.seeds)) or '(none)'}")
 
@@ -384,7 +388,8 @@ def _duration(seconds: float) -> str:
 
 
 def summarise(records: dict[str, list[dict]], labels: np.ndarray) -> tuple[dict, dict]:
-    """Per method: out-of-fold probability and attention per subject (mean over repeats) and metrics."""
+    """Per method: out-of-fold probability and attention per subject (mean over repeats) and metrics (the
+    screening metrics at p = 0.5, and under "calibration" those of calibration.calibration_metrics)."""
     per_subject, metrics = {}, {}
     for method, folds in records.items():
         total, count = np.zeros(len(labels)), np.zeros(len(labels))
@@ -398,7 +403,8 @@ def summarise(records: dict[str, list[dict]], labels: np.ndarray) -> tuple[dict,
         probability = total / np.maximum(count, 1)
         attention = attention_total / np.maximum(count, 1)[:, None] if has_attention else None
         per_subject[method] = {"p": probability, "attention": attention}
-        metrics[method] = screening_metrics(labels, probability)
+        metrics[method] = {**screening_metrics(labels, probability),
+                           "calibration": calibration_metrics(labels, probability)}
     return per_subject, metrics
 
 

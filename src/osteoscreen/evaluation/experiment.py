@@ -20,6 +20,7 @@ from osteoscreen.evaluation.crossval import (
     summarise,
     training_curves,
 )
+from osteoscreen.evaluation.decision_curve import net_benefit
 from osteoscreen.evaluation.metrics import seed_spread
 from osteoscreen.evaluation.report import build_report, format_spread, format_table
 from osteoscreen.landmarks import CLASSES, GROUPS
@@ -83,12 +84,14 @@ def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
     config_dict = {**asdict(config), "versions": record["versions"]}
     write_predictions(run_dir / "predictions.csv", records, subject_ids, labels)
     curves = training_curves(records)
+    decisions = {method: net_benefit(labels, result["p"], prevalence=config.prevalence)
+                 for method, result in per_subject.items()}
     payload = {"dataset": dataset_info, "config": asdict(config), "methods": metrics, "comparisons": tests,
                "seeds": [{"seed": seed, "methods": summaries[seed][1]} for seed in config.seeds], "spread": spread,
-               "training_curves": curves}
+               "training_curves": curves, "decision_curves": decisions}
     write_text_atomic(run_dir / "metrics.json", json.dumps(payload, indent=2) + "\n")
     write_text_atomic(run_dir / "report.html", build_report(metrics, tests, per_subject, labels, subject_ids, cohort,
-                                                       config_dict, dataset_info, spread, curves))
+                                                       config_dict, dataset_info, spread, curves, decisions))
     table = format_table(metrics, tests)
     if len(config.seeds) > 1:
         table = f"seed {config.seeds[0]}:\n{table}\n\n{format_spread(spread)}"

@@ -1,8 +1,9 @@
 """The terminal table and report.html: one self-contained page (figures embedded as PNG data URIs).
 
-Sections: the Table-1-style comparison with Wilson intervals, confusion matrices, ROC curves (pooled
-out-of-fold scores), attention weights by group and class, training curves of fine-tuned methods (loss and
-training accuracy per epoch over the folds), and patch montages of correctly and wrongly
+Sections: the Table-1-style comparison with Wilson intervals, confusion matrices, ROC curves (pooled out-of-fold
+scores), calibration (Brier score, calibration intercept and slope, reliability diagram), decision curves (net
+benefit against threshold probability), attention weights by group and class, training curves of fine-tuned
+methods (loss and training accuracy per epoch over the folds), and patch montages of correctly and wrongly
 classified subjects (the paper's Figures 4 and 5).
 """
 
@@ -25,8 +26,9 @@ from osteoscreen.visualise import CLASS_COLOURS, subject_montage  # noqa: E402
 
 PAPER_TABLE_1 = {"knn-lbp": (0.653, 0.429, 0.586), "ensemble-lbp": (0.796, 0.191, 0.614),
                  "concat": (0.667, 0.878, 0.814), "group-attention": (0.714, 0.939, 0.871)}
-SECTIONS = ("Comparison", "Confusion matrices", "ROC curves", "Attention by group and class", "Training curves",
-            "Correctly and wrongly classified subjects", "Configuration")
+SECTIONS = ("Comparison", "Confusion matrices", "ROC curves", "Calibration", "Decision curves",
+            "Attention by group and class", "Training curves", "Correctly and wrongly classified subjects",
+            "Configuration")
 
 
 def _percent(value: float) -> str:
@@ -142,6 +144,73 @@ def _attention_figure(per_subject: dict, labels: np.ndarray):
     return figure
 
 
+def _number(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _calibration_html(metrics: dict) -> str:
+    rows = "".join(f"<tr><td>{html.escape(method)}</td><td>{_number(m['calibration']['brier'])}</td>"
+                   f"<td>{_number(m['calibration']['brier_prevalence'])}</td>"
+                   f"<td>{_number(m['calibration']['calibration_intercept'], 2)}</td>"
+                   f"<td>{_number(m['calibration']['calibration_slope'], 2)}</td></tr>"
+                   for method, m in metrics.items())
+    return ("<table><tr><th>method</th><th>Brier score</th><th>Brier of always saying the prevalence</th>"
+            "<th>calibration intercept (ideal 0)</th><th>calibration slope (ideal 1)</th></tr>" + rows + "</table>"
+            "<p>On the pooled out-of-fold probabilities. Brier: mean squared difference between probability and "
+            "outcome (lower is better; a model no better than the prevalence scores the second column). Slope: "
+            "logistic regression of the outcome on logit(p); below 1 the probabilities are too extreme (a head "
+            "that says 1.00 for a subject it gets wrong), near 0 they carry no information. Intercept: the same "
+            "with the slope fixed at 1; above 0 the model under-predicts osteoporosis on average. The reliability "
+            "diagram puts subjects into 5 groups of equal size by predicted probability: with n this small, read "
+            "each point with an interval of about ±0.2 in mind.</p>")
+
+
+def _reliability_figure(metrics: dict):
+    figure, axis = plt.subplots(figsize=(5, 4.6))
+    for method, m in metrics.items():
+        bins = m["calibration"]["reliability"]
+        axis.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], marker="o", lw=1.4, label=method)
+    axis.plot([0, 1], [0, 1], color="grey", ls=":", lw=1, label="perfect calibration")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("mean predicted probability of osteoporosis")
+    axis.set_ylabel("observed fraction with osteoporosis")
+    axis.legend(fontsize=8, loc="upper left")
+    axis.set_title("Reliability, 5 equal-size groups")
+    return figure
+
+
+def _decision_figure(decisions: dict):
+    figure, axis = plt.subplots(figsize=(6, 4.2))
+    first = next(iter(decisions.values()))
+    axis.plot(first["threshold"], first["refer_all"], color="black", lw=1.2, ls="--", label="refer all for DXA")
+    axis.plot(first["threshold"], first["refer_none"], color="grey", lw=1.2, ls=":", label="refer none")
+    for method, curve in decisions.items():
+        if method != "majority":  # majority refers all or none: the two reference lines already
+            axis.plot(curve["threshold"], curve["model"], lw=1.5, label=method)
+    axis.set_ylim(-0.05, max(0.05, first["prevalence"]) + 0.05)
+    axis.set_xlabel("threshold probability pt (refer when p ≥ pt)")
+    axis.set_ylabel("net benefit")
+    axis.legend(fontsize=8)
+    axis.set_title(f"Decision curves at prevalence {first['prevalence']:.2f}")
+    return figure
+
+
+def _decision_html(decisions: dict, dataset: dict) -> str:
+    prevalence = next(iter(decisions.values()))["prevalence"]
+    cohort = dataset.get("positives", 0) / max(dataset.get("n", 1), 1)
+    source = ("the cohort's own" if abs(prevalence - cohort) < 1e-9 else f"given with --prevalence (the cohort's is "
+              f"{cohort:.2f})")
+    return (_img(_figure_uri(_decision_figure(decisions)), "decision curves") +
+            f"<p>Net benefit (Vickers &amp; Elkin 2006) of referring for DXA the subjects whose out-of-fold "
+            f"probability reaches a threshold probability pt, at prevalence {prevalence:.2f} ({source}): "
+            "sensitivity × prevalence − (1 − specificity) × (1 − prevalence) × pt / (1 − pt). pt is the risk at which "
+            "a clinician would be indifferent to referring; a model is useful where its curve lies above both "
+            "reference lines. An enriched research cohort (many more osteoporosis cases than the screened "
+            "population) overstates the benefit and the PPV: give the screened population's prevalence with "
+            "<code>--prevalence</code>.</p>")
+
+
 def _curves_figure(curves: dict):
     """Training loss and accuracy per epoch of each fine-tuned method: mean over folds, band min–max."""
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -175,9 +244,10 @@ def _example_subjects(result: dict, labels: np.ndarray) -> list[tuple[str, int]]
 
 def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labels: np.ndarray,
                  subject_ids: list[str], cohort, config: dict, dataset: dict, spread: dict | None = None,
-                 curves: dict | None = None) -> str:
+                 curves: dict | None = None, decisions: dict | None = None) -> str:
     """The whole report.html as a string; spread (metrics.seed_spread) adds the across-seeds table, curves
-    (crossval.training_curves) the training curves of fine-tuned methods."""
+    (crossval.training_curves) the training curves of fine-tuned methods, decisions ({method:
+    decision_curve.net_benefit}) the decision curves."""
     p_values = {c["method"]: c for c in comparisons}
     rows = []
     for method, m in metrics.items():
@@ -218,6 +288,9 @@ def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labe
                       + (_spread_html(spread) if spread and len(config.get("seeds", ())) > 1 else ""),
         "Confusion matrices": _img(_figure_uri(_confusion_figure(metrics)), "confusion matrices"),
         "ROC curves": _img(_figure_uri(_roc_figure(per_subject, labels)), "ROC curves"),
+        "Calibration": (_calibration_html(metrics) + _img(_figure_uri(_reliability_figure(metrics)),
+                                                          "reliability diagram")),
+        "Decision curves": (_decision_html(decisions, dataset) if decisions else "<p>Not computed.</p>"),
         "Attention by group and class": (_img(_figure_uri(attention), "attention by group and class")
                                          if attention is not None else "<p>No method with attention was run.</p>"),
         "Training curves": (_img(_figure_uri(_curves_figure(curves)), "training curves") + "<p>Per epoch, on the "
