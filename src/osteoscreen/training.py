@@ -2,9 +2,11 @@
 
 - `finetune`: the paper's protocol. The whole OctupletNet trains with SGD (backbone lr 1e-4, head lr 1e-2,
   momentum 0.9, weight decay 1e-4), batch 32, 100 epochs, cross-entropy, patches augmented by random stretch
-  and horizontal flip at every step.
-  Each step runs in bf16 autocast (where the hardware has native bf16, see `precision`) on channels-last
-  tensors; `native_res` feeds patches at their own resolution (patch_px, 100) instead of upsampling to 224.
+  and horizontal flip at every step, rendered on the training device a batch at a time (`Cohort.render`).
+  The head sees each patch's `patch_feature`: standardised texture statistics (default) or the backbone's pooled
+  last layer (the paper's; docs/method.md says why it is not the default). Each step runs in bf16 autocast
+  (where the hardware has native bf16, see `precision`) on channels-last tensors; `native_res` feeds patches at
+  their own resolution (patch_px, 100) instead of upsampling to 224. The fitted model keeps its training curve.
 - `frozen`: the backbone is frozen in eval mode. Texture features of V views per subject (view 0 plain, the
   rest augmented) are computed once per cohort (memoised, and cached on disk keyed by data hash, backbone,
   weights, taps, views, seed, precision and resolution) and shared by all folds; only the head trains, on
@@ -406,6 +408,9 @@ def _stacked_layout(parameter: torch.Tensor) -> torch.Tensor:
     return parameter.transpose(1, 2) if parameter.dim() == 3 else parameter
 
 
+CUDA_CHUNK_FACTOR = 4  # a GPU's memory holds 4x the CPU chunk (EfficientNet: a whole 256-patch batch, ~10 GiB)
+
+
 def finetune_step(net: OctupletNet, optimizer: torch.optim.Optimizer, patches: torch.Tensor, labels: torch.Tensor,
                   weight: torch.Tensor | None, precision: str) -> tuple[float, int]:
     """One SGD step of the whole network: patches [B, 8, 1, H, W] in [0, 1], labels [B]; returns (the loss, how
@@ -415,10 +420,12 @@ def finetune_step(net: OctupletNet, optimizer: torch.optim.Optimizer, patches: t
     backbone converts its input to channels-last, the layout oneDNN's convolutions are fastest in. The batch goes
     through the network in chunks of at most the backbone's `train_chunk` patches (half that in fp32) whose
     gradients accumulate: exactly the whole batch's gradient (the loss is a sum over subjects; BatchNorm
-    statistics are frozen), with activation memory bounded by the chunk.
+    statistics are frozen), with activation memory bounded by the chunk (on a CUDA device CUDA_CHUNK_FACTOR times
+    larger: fewer, larger kernels).
     """
     device = patches.device.type
     chunk_patches = net.backbone.train_chunk // (1 if precision == "bf16" else 2)  # fp32 activations: twice the bytes
+    chunk_patches *= CUDA_CHUNK_FACTOR if device == "cuda" else 1
     per_chunk = max(1, chunk_patches // patches.shape[1])
     normaliser = len(labels) if weight is None else weight[labels].sum()
     optimizer.zero_grad(set_to_none=True)
@@ -442,6 +449,8 @@ def build_finetune_net(config: TrainConfig) -> tuple[OctupletNet, torch.optim.Op
                       config.attention)
     net = OctupletNet(backbone, head, config.patch_feature)
     net = net.to(config.device, memory_format=torch.channels_last)
+    if config.device == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest convolutions
     optimizer = torch.optim.SGD(net.parameter_groups(config.lr_backbone, config.lr_head, config.weight_decay),
                                 momentum=config.momentum, fused=True)  # one pass over the weights per step
     return net, optimizer
