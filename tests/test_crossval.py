@@ -173,3 +173,17 @@ def test_decision_curves_use_the_prevalence_given(small_png_cohort, tmp_path):
     assert curve["prevalence"] == 0.2 and curve["refer_all"][0] == pytest.approx(0.2 - 0.8 * 0.05 / 0.95)
     assert "at prevalence 0.20 (given with --prevalence" in (run / "report.html").read_text()
     assert main(["cv", str(small_png_cohort), "--out", str(tmp_path / "bad"), "--prevalence", "1.5"]) == 2
+
+
+def test_repeated_kfold_reports_each_repeats_auroc_and_loo_does_not():
+    labels = np.array([1, 1, 0, 0])
+    kfold = [{"fold": "r00-f00", "test": [0, 2], "p": [0.9, 0.2], "attention": None},
+             {"fold": "r00-f01", "test": [1, 3], "p": [0.3, 0.4], "attention": None},
+             {"fold": "r01-f00", "test": [0, 3], "p": [0.6, 0.7], "attention": None},
+             {"fold": "r01-f01", "test": [1, 2], "p": [0.8, 0.1], "attention": None}]
+    metrics = summarise({"m": kfold}, labels)[1]["m"]
+    # repeat 0: scores (0.9, 0.3 | 0.2, 0.4) -> 3 of 4 pairs ordered; repeat 1: (0.6, 0.8 | 0.1, 0.7) -> 3 of 4
+    assert metrics["auroc_repeats"]["per_repeat"] == [0.75, 0.75] and metrics["auroc_repeats"]["mean"] == 0.75
+    loo = [{"fold": f"loo-{i:04d}", "test": [i], "p": [p], "attention": None}
+           for i, p in enumerate([0.9, 0.3, 0.2, 0.4])]
+    assert "auroc_repeats" not in summarise({"m": loo}, labels)[1]["m"]

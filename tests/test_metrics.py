@@ -2,9 +2,16 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from osteoscreen.errors import InputError
-from osteoscreen.evaluation.metrics import confusion_counts, mcnemar_exact, screening_metrics, wilson_interval
+from osteoscreen.evaluation.metrics import (
+    confusion_counts,
+    mcnemar_exact,
+    repeat_auroc,
+    screening_metrics,
+    wilson_interval,
+)
 
 
 def labels_and_scores(tp, fn, tn, fp):
@@ -55,3 +62,16 @@ def test_ill_args():
         confusion_counts(np.array([0, 2]), np.array([0, 1]))
     with pytest.raises(InputError):
         mcnemar_exact(np.array([True]), np.array([True, False]))
+
+
+def test_repeat_auroc_matches_scikit_learn_per_repeat_and_brackets_its_mean():
+    rng = np.random.default_rng(1)
+    y = np.array([1] * 30 + [0] * 15)
+    scores = np.round(y + rng.normal(0, 1.0, (4, len(y))), 1)  # rounding makes ties
+    result = repeat_auroc(y, scores, boots=500)
+    expected = [roc_auc_score(y, row) for row in scores]
+    np.testing.assert_allclose(result["per_repeat"], expected, atol=1e-6)
+    assert result["mean"] == pytest.approx(np.mean(expected))
+    low, high = result["ci95"]
+    assert low < result["mean"] < high and high - low < 0.4
+    assert repeat_auroc(y, scores, boots=500) == result  # seeded

@@ -34,7 +34,7 @@ from osteoscreen.data.patches import to_uint8
 from osteoscreen.distributed import TaskResources, cluster_slots, ray_map, ray_session
 from osteoscreen.errors import InputError
 from osteoscreen.evaluation.calibration import calibration_metrics
-from osteoscreen.evaluation.metrics import mcnemar_exact, screening_metrics
+from osteoscreen.evaluation.metrics import mcnemar_exact, repeat_auroc, screening_metrics
 from osteoscreen.models.heads import HEADS
 from osteoscreen.training import (
     FOLD_CHUNK,
@@ -389,7 +389,8 @@ def _duration(seconds: float) -> str:
 
 def summarise(records: dict[str, list[dict]], labels: np.ndarray) -> tuple[dict, dict]:
     """Per method: out-of-fold probability and attention per subject (mean over repeats) and metrics (the
-    screening metrics at p = 0.5, and under "calibration" those of calibration.calibration_metrics)."""
+    screening metrics at p = 0.5, under "calibration" those of calibration.calibration_metrics, and for repeated
+    k-fold under "auroc_repeats" the per-repeat AUROC with its bootstrap interval, metrics.repeat_auroc)."""
     per_subject, metrics = {}, {}
     for method, folds in records.items():
         total, count = np.zeros(len(labels)), np.zeros(len(labels))
@@ -405,7 +406,22 @@ def summarise(records: dict[str, list[dict]], labels: np.ndarray) -> tuple[dict,
         per_subject[method] = {"p": probability, "attention": attention}
         metrics[method] = {**screening_metrics(labels, probability),
                            "calibration": calibration_metrics(labels, probability)}
+        by_repeat = _scores_by_repeat(folds, len(labels))
+        if by_repeat is not None and len(np.unique(labels)) == 2:
+            metrics[method]["auroc_repeats"] = repeat_auroc(labels, by_repeat)
     return per_subject, metrics
+
+
+def _scores_by_repeat(folds: list[dict], count: int) -> np.ndarray | None:
+    """[R, n] out-of-fold scores per repeat of a repeated k-fold run (fold names rRR-fFF); None for leave-one-out
+    or when a repeat does not score every subject."""
+    if not folds or not all(r["fold"].startswith("r") for r in folds):
+        return None
+    repeats = sorted({int(r["fold"][1:3]) for r in folds})
+    scores = np.full((len(repeats), count), np.nan)
+    for record in folds:
+        scores[repeats.index(int(record["fold"][1:3])), record["test"]] = record["p"]
+    return None if np.isnan(scores).any() else scores
 
 
 def training_curves(records: dict[int, dict[str, list[dict]]]) -> dict[str, dict]:
