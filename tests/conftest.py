@@ -34,7 +34,8 @@ def small_dicom_cohort(tmp_path_factory):
 
 def make_planted_cohort(n: int, seed: int, group: str = "premolar") -> Cohort:
     """n subjects (alternating labels) whose `group` patches carry the label (T = -3.5 vs +0.5); every other
-    patch has a label-free random T-score. No radiographs: context crops are generated directly."""
+    patch has a label-free random T-score (group "none": a null cohort). No radiographs: context crops are
+    generated directly."""
     rng = np.random.default_rng(seed)
     config = PatchConfig()
     size = int(np.ceil(config.patch_px * config.context))

@@ -81,7 +81,7 @@ def rebind(directory: Path, info: dict) -> None:
     from osteoscreen.model_info import BINDING_KEY, canonical_digest
 
     weights = directory / "weights.safetensors"
-    save_file(load_file(str(weights)), str(weights), metadata={"format": "2", BINDING_KEY: canonical_digest(info)})
+    save_file(load_file(str(weights)), str(weights), metadata={"format": "3", BINDING_KEY: canonical_digest(info)})
     info = {**info, "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
     (directory / "model.json").write_text(json.dumps(info))
 
@@ -103,6 +103,8 @@ def rebind(directory: Path, info: dict) -> None:
     ("training_data.n", -1, r"\$\.training_data\.n: expected an integer >= 0"),
     ("weights_sha256", "abc", r"\$\.weights_sha256: expected 64 lower-case hex digits"),
     ("backbone.taps", [1, "x"], r"\$\.backbone\.taps\[1\]: expected an integer"),
+    ("decision_rule.calibration.method", "isotonic", r"\$\.decision_rule\.calibration\.method: expected one of"),
+    ("decision_rule.rule", None, r"\$\.decision_rule\.rule: expected a string"),
 ])
 def test_every_model_json_field_is_checked_and_any_edit_is_refused(frozen_model, tmp_path, field, value, message):
     _, _, directory = frozen_model
@@ -234,3 +236,21 @@ def test_import_landmarks_names_missing_and_unknown_points(dataset, tmp_path, ca
     assert "'chin'" in error and "unknown landmark" in error
     assert f"subject '{subject.subject_id}': missing landmark(s) angle_left" in error
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_train_stores_the_rule_it_chose_and_predict_applies_it(small_png_cohort, tmp_path):
+    model = tmp_path / "model"
+    assert main(["train", str(small_png_cohort), "--out", str(model), "--views", "1", "--epochs", "5",
+                 "--calibrate", "platt", "--target-sensitivity", "0.9"]) == 0
+    info = json.loads((model / "model.json").read_text())
+    rule = info["decision_rule"]
+    assert "sensitivity 0.90" in rule["rule"] and "platt calibration" in rule["rule"]
+    assert rule["calibration"]["method"] == "platt" and {"intercept", "slope"} <= set(rule["calibration"])
+    assert "sensitivity 0.90" in (model / "README.md").read_text()
+    out = tmp_path / "screened"
+    assert main(["predict", str(model), str(small_png_cohort), "--out", str(out), "--no-figures"]) == 0
+    rows = list(csv.DictReader(open(out / "predictions.csv", newline="")))
+    assert all(r["decision"] == ("osteoporosis" if float(r["p_osteoporosis"]) >= info["threshold"] else "normal")
+               for r in rows)
+    run = json.loads((out / "prediction.json").read_text())
+    assert run["threshold"] == info["threshold"] and run["decision_rule"] == rule["rule"]

@@ -71,6 +71,7 @@ def test_screen_gives_what_osteoscreen_predict_gives(screening, web_model, small
                                             tmp_path / "out", figures=False))))
     assert result["p_osteoporosis"] == pytest.approx(float(rows[0]["p_osteoporosis"]), abs=1e-6)
     assert result["decision"] == rows[0]["decision"] and result["threshold"] == 0.5
+    assert result["decision_rule"].startswith("threshold 0.5, uncalibrated")
     assert set(result["attention"]) == {"condyle", "angle", "premolar", "tuberosity"}
     assert sum(result["attention"].values()) == pytest.approx(1, abs=1e-5)
     assert [p["landmark"] for p in result["patches"]] == list(LANDMARKS)

@@ -139,6 +139,12 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
                              "statistics of intermediate layers, as in frozen mode) or pooled (the backbone's last "
                              "layer, the paper's AlexNet fc7); see docs/method.md")
     parser.add_argument("--seed", type=SEED, default=0)
+    parser.add_argument("--calibrate", choices=["none", "platt", "temperature"], default="none",
+                        help="recalibrate probabilities, fitted on inner out-of-fold scores of the training subjects "
+                             "(default none)")
+    parser.add_argument("--target-sensitivity", type=number(float, 0.01, 0.99), default=None, metavar="S",
+                        help="choose the decision threshold for sensitivity S (e.g. 0.9) on inner out-of-fold "
+                             "scores of the training subjects (default: threshold 0.5)")
     _add_patch_options(parser)
 
 
@@ -158,7 +164,14 @@ def _cv_config(args):
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
     seeds = _seed_list(args.seeds) if args.seeds else (args.seed,)
     return CVConfig(methods=methods, protocol=args.protocol, folds=args.folds, repeats=args.repeats, seeds=seeds,
-                    prevalence=args.prevalence, train=replace(_train_config(args), seed=seeds[0]))
+                    prevalence=args.prevalence, rule=_decision_rule(args),
+                    train=replace(_train_config(args), seed=seeds[0]))
+
+
+def _decision_rule(args):
+    from osteoscreen.operating_point import DecisionRule
+
+    return DecisionRule(args.calibrate, args.target_sensitivity)
 
 
 def _seed_list(text: str) -> tuple[int, ...]:
@@ -224,7 +237,8 @@ def cmd_train(args) -> None:
     from osteoscreen.screening import train_model
 
     config = _train_config(args, head=args.method)
-    out = train_model(args.data, args.out, config, cv_run=args.cv, progress=lambda name: progress(name, unit="step"))
+    out = train_model(args.data, args.out, config, cv_run=args.cv, rule=_decision_rule(args),
+                      progress=lambda name: progress(name, unit="step"))
     print(f"trained {config.head} ({config.mode}, {config.backbone}) on {args.data}; model: {out} "
           f"(weights.safetensors, model.json, README.md)")
 

@@ -20,6 +20,7 @@ from osteoscreen.errors import InputError
 from osteoscreen.jsoninput import JsonValue
 from osteoscreen.landmarks import CLASSES
 from osteoscreen.models.heads import HEADS
+from osteoscreen.operating_point import CALIBRATIONS
 from osteoscreen.training import MODES, TrainConfig
 
 BINDING_KEY = "model_json_sha256"
@@ -116,6 +117,15 @@ def check_model_info(info: JsonValue) -> TrainConfig:
         raise info["classes"].error(f"expected {json.dumps(list(CLASSES))}")
     info["positive_class"].string([CLASSES[1]])
     info["threshold"].number(0, 1, open_interval=True)
+    rule = info["decision_rule"]
+    rule["rule"].string()
+    calibration = rule["calibration"]
+    method = calibration["method"].string(CALIBRATIONS)
+    if method == "platt":
+        calibration["intercept"].number()
+        calibration["slope"].number()
+    elif method == "temperature":
+        calibration["temperature"].number(1e-6, 1e6)
     data = info["training_data"]
     data["path"].string()
     _sha256_text(data["hash"])

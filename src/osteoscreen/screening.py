@@ -31,11 +31,13 @@ from osteoscreen.data.imageio import Radiograph
 from osteoscreen.data.subject_patches import SubjectPatches, cut_subject_patches, load_dataset_with_patches
 from osteoscreen.distributed import TaskResources
 from osteoscreen.errors import InputError
+from osteoscreen.evaluation.crossval import CVConfig, FoldRunner
 from osteoscreen.jsoninput import read_json
 from osteoscreen.landmarks import CLASSES, GROUPS
 from osteoscreen.model_info import BINDING_KEY, canonical_digest, check_model_info, finite_or_null
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import HEADS, build_head
+from osteoscreen.operating_point import FIXED_RULE, DecisionRule, FittedRule, fit_rule
 from osteoscreen.outputs import output_folder, subject_file_names, write_index
 from osteoscreen.training import (
     Cohort,
@@ -48,13 +50,12 @@ from osteoscreen.training import (
 )
 
 #: 2: model.json is bound to the weights (model_info.py); format-1 models are refused (retrain them).
-MODEL_FORMAT = 2
+MODEL_FORMAT = 3
 #: model.json is a few kB; anything much larger is not one.
 MAX_INFO_BYTES = 1 << 20
 #: Version of the pixel pipeline (intensity percentiles, context crops, affine resampling). A model trained
 #: under another version saw differently prepared patches and is refused.
 PREPROCESSING_VERSION = 1
-THRESHOLD = 0.5
 WEIGHTS_FILE, INFO_FILE, CARD_FILE = "weights.safetensors", "model.json", "README.md"
 PREDICTIONS_FILE, RUN_FILE = "predictions.csv", "prediction.json"
 PREDICTION_COLUMNS = ["subject_id", "p_osteoporosis", "decision", *[f"att_{g}" for g in GROUPS], "y_true"]
@@ -101,17 +102,18 @@ def cv_metrics(run_dir: Path, method: str, data_hash: str) -> dict:
             "metrics": metrics["methods"][method]}
 
 
-def save_model(model: FittedModel, out_dir: str | Path, training_data: dict, cross_validation: dict | None
-               ) -> Path:
+def save_model(model: FittedModel, out_dir: str | Path, training_data: dict, cross_validation: dict | None,
+               rule: FittedRule = FIXED_RULE) -> Path:
     """Write MODEL/ whole or not at all (built in a sibling folder, then renamed into place); a model is never
     overwritten: an existing, non-empty out_dir is refused."""
     with output_folder(out_dir) as folder:
-        write_model_files(model, folder, training_data, cross_validation)
+        write_model_files(model, folder, training_data, cross_validation, rule)
     return Path(out_dir)
 
 
-def write_model_files(model: FittedModel, folder: Path, training_data: dict, cross_validation: dict | None) -> None:
-    """weights.safetensors, model.json and README.md of `model` into an empty folder."""
+def write_model_files(model: FittedModel, folder: Path, training_data: dict, cross_validation: dict | None,
+                      rule: FittedRule = FIXED_RULE) -> None:
+    """weights.safetensors, model.json and README.md of `model` and its decision rule into an empty folder."""
     from safetensors.torch import save_file
 
     backbone = model.net.backbone if model.net is not None else (
@@ -121,7 +123,8 @@ def write_model_files(model: FittedModel, folder: Path, training_data: dict, cro
             "preprocessing": preprocessing(model.config, backbone),
             "backbone": {"name": model.config.backbone, "taps": list(backbone.taps),
                          "weights": backbone.weights_source},
-            "classes": list(CLASSES), "positive_class": CLASSES[1], "threshold": THRESHOLD,
+            "classes": list(CLASSES), "positive_class": CLASSES[1], "threshold": rule.threshold,
+            "decision_rule": {"rule": rule.rule, "calibration": rule.calibration},
             "training_data": training_data, "cross_validation": cross_validation}
     info = finite_or_null(info)
     save_file(_state(model, backbone), str(folder / WEIGHTS_FILE),
@@ -151,7 +154,8 @@ def model_card(info: dict) -> str:
               f"{info['backbone']['name']} backbone, head `{info['method']}`, mode `{info['mode']}`",
               f"- backbone weights: {info['backbone']['weights'].get('weights')} "
               f"(file {info['backbone']['weights'].get('file')}, SHA-256 {info['backbone']['weights'].get('sha256')})",
-              f"- decision: osteoporosis when p_osteoporosis >= {info['threshold']}", "",
+              f"- decision: osteoporosis when p_osteoporosis >= {info['threshold']:.4g} "
+              f"({info['decision_rule']['rule']})", "",
               "## Performance"]
     if cv:
         m = cv["metrics"]
@@ -239,8 +243,9 @@ def _rebuild(config: TrainConfig, state: dict[str, torch.Tensor], info: dict) ->
 
 
 def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, cv_run: str | Path | None = None,
-                progress: Callable[[str], Callable] = lambda _: iter) -> Path:
-    """Train `config` on every subject of DATA and save it as MODEL/."""
+                rule: DecisionRule | None = None, progress: Callable[[str], Callable] = lambda _: iter) -> Path:
+    """Train `config` on every subject of DATA and save it as MODEL/, with its decision rule: calibration and
+    threshold fitted on inner out-of-fold scores of all the subjects (operating_point), or the fixed 0.5."""
     with output_folder(out_dir) as folder:
         dataset, patches = load_dataset_with_patches(data_dir, config.patch, progress("patches"))
         info = dataset.summary()
@@ -249,7 +254,12 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
         if config.mode == "frozen":
             cohort.frozen_features(config, progress=progress("features"))
         model = fit(cohort, np.arange(len(cohort)), config)
-        write_model_files(model, folder, info, cross_validation)
+        fitted_rule = FIXED_RULE
+        if rule is not None and not rule.fixed:
+            everyone = np.arange(len(cohort))
+            runner = FoldRunner(cohort, CVConfig(methods=(config.head,), rule=rule, train=config), config.seed)
+            fitted_rule = fit_rule(cohort.labels, runner.inner_scores(config.head, [everyone])[0], rule)
+        write_model_files(model, folder, info, cross_validation, fitted_rule)
     return Path(out_dir)
 
 
@@ -258,17 +268,17 @@ def screen_subjects(shared: tuple[FittedModel, float, Path | None], work: list[t
     figure directory, each subject's figure is written there. A Ray task screens one shard this way."""
     from osteoscreen.visualise import screening_figure
 
-    model, threshold, figure_dir = shared
+    model, rule, figure_dir = shared
     rows = []
     for subject, name in work:
         radiograph = subject.load_image()
-        result = screen_radiograph(model, threshold, subject, radiograph)
+        result = screen_radiograph(model, rule, subject, radiograph)
         rows.append([subject.subject_id, f"{result.probability:.6f}", result.decision,
                      *([""] * len(GROUPS) if result.attention is None else [f"{w:.6f}" for w in result.attention]),
                      "" if subject.label is None else CLASSES[subject.label]])
         if figure_dir is not None:
             screening_figure(radiograph.pixels, subject, result.patches, model.config.patch.context,
-                             result.probability, result.attention, result.decision, threshold,
+                             result.probability, result.attention, result.decision, rule.threshold,
                              figure_dir / f"{name}.png")
     return rows
 
@@ -284,12 +294,19 @@ class Screening:
     patches: SubjectPatches
 
 
-def screen_radiograph(model: FittedModel, threshold: float, subject: Subject, radiograph: Radiograph) -> Screening:
-    """Screen one radiograph with its subject's 8 landmarks (the model's plain view)."""
+def screen_radiograph(model: FittedModel, rule: FittedRule, subject: Subject, radiograph: Radiograph) -> Screening:
+    """Screen one radiograph with its subject's 8 landmarks (the model's plain view): the probability after the
+    rule's calibration, the decision at its threshold."""
     patches = cut_subject_patches(subject, radiograph, model.config.patch)
     probability, attention = predict_proba(model, Cohort([patches], model.config.patch), [0])
-    return Screening(float(probability[0]), CLASSES[int(probability[0] >= threshold)],
+    probability = float(rule.probability(probability)[0])
+    return Screening(probability, CLASSES[int(probability >= rule.threshold)],
                      None if attention is None else attention[0], patches)
+
+
+def model_rule(info: dict) -> FittedRule:
+    """The decision rule a model.json records."""
+    return FittedRule(info["decision_rule"]["calibration"], info["threshold"], info["decision_rule"]["rule"])
 
 
 def predict(loaded: LoadedModel, dataset: Dataset, out_dir: str | Path, figures: bool = True,
@@ -303,7 +320,7 @@ def predict(loaded: LoadedModel, dataset: Dataset, out_dir: str | Path, figures:
     """
     out_dir = Path(out_dir)
     model = replace(loaded.model, config=replace(loaded.model.config, views=1))  # the plain view only
-    threshold = loaded.info["threshold"]
+    rule = model_rule(loaded.info)
     ids = [s.subject_id for s in dataset.subjects]
     names = subject_file_names(ids)
     with output_folder(out_dir, replaces=RUN_FILE) as folder:
@@ -311,7 +328,7 @@ def predict(loaded: LoadedModel, dataset: Dataset, out_dir: str | Path, figures:
         if figure_dir is not None:
             figure_dir.mkdir()
             write_index(figure_dir, ids, [f"{name}.png" for name in names])
-        shared = (model, threshold, figure_dir and figure_dir.resolve())
+        shared = (model, rule, figure_dir and figure_dir.resolve())
         work = list(zip(dataset.subjects, names, strict=True))
         if ray is None:
             rows = [row for item in progress(work) for row in screen_subjects(shared, [item])]
@@ -323,7 +340,8 @@ def predict(loaded: LoadedModel, dataset: Dataset, out_dir: str | Path, figures:
             writer.writerows(rows)
         (folder / RUN_FILE).write_text(json.dumps({"model": loaded.info["method"],
                                                    "model_created": loaded.info["created"],
-                                                   "threshold": threshold, "n": len(rows)}, indent=2))
+                                                   "threshold": rule.threshold, "decision_rule": rule.rule,
+                                                   "calibration": rule.calibration, "n": len(rows)}, indent=2))
     return out_dir / PREDICTIONS_FILE
 
 

@@ -34,8 +34,9 @@ from osteoscreen.data.patches import to_uint8
 from osteoscreen.distributed import TaskResources, cluster_slots, ray_map, ray_session
 from osteoscreen.errors import InputError
 from osteoscreen.evaluation.calibration import calibration_metrics
-from osteoscreen.evaluation.metrics import mcnemar_exact, repeat_auroc, screening_metrics
+from osteoscreen.evaluation.metrics import decision_metrics, mcnemar_exact, repeat_auroc, screening_metrics
 from osteoscreen.models.heads import HEADS
+from osteoscreen.operating_point import DecisionRule, FittedRule, fit_rule, inner_splits
 from osteoscreen.training import (
     FOLD_CHUNK,
     Cohort,
@@ -72,6 +73,7 @@ class CVConfig:
     repeats: int = 10
     seeds: tuple[int, ...] = (0,)  # each seed: its own k-fold split, initialisations and augmentation draws
     prevalence: float | None = None  # of the screened population, for decision curves (None: the cohort's)
+    rule: DecisionRule = field(default_factory=DecisionRule)  # calibration and threshold, fitted per training fold
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
@@ -185,37 +187,75 @@ class FoldRunner:
         return method in HEADS and self.config.train.mode == "frozen"
 
     def run(self, method: str, folds: list[Fold]) -> list[dict]:
-        """One record per fold, each with its wall time (for batched folds: their share of the batch's)."""
+        """One record per fold, each with its wall time (for batched folds: their share of the batch's). With a
+        decision rule to fit (CVConfig.rule), each fold's rule is fitted on inner out-of-fold scores of its own
+        training subjects and applied to its test subjects."""
         start = time.perf_counter()
-        if self.batched(method):
-            models = fit_frozen_folds(self.cohort, [fold.train for fold in folds], self.train_config(method))
-            records = [_record(method, fold, *predict_proba(model, self.cohort, fold.test))
-                       for fold, model in zip(folds, models, strict=True)]
-        else:
-            records = [self._run_one(method, fold) for fold in folds]
+        results = self._fit_predict(method, [(fold.train, fold.test) for fold in folds])
+        records = [_record(method, fold, *result) for fold, result in zip(folds, results, strict=True)]
+        if not self.config.rule.fixed:
+            labels = self.cohort.labels
+            inner = self.inner_scores(method, [fold.train for fold in folds])
+            for record, fold, scores in zip(records, folds, inner, strict=True):
+                _apply_rule(record, fit_rule(labels[fold.train], scores, self.config.rule))
         for record in records:
             record["seed"] = self.seed
             record["wall_s"] = round((time.perf_counter() - start) / len(folds), 3)
             record["batched_with"] = len(folds)
         return records
 
-    def _run_one(self, method: str, fold: Fold) -> dict:
+    def inner_scores(self, method: str, train_sets: list[np.ndarray]) -> list[np.ndarray]:
+        """Per training set, every member's inner out-of-fold score (in the set's order): the set is split into
+        stratified inner folds (operating_point.inner_splits) and each part is scored by a model trained on the
+        rest of the set. Frozen heads of all inner folds of all sets train as one stacked computation."""
+        labels = self.cohort.labels
+        plans = []  # (set number, positions in the set scored, training subjects, scored subjects)
+        for number, train in enumerate(train_sets):
+            train = np.asarray(train)
+            for inner_train, inner_test in inner_splits(labels[train], self.config.rule, self.seed):
+                plans.append((number, inner_test, train[inner_train], train[inner_test]))
+        results = self._fit_predict(method, [(train, test) for _, _, train, test in plans])
+        scores = [np.zeros(len(train)) for train in train_sets]
+        for (number, positions, _, _), (probability, _, _) in zip(plans, results, strict=True):
+            scores[number][positions] = probability
+        return scores
+
+    def _fit_predict(self, method: str, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple]:
+        """For each (training subjects, test subjects): a fresh model trained on the first scores the second:
+        (p [m], attention [m, 4] or None, training curve or None)."""
+        if self.batched(method):
+            models = fit_frozen_folds(self.cohort, [train for train, _ in pairs], self.train_config(method))
+            return [(*predict_proba(model, self.cohort, test), None)
+                    for (_, test), model in zip(pairs, models, strict=True)]
+        return [self._fit_predict_one(method, train, test) for train, test in pairs]
+
+    def _fit_predict_one(self, method: str, train: np.ndarray, test: np.ndarray) -> tuple:
         labels = self.cohort.labels
         if method in BASELINES:
             features = np.zeros((len(labels), 1)) if method == "majority" else self.lbp()
-            model = build_baseline(method, self.seed, len(fold.train))
-            model.fit(features[fold.train], labels[fold.train])
-            return _record(method, fold, model.predict_proba(features[fold.test])[:, 1], None)
-        model = fit(self.cohort, fold.train, self.train_config(method))
-        record = _record(method, fold, *predict_proba(model, self.cohort, fold.test))
-        if model.history is not None:
-            record["history"] = model.history  # per-epoch training curve of a fine-tuned fold
-        return record
+            model = build_baseline(method, self.seed, len(train))
+            model.fit(features[train], labels[train])
+            return model.predict_proba(features[test])[:, 1], None, None
+        model = fit(self.cohort, train, self.train_config(method))
+        return (*predict_proba(model, self.cohort, test), model.history)
 
 
-def _record(method: str, fold: Fold, probability: np.ndarray, attention: np.ndarray | None) -> dict:
-    return {"method": method, "fold": fold.name, "test": fold.test.tolist(), "p": probability.tolist(),
-            "attention": None if attention is None else attention.tolist()}
+def _record(method: str, fold: Fold, probability: np.ndarray, attention: np.ndarray | None,
+            history: dict | None) -> dict:
+    record = {"method": method, "fold": fold.name, "test": fold.test.tolist(), "p": probability.tolist(),
+              "attention": None if attention is None else attention.tolist()}
+    if history is not None:
+        record["history"] = history  # per-epoch training curve of a fine-tuned fold
+    return record
+
+
+def _apply_rule(record: dict, rule: FittedRule) -> None:
+    """The fold's fitted decision rule on its record: p becomes the calibrated probability (p_raw keeps the
+    model's), threshold the fold's threshold."""
+    record["p_raw"] = record["p"]
+    record["p"] = rule.probability(np.array(record["p"])).tolist()
+    record["threshold"] = rule.threshold
+    record["calibration"] = rule.calibration
 
 
 def run_job(shared: tuple[Cohort, CVConfig], job: Job) -> list[dict]:
@@ -405,11 +445,42 @@ def summarise(records: dict[str, list[dict]], labels: np.ndarray) -> tuple[dict,
         attention = attention_total / np.maximum(count, 1)[:, None] if has_attention else None
         per_subject[method] = {"p": probability, "attention": attention}
         metrics[method] = {**screening_metrics(labels, probability),
-                           "calibration": calibration_metrics(labels, probability)}
+                           "calibration": calibration_metrics(labels, probability),
+                           "at_threshold_0.5": decision_metrics(labels, (probability >= 0.5).astype(int))}
+        if all("threshold" in r for r in folds):
+            metrics[method].update(_rule_metrics(folds, labels))
         by_repeat = _scores_by_repeat(folds, len(labels))
         if by_repeat is not None and len(np.unique(labels)) == 2:
             metrics[method]["auroc_repeats"] = repeat_auroc(labels, by_repeat)
     return per_subject, metrics
+
+
+def _rule_metrics(folds: list[dict], labels: np.ndarray) -> dict:
+    """Metrics of records that carry a fitted decision rule: at each fold's own threshold, per repeat (each
+    repeat flags every subject once; the first repeat's counts and Wilson intervals are the headline, every
+    repeat's OPA and NOPA are listed), the calibration of the uncalibrated scores, and the spread of the folds'
+    thresholds. Averaging flags or margins over repeats instead would not be one screening decision per subject."""
+    repeats: dict[str, np.ndarray] = {}
+    raw, count = np.zeros(len(labels)), np.zeros(len(labels))
+    for record in folds:
+        flags = repeats.setdefault(_repeat_of(record["fold"]), np.full(len(labels), -1))
+        flags[record["test"]] = np.array(record["p"]) >= record["threshold"]
+        raw[record["test"]] += record["p_raw"]
+        count[record["test"]] += 1
+    per_repeat = {name: decision_metrics(labels, flags) for name, flags in sorted(repeats.items())
+                  if (flags >= 0).all()}
+    thresholds = np.array([r["threshold"] for r in folds])
+    return {"at_rule_threshold": {**next(iter(per_repeat.values())),
+                                  "threshold": {"median": float(np.median(thresholds)),
+                                                "min": float(thresholds.min()), "max": float(thresholds.max())},
+                                  "repeats": {name: {"OPA": m["OPA"], "NOPA": m["NOPA"]}
+                                              for name, m in per_repeat.items()}},
+            "calibration_uncalibrated": calibration_metrics(labels, raw / np.maximum(count, 1))}
+
+
+def _repeat_of(fold_name: str) -> str:
+    """The repeat a fold belongs to: "r03" of "r03-f01"; leave-one-out has one ("loo")."""
+    return fold_name.split("-")[0] if fold_name.startswith("r") else "loo"
 
 
 def _scores_by_repeat(folds: list[dict], count: int) -> np.ndarray | None:
@@ -417,10 +488,10 @@ def _scores_by_repeat(folds: list[dict], count: int) -> np.ndarray | None:
     or when a repeat does not score every subject."""
     if not folds or not all(r["fold"].startswith("r") for r in folds):
         return None
-    repeats = sorted({int(r["fold"][1:3]) for r in folds})
+    repeats = sorted({_repeat_of(r["fold"]) for r in folds})
     scores = np.full((len(repeats), count), np.nan)
     for record in folds:
-        scores[repeats.index(int(record["fold"][1:3])), record["test"]] = record["p"]
+        scores[repeats.index(_repeat_of(record["fold"])), record["test"]] = record["p"]
     return None if np.isnan(scores).any() else scores
 
 

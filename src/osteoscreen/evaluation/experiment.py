@@ -49,10 +49,12 @@ def write_predictions(path: Path, records: dict[int, dict], subject_ids: list[st
             for method, folds in by_method.items():
                 for record in folds:
                     attention = record["attention"] or [None] * len(record["test"])
+                    threshold = record.get("threshold", 0.5)  # the fold's fitted threshold, when a rule was fitted
                     for index, probability, weights in zip(record["test"], record["p"], attention, strict=True):
                         weights_text = [""] * len(GROUPS) if weights is None else [f"{w:.6f}" for w in weights]
                         writer.writerow([subject_ids[index], method, record["fold"], CLASSES[labels[index]],
-                                         f"{probability:.6f}", CLASSES[int(probability >= 0.5)], *weights_text, seed])
+                                         f"{probability:.6f}", CLASSES[int(probability >= threshold)], *weights_text,
+                                         seed])
 
 
 def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
@@ -81,7 +83,8 @@ def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
     per_subject, metrics = summaries[config.seeds[0]]
     tests = comparisons(per_subject, labels)
     spread = seed_spread([summaries[seed][1] for seed in config.seeds])
-    config_dict = {**asdict(config), "versions": record["versions"]}
+    config_dict = {**asdict(config), "versions": record["versions"],
+                   "rule_text": None if config.rule.fixed else config.rule.describe()}
     write_predictions(run_dir / "predictions.csv", records, subject_ids, labels)
     curves = training_curves(records)
     decisions = {method: net_benefit(labels, result["p"], prevalence=config.prevalence)

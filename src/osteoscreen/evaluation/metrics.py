@@ -53,6 +53,16 @@ def screening_metrics(y_true: np.ndarray, p_osteoporosis: np.ndarray, threshold:
                      "OA": wilson_interval(tp + tn, n)}}
 
 
+def decision_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """At an operating point: OPA (sensitivity), NOPA (specificity), PPV and NPV with Wilson 95 % intervals and
+    the confusion counts. PPV and NPV hold at this cohort's prevalence only."""
+    counts = confusion_counts(y_true, y_pred)
+    tp, fn, tn, fp = counts["tp"], counts["fn"], counts["tn"], counts["fp"]
+    pairs = {"OPA": (tp, tp + fn), "NOPA": (tn, tn + fp), "PPV": (tp, tp + fp), "NPV": (tn, tn + fn)}
+    return {**{key: _ratio(*pair) for key, pair in pairs.items()}, **counts,
+            "ci95": {key: wilson_interval(*pair) for key, pair in pairs.items()}}
+
+
 def mcnemar_exact(reference_correct: np.ndarray, other_correct: np.ndarray) -> dict:
     """Exact McNemar test on paired correctness of two methods over the same subjects.
 

@@ -26,7 +26,7 @@ from osteoscreen.visualise import CLASS_COLOURS, subject_montage  # noqa: E402
 
 PAPER_TABLE_1 = {"knn-lbp": (0.653, 0.429, 0.586), "ensemble-lbp": (0.796, 0.191, 0.614),
                  "concat": (0.667, 0.878, 0.814), "group-attention": (0.714, 0.939, 0.871)}
-SECTIONS = ("Comparison", "Confusion matrices", "ROC curves", "Calibration", "Decision curves",
+SECTIONS = ("Comparison", "Operating point", "Confusion matrices", "ROC curves", "Calibration", "Decision curves",
             "Attention by group and class", "Training curves", "Correctly and wrongly classified subjects",
             "Configuration")
 
@@ -148,11 +148,42 @@ def _number(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _rate_cell(entry: dict, key: str) -> str:
+    low, high = entry["ci95"][key]
+    return f"<td>{_percent(entry[key])} [{_percent(low)}–{_percent(high)}]</td>"
+
+
+def _operating_html(metrics: dict, rule_text: str | None) -> str:
+    rows = []
+    for method, m in metrics.items():
+        points = [("0.5", m["at_threshold_0.5"])]
+        if "at_rule_threshold" in m:
+            spread = m["at_rule_threshold"]["threshold"]
+            points.append((f"fitted per fold: median {spread['median']:.3f} [{spread['min']:.3f}–{spread['max']:.3f}]",
+                           m["at_rule_threshold"]))
+        for name, entry in points:
+            rows.append(f"<tr><td>{html.escape(method)}</td><td>{name}</td>" + "".join(
+                _rate_cell(entry, key) for key in ("OPA", "NOPA", "PPV", "NPV")) +
+                f"<td>{entry['tp']}/{entry['fn']}/{entry['tn']}/{entry['fp']}</td></tr>")
+    rule = (f"<p>Decision rule: {html.escape(rule_text)}. Each fold's threshold (and calibration) was fitted on "
+            "inner out-of-fold scores of that fold's training subjects only, and applied to its test subjects; "
+            "a subject scored in several repeats is flagged when most of its folds flag it.</p>" if rule_text else
+            "<p>Only the fixed threshold 0.5 was run. <code>--target-sensitivity 0.9</code> chooses a threshold "
+            "for a sensitivity inside each training fold (inner cross-validation), and "
+            "<code>--calibrate platt|temperature</code> recalibrates the probabilities the same way.</p>")
+    return ("<table><tr><th>method</th><th>threshold</th><th>OPA % [95% CI]</th><th>NOPA % [95% CI]</th>"
+            "<th>PPV % [95% CI]</th><th>NPV % [95% CI]</th><th>TP/FN/TN/FP</th></tr>" + "".join(rows) + "</table>"
+            + rule + "<p>PPV and NPV hold at this cohort's prevalence only; an enriched cohort overstates PPV.</p>")
+
+
 def _calibration_html(metrics: dict) -> str:
-    rows = "".join(f"<tr><td>{html.escape(method)}</td><td>{_number(m['calibration']['brier'])}</td>"
-                   f"<td>{_number(m['calibration']['brier_prevalence'])}</td>"
-                   f"<td>{_number(m['calibration']['calibration_intercept'], 2)}</td>"
-                   f"<td>{_number(m['calibration']['calibration_slope'], 2)}</td></tr>"
+    def row(label: str, c: dict) -> str:
+        return (f"<tr><td>{html.escape(label)}</td><td>{_number(c['brier'])}</td>"
+                f"<td>{_number(c['brier_prevalence'])}</td><td>{_number(c['calibration_intercept'], 2)}</td>"
+                f"<td>{_number(c['calibration_slope'], 2)}</td></tr>")
+
+    rows = "".join((row(f"{method}, before calibration", m["calibration_uncalibrated"])
+                    if "calibration_uncalibrated" in m else "") + row(method, m["calibration"])
                    for method, m in metrics.items())
     return ("<table><tr><th>method</th><th>Brier score</th><th>Brier of always saying the prevalence</th>"
             "<th>calibration intercept (ideal 0)</th><th>calibration slope (ideal 1)</th></tr>" + rows + "</table>"
@@ -169,7 +200,12 @@ def _reliability_figure(metrics: dict):
     figure, axis = plt.subplots(figsize=(5, 4.6))
     for method, m in metrics.items():
         bins = m["calibration"]["reliability"]
-        axis.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], marker="o", lw=1.4, label=method)
+        line, = axis.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], marker="o", lw=1.4,
+                          label=method)
+        if "calibration_uncalibrated" in m:  # the same method before its per-fold recalibration
+            bins = m["calibration_uncalibrated"]["reliability"]
+            axis.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], marker="x", lw=1, ls="--",
+                      color=line.get_color(), label=f"{method}, before calibration")
     axis.plot([0, 1], [0, 1], color="grey", ls=":", lw=1, label="perfect calibration")
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1)
@@ -295,6 +331,7 @@ def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labe
                       + (_spread_html(spread) if spread and len(config.get("seeds", ())) > 1 else ""),
         "Confusion matrices": _img(_figure_uri(_confusion_figure(metrics)), "confusion matrices"),
         "ROC curves": _img(_figure_uri(_roc_figure(per_subject, labels)), "ROC curves"),
+        "Operating point": _operating_html(metrics, config.get("rule_text")),
         "Calibration": (_calibration_html(metrics) + _img(_figure_uri(_reliability_figure(metrics)),
                                                           "reliability diagram")),
         "Decision curves": (_decision_html(decisions, dataset) if decisions else "<p>Not computed.</p>"),

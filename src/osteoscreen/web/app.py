@@ -68,7 +68,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
 
     hosts: the host names requests may be addressed to (guards.LocalOrigin); max_decodes: radiographs processed
     at once (more get 503)."""
-    from osteoscreen.screening import load_model, screen_radiograph
+    from osteoscreen.screening import load_model, model_rule, screen_radiograph
 
     if model_dir is None and data_dir is None:
         raise InputError("serve needs --model MODEL (screening), --data DATA (annotation) or both")
@@ -125,7 +125,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     def info() -> dict:
         model = None if loaded is None else {
             "method": loaded.info["method"], "mode": loaded.info["mode"], "created": loaded.info["created"],
-            "threshold": loaded.info["threshold"],
+            "threshold": loaded.info["threshold"], "decision_rule": loaded.info["decision_rule"]["rule"],
             "synthetic_training_data": bool(loaded.info["training_data"].get("synthetic"))}
         return {"screening": loaded is not None, "annotation": store is not None, "model": model,
                 "landmarks": _landmark_info(), "groups": list(GROUPS), "max_upload_bytes": max_upload_bytes,
@@ -147,12 +147,13 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
             points = parse_landmarks(payload, width, height)
             subject = Subject("upload", Path("upload"), None, points, radiograph.spacing_mm)
             fitted = model.model
-            result = screen_radiograph(fitted, model.info["threshold"], subject, radiograph)
+            result = screen_radiograph(fitted, model_rule(model.info), subject, radiograph)
         views = result.patches.plain_views(fitted.config.patch.context)
         attention = None if result.attention is None else dict(zip(GROUPS, map(float, result.attention),
                                                                    strict=True))
         return {"p_osteoporosis": result.probability, "decision": result.decision,
-                "threshold": model.info["threshold"], "attention": attention, "method": model.info["method"],
+                "threshold": model.info["threshold"], "decision_rule": model.info["decision_rule"]["rule"],
+                "attention": attention, "method": model.info["method"],
                 "patches": [{"landmark": name, "png": _data_uri(view)} for name, view in zip(LANDMARKS, views,
                                                                                           strict=True)],
                 "disclaimer": DISCLAIMER}

@@ -227,7 +227,8 @@ $("screen-button").addEventListener("click", async () => {
 
 function showResult(result) {
   $("probability").textContent = `p(osteoporosis) = ${result.p_osteoporosis.toFixed(3)}`;
-  $("decision").textContent = `→ ${result.decision} (threshold ${result.threshold})`;
+  $("decision").textContent = `→ ${result.decision} (threshold ${Number(result.threshold.toPrecision(3))}: ` +
+    `${result.decision_rule})`;
   $("decision").className = result.decision;
   const bars = $("attention");
   bars.replaceChildren();
