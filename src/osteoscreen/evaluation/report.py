@@ -28,7 +28,7 @@ PAPER_TABLE_1 = {"knn-lbp": (0.653, 0.429, 0.586), "ensemble-lbp": (0.796, 0.191
                  "concat": (0.667, 0.878, 0.814), "group-attention": (0.714, 0.939, 0.871)}
 SECTIONS = ("Comparison", "Operating point", "Confusion matrices", "ROC curves", "Calibration", "Decision curves",
             "Attention by group and class", "Training curves", "Correctly and wrongly classified subjects",
-            "Configuration")
+            "Reporting checklist", "Configuration")
 
 
 def _percent(value: float) -> str:
@@ -174,6 +174,61 @@ def _operating_html(metrics: dict, rule_text: str | None) -> str:
     return ("<table><tr><th>method</th><th>threshold</th><th>OPA % [95% CI]</th><th>NOPA % [95% CI]</th>"
             "<th>PPV % [95% CI]</th><th>NPV % [95% CI]</th><th>TP/FN/TN/FP</th></tr>" + "".join(rows) + "</table>"
             + rule + "<p>PPV and NPV hold at this cohort's prevalence only; an enriched cohort overstates PPV.</p>")
+
+
+#: Reporting items (STARD-AI 2025, TRIPOD+AI 2024, CLAIM 2024) a cross-validation run cannot answer.
+AUTHOR_ITEMS = (
+    "study design, setting and dates of data collection",
+    "eligibility criteria and how participants were recruited or selected",
+    "reference standard: how and when DXA was done, T-score cut-off, blinding to the radiograph",
+    "index test: radiograph devices, acquisition and who placed the landmarks, blind to the reference standard",
+    "sample size rationale",
+    "handling of indeterminate or missing results beyond what the software refuses",
+    "intended use and place in the clinical pathway",
+    "ethics approval, consent, funding, conflicts of interest, data and code availability",
+    "limitations, harms of false positives and negatives, generalisability to other devices and populations",
+)
+
+
+def _checklist_html(config: dict, dataset: dict, metrics: dict) -> str:
+    """The reporting items this run answers, each with its answer and where in the report, then the items the
+    authors must write."""
+    n, positives, negatives = dataset.get("n"), dataset.get("positives"), dataset.get("negatives")
+    protocol = config.get("protocol")
+    partition = ("leave-one-out" if protocol == "loo" else
+                 f"stratified {config.get('folds')}-fold cross-validation x {config.get('repeats')} repeats")
+    seeds = ", ".join(map(str, config.get("seeds", ())))
+    versions = config.get("versions", {})
+    items = [
+        ("Participant flow and exclusions", f"{n} subjects in subjects.csv, {n} analysed, none excluded: the run "
+         "refuses a dataset with unreadable images, missing landmarks or unknown labels instead of dropping subjects",
+         "header; Comparison (n per method)"),
+        ("Class counts", f"{positives} osteoporosis, {negatives} normal (prevalence {positives / max(n, 1):.2f})",
+         "header"),
+        ("Reference standard as given", "the label column of subjects.csv; how it was established is not known to "
+         "the software (see the items below)", "Configuration (dataset)"),
+        ("Data partition and subject overlap", f"{partition}, seed(s) {seeds}; every fold checked: no subject id "
+         "on both the training and the test side, no radiograph shared by two subjects", "Configuration"),
+        ("2x2 tables", "per method, at threshold 0.5 and at the operating point",
+         "Confusion matrices; Operating point"),
+        ("Estimates with uncertainty", "OPA, NOPA, OA, PPV, NPV with Wilson 95 % intervals; AUROC pooled, and per "
+         "repeat with a bootstrap interval for repeated k-fold; exact McNemar tests against group-attention",
+         "Comparison; Operating point"),
+        ("Calibration", "Brier score, calibration intercept and slope, reliability diagram", "Calibration"),
+        ("Operating point and how it was chosen", config.get("rule_text") or "fixed threshold 0.5, chosen in advance",
+         "Operating point"),
+        ("Clinical usefulness", "decision curves (net benefit) at the stated prevalence", "Decision curves"),
+        ("Model and training details", f"methods {', '.join(metrics)}; every hyperparameter fixed in advance, none "
+         "tuned on test folds; training curves for fine-tuned methods", "Configuration; Training curves"),
+        ("Software versions and seeds", ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; seeds {seeds}",
+         "Configuration"),
+    ]
+    rows = "".join(f"<tr><td>{html.escape(item)}</td><td>{html.escape(str(answer))}</td><td>{html.escape(where)}"
+                   "</td></tr>" for item, answer, where in items)
+    authors = "".join(f"<li>{html.escape(item)}: to be written by the authors</li>" for item in AUTHOR_ITEMS)
+    return ("<p>Items of STARD-AI (2025), TRIPOD+AI (2024) and CLAIM (2024) that this run can answer, filled from "
+            "it, and where the report answers them.</p><table><tr><th>item</th><th>from this run</th>"
+            f"<th>where</th></tr>{rows}</table><p>Items no software run can answer:</p><ul>{authors}</ul>")
 
 
 def _calibration_html(metrics: dict) -> str:
@@ -346,6 +401,7 @@ def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labe
                             "frozen-mode heads train in a stacked computation that records none.</p>"),
         "Correctly and wrongly classified subjects": f"<p>Method: {html.escape(showcase)}. The 8 patches of the "
                                                      "most confident subject of each outcome.</p>" + "".join(montages),
+        "Reporting checklist": _checklist_html(config, dataset, metrics),
         "Configuration": "<pre>" + html.escape(_json_text({"dataset": dataset, "config": config})) + "</pre>",
     }
     banner = ("<p class='warn'>Synthetic phantom data: these figures say nothing about clinical performance.</p>"
