@@ -115,6 +115,7 @@ def test_cv_command_writes_every_output(small_png_cohort, tmp_path, capsys):
     entry = metrics["methods"]["knn-lbp"]
     assert {"OPA", "NOPA", "OA", "balanced_accuracy", "auroc", "tp", "fn", "tn", "fp", "n", "ci95"} <= set(entry)
     assert {c["method"] for c in metrics["comparisons"]} == {"majority", "knn-lbp"}
+    assert all(0 <= c["delong"]["p_value"] <= 1 for c in metrics["comparisons"])
     config = json.loads((run / "config.json").read_text())
     assert config["identity"]["dataset_hash"] == metrics["dataset"]["hash"] and "torch" in config["versions"]
     report = (run / "report.html").read_text()

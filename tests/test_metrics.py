@@ -2,11 +2,13 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from osteoscreen.errors import InputError
 from osteoscreen.evaluation.metrics import (
     confusion_counts,
+    delong_test,
     mcnemar_exact,
     repeat_auroc,
     screening_metrics,
@@ -75,3 +77,28 @@ def test_repeat_auroc_matches_scikit_learn_per_repeat_and_brackets_its_mean():
     low, high = result["ci95"]
     assert low < result["mean"] < high and high - low < 0.4
     assert repeat_auroc(y, scores, boots=500) == result  # seeded
+
+
+def test_delong_matches_its_definition_by_brute_force():
+    rng = np.random.default_rng(3)
+    y = np.array([1] * 12 + [0] * 9)
+    a = np.round(y * 0.8 + rng.normal(0, 1, len(y)), 1)  # rounded: ties
+    b = np.round(y * 0.3 + 0.5 * a + rng.normal(0, 1, len(y)), 1)  # correlated with a
+    result = delong_test(y, a, b)
+
+    def psi(u, v):
+        return (u > v) + 0.5 * (u == v)
+
+    components = []
+    for s in (a, b):  # DeLong 1988's structural components, pair by pair
+        x, z = s[y == 1], s[y == 0]
+        components.append((np.array([psi(xi, z).mean() for xi in x]), np.array([psi(x, zj).mean() for zj in z])))
+    auc = [c[0].mean() for c in components]
+    s10 = np.cov(np.stack([components[0][0], components[1][0]]))
+    s01 = np.cov(np.stack([components[0][1], components[1][1]]))
+    cov = s10 / 12 + s01 / 9
+    z = (auc[0] - auc[1]) / math.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    assert result["auroc_a"] == pytest.approx(roc_auc_score(y, a)) and result["auroc_b"] == pytest.approx(auc[1])
+    assert result["z"] == pytest.approx(z)
+    assert result["p_value"] == pytest.approx(2 * norm.sf(abs(z)))
+    assert delong_test(y, a, a)["p_value"] == 1.0

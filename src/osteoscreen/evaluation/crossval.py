@@ -34,7 +34,13 @@ from osteoscreen.data.patches import to_uint8
 from osteoscreen.distributed import TaskResources, cluster_slots, ray_map, ray_session
 from osteoscreen.errors import InputError
 from osteoscreen.evaluation.calibration import calibration_metrics
-from osteoscreen.evaluation.metrics import decision_metrics, mcnemar_exact, repeat_auroc, screening_metrics
+from osteoscreen.evaluation.metrics import (
+    decision_metrics,
+    delong_test,
+    mcnemar_exact,
+    repeat_auroc,
+    screening_metrics,
+)
 from osteoscreen.models.heads import HEADS
 from osteoscreen.operating_point import DecisionRule, FittedRule, fit_rule, inner_splits
 from osteoscreen.training import (
@@ -515,10 +521,13 @@ def training_curves(records: dict[int, dict[str, list[dict]]]) -> dict[str, dict
 
 
 def comparisons(per_subject: dict, labels: np.ndarray) -> list[dict]:
-    """Exact McNemar test of every method against the paper's group-attention model."""
+    """Every method against the paper's group-attention model on the same subjects: the exact McNemar test of
+    their decisions at 0.5 and (under "delong") DeLong's test of their pooled out-of-fold AUROCs."""
     if REFERENCE_METHOD not in per_subject:
         return []
-    reference = (per_subject[REFERENCE_METHOD]["p"] >= 0.5) == labels
+    reference = per_subject[REFERENCE_METHOD]["p"]
+    both_classes = len(np.unique(labels)) == 2
     return [{"method": method, "reference": REFERENCE_METHOD,
-             **mcnemar_exact(reference, (result["p"] >= 0.5) == labels)}
+             **mcnemar_exact((reference >= 0.5) == labels, (result["p"] >= 0.5) == labels),
+             "delong": delong_test(labels, result["p"], reference) if both_classes else None}
             for method, result in per_subject.items() if method != REFERENCE_METHOD]
