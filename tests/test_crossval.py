@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from osteoscreen.evaluation.crossval import (
     training_curves,
 )
 from osteoscreen.evaluation.report import SECTIONS
-from osteoscreen.training import TrainConfig
+from osteoscreen.training import TrainConfig, fit, predict_proba
 
 FAST = TrainConfig(views=1, epochs=15)
 METHODS = ("majority", "knn-lbp", "group-attention")
@@ -188,3 +189,18 @@ def test_repeated_kfold_reports_each_repeats_auroc_and_loo_does_not():
     loo = [{"fold": f"loo-{i:04d}", "test": [i], "p": [p], "attention": None}
            for i, p in enumerate([0.9, 0.3, 0.2, 0.4])]
     assert "auroc_repeats" not in summarise({"m": loo}, labels)[1]["m"]
+
+
+def test_leave_pair_out_auroc_is_the_fraction_of_pairs_one_model_orders_right(planted_cohort, tmp_path):
+    small = planted_cohort(8, seed=4)
+    config = CVConfig(methods=("concat",), leave_pair_out=True, train=replace(FAST, epochs=8))
+    result = crossval.FoldRunner(small, config, 0).leave_pair_out("concat")
+    labels, wins = small.labels, []
+    for i in np.flatnonzero(labels == 1):
+        for j in np.flatnonzero(labels == 0):  # the definition, one plain fit per pair
+            model = fit(small, np.setdiff1d(np.arange(8), [i, j]), replace(config.train, head="concat"))
+            p = predict_proba(model, small, [i, j])[0]
+            wins.append(float(p[0] > p[1]) + 0.5 * float(p[0] == p[1]))
+    assert result["pairs"] == 16 and result["auroc"] == pytest.approx(np.mean(wins))
+    with pytest.raises(InputError, match="leave-pair-out"):
+        CVConfig(protocol="kfold", leave_pair_out=True)

@@ -12,6 +12,7 @@ from osteoscreen.atomic import atomic_path, write_text_atomic
 from osteoscreen.data.subject_patches import load_dataset_with_patches
 from osteoscreen.evaluation.crossval import (
     CVConfig,
+    FoldRunner,
     LocalBackend,
     RayBackend,
     comparisons,
@@ -57,6 +58,18 @@ def write_predictions(path: Path, records: dict[int, dict], subject_ids: list[st
                                          seed])
 
 
+def _leave_pair_out(cohort: Cohort, config: CVConfig, seed: int, method: str, run_dir: Path,
+                    log: Callable[[str], None]) -> dict:
+    """The method's leave-pair-out AUROC, computed once and kept in RUN/lpo/seed-S/METHOD.json (resumable)."""
+    path = run_dir / "lpo" / f"seed-{seed}" / f"{method}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    log(f"leave-pair-out AUROC of {method} (seed {seed}): one fit per positive-negative pair")
+    result = FoldRunner(cohort, config, seed).leave_pair_out(method)
+    write_text_atomic(path, json.dumps(result) + "\n")
+    return result
+
+
 def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
                    progress: Callable[[str], Callable] = lambda _: iter,
                    backend: LocalBackend | RayBackend | None = None,
@@ -80,6 +93,10 @@ def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
             cohort.frozen_features(replace(config.train, seed=seed), progress=progress("features"))
     records = run_folds(cohort, subject_ids, config, run_dir, progress=progress("folds"), backend=backend, log=log)
     summaries = {seed: summarise(by_method, labels) for seed, by_method in records.items()}
+    if config.leave_pair_out:
+        for seed, (_, seed_metrics) in summaries.items():
+            for method in config.methods:
+                seed_metrics[method]["auroc_lpo"] = _leave_pair_out(cohort, config, seed, method, run_dir, log)
     per_subject, metrics = summaries[config.seeds[0]]
     tests = comparisons(per_subject, labels)
     spread = seed_spread([summaries[seed][1] for seed in config.seeds])
