@@ -348,16 +348,18 @@ def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labe
         mcnemar = f"b={test['b']}, c={test['c']}, p={test['p_value']:.3g}" if test else "reference"
         delong = (f"{test['delong']['difference']:+.3f}, p={test['delong']['p_value']:.3g}"
                   if test and test.get("delong") else "reference" if not test else "—")
-        repeats = m.get("auroc_repeats")
-        repeat_cell = (f"<td>{repeats['mean']:.3f} [{repeats['ci95'][0]:.3f}–{repeats['ci95'][1]:.3f}]</td>"
-                       if repeats else "<td>—</td>")
+        repeats, pairs = m.get("auroc_repeats"), m.get("auroc_lpo")
+        repeat_cell = (f"<td>{repeats['mean']:.3f} [{repeats['ci95'][0]:.3f}–{repeats['ci95'][1]:.3f}] per "
+                       "repeat</td>" if repeats else
+                       f"<td>{pairs['auroc']:.3f} leave-pair-out ({pairs['pairs']} pairs)</td>" if pairs else
+                       "<td>—</td>")
         rows.append(f"<tr><td>{html.escape(method)}</td><td>{_with_interval(m, 'OPA')}</td>"
                     f"<td>{_with_interval(m, 'NOPA')}</td><td>{_with_interval(m, 'OA')}</td>"
                     f"<td>{_percent(m['balanced_accuracy'])}</td><td>{m['auroc']:.3f}</td>{repeat_cell}"
                     f"<td>{m['tp']}/{m['fn']}/{m['tn']}/{m['fp']}</td><td>{mcnemar}</td><td>{delong}</td>"
                     f"<td>{paper_text}</td></tr>")
     table = ("<table><tr><th>method</th><th>OPA % [95% CI]</th><th>NOPA % [95% CI]</th><th>OA % [95% CI]</th>"
-             "<th>BA %</th><th>AUROC (pooled)</th><th>AUROC per repeat, mean [95% bootstrap]</th>"
+             "<th>BA %</th><th>AUROC (pooled)</th><th>AUROC without the LOO bias</th>"
              "<th>TP/FN/TN/FP</th><th>McNemar vs group-attention</th><th>DeLong: AUROC difference vs "
              "group-attention</th>"
              "<th>paper OPA/NOPA/OA %</th></tr>" + "".join(rows) + "</table>")
@@ -386,7 +388,9 @@ def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labe
                       "DeLong's test compares each method's pooled AUROC with group-attention's on the same "
                       "subjects (DeLong et al. 1988). The repeated k-fold protocol's per-repeat AUROC (each repeat "
                       "scores every subject once; the mean over repeats, its interval from 2,000 bootstrap "
-                      "resamples of subjects within each class) does not carry that bias. "
+                      "resamples of subjects within each class) does not carry that bias, nor does the "
+                      "leave-pair-out AUROC of a leave-one-out run (<code>--leave-pair-out</code>: every "
+                      "osteoporosis-normal pair held out together and scored by one model; Airola et al. 2011). "
                       "The paper's numbers come from its private 70-subject cohort and are not comparable.</p>"
                       + (_spread_html(spread) if spread and len(config.get("seeds", ())) > 1 else ""),
         "Confusion matrices": _img(_figure_uri(_confusion_figure(metrics)), "confusion matrices"),
