@@ -204,3 +204,15 @@ def test_leave_pair_out_auroc_is_the_fraction_of_pairs_one_model_orders_right(pl
     assert result["pairs"] == 16 and result["auroc"] == pytest.approx(np.mean(wins))
     with pytest.raises(InputError, match="leave-pair-out"):
         CVConfig(protocol="kfold", leave_pair_out=True)
+
+
+def test_cv_leave_pair_out_is_reported_and_kept_for_resume(small_png_cohort, tmp_path):
+    run = tmp_path / "run"
+    args = ["cv", str(small_png_cohort), "--out", str(run), "--methods", "majority,concat", "--views", "1",
+            "--epochs", "3", "--leave-pair-out"]
+    assert main(args) == 0
+    metrics = json.loads((run / "metrics.json").read_text())["methods"]
+    assert metrics["concat"]["auroc_lpo"]["pairs"] == 4 and metrics["majority"]["auroc_lpo"]["auroc"] == 0.5
+    assert (run / "lpo" / "seed-0" / "concat.json").exists()
+    assert "leave-pair-out (4 pairs)" in (run / "report.html").read_text()
+    assert main(args[:-1] + ["--protocol", "kfold", "--folds", "2", "--leave-pair-out"]) == 2
