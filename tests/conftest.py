@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from osteoscreen.data.bone import bone_parameters, trabecular_field
-from osteoscreen.data.dataset import load_dataset
 from osteoscreen.data.patches import PatchConfig
 from osteoscreen.data.phantom import PhantomConfig, synthesise
 from osteoscreen.data.subject_patches import SubjectPatches
 from osteoscreen.landmarks import GROUPS
-from osteoscreen.screening import save_model
-from osteoscreen.training import Cohort, TrainConfig, fit
+from osteoscreen.screening import train_model
+from osteoscreen.training import Cohort, TrainConfig
 
 
 @pytest.fixture(scope="session")
@@ -58,11 +58,22 @@ def planted_cohort():
 
 
 def train_small_model(dataset_dir: Path, out: Path) -> Path:
-    """A frozen group-attention model trained on the dataset (1 view, 5 epochs: seconds)."""
-    dataset = load_dataset(dataset_dir)
-    config = TrainConfig(views=1, epochs=5)
-    cohort = Cohort.from_dataset(dataset, config.patch)
-    return save_model(fit(cohort, np.arange(len(cohort)), config), out, dataset.summary(), None)
+    """A frozen group-attention model trained on the dataset (1 view, 5 epochs: seconds), with its novelty
+    reference, as `osteoscreen train` writes it."""
+    return train_model(dataset_dir, out, TrainConfig(views=1, epochs=5))
+
+
+def noise_copy(source: Path, out: Path) -> Path:
+    """A copy of the dataset whose radiographs are replaced by uniform noise of the same size and bit depth:
+    inputs unlike any radiograph a model was trained on."""
+    shutil.copytree(source, out)
+    rng = np.random.default_rng(0)
+    for path in (out / "images").iterdir():
+        with Image.open(path) as image:
+            size, mode = image.size, image.mode
+        noise = rng.integers(0, 65536 if mode.startswith("I") else 256, (size[1], size[0]))
+        Image.fromarray(noise.astype(np.uint16 if mode.startswith("I") else np.uint8)).save(path)
+    return out
 
 
 def subject_upload(dataset_dir: Path, index: int = 0) -> tuple[bytes, dict[str, list[float]], str]:

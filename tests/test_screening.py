@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import noise_copy
 from osteoscreen.cli import main
 from osteoscreen.data.annotations import import_landmarks
 from osteoscreen.data.dataset import load_dataset
@@ -254,3 +255,29 @@ def test_train_stores_the_rule_it_chose_and_predict_applies_it(small_png_cohort,
                for r in rows)
     run = json.loads((out / "prediction.json").read_text())
     assert run["threshold"] == info["threshold"] and run["decision_rule"] == rule["rule"]
+
+
+def test_inputs_unlike_the_training_data_are_flagged(web_model, small_png_cohort, tmp_path):
+    info = json.loads((web_model / "model.json").read_text())
+    assert info["novelty"]["n"] == 4 and info["novelty"]["threshold"] > 0
+    same, altered = tmp_path / "same", tmp_path / "altered"
+    assert main(["predict", str(web_model), str(small_png_cohort), "--out", str(same), "--no-figures"]) == 0
+    assert main(["predict", str(web_model), str(noise_copy(small_png_cohort, tmp_path / "noise")), "--out",
+                 str(altered)]) == 0
+    rows = {name: list(csv.DictReader(open(path / "predictions.csv", newline="")))
+            for name, path in (("same", same), ("altered", altered))}
+    assert [r["unlike_training"] for r in rows["same"]] == ["no"] * 4
+    assert [r["unlike_training"] for r in rows["altered"]] == ["yes"] * 4
+    assert min(float(r["novelty_distance"]) for r in rows["altered"]) > info["novelty"]["threshold"]
+
+
+def test_the_screening_figure_carries_the_novelty_warning(monkeypatch, web_model, small_png_cohort, tmp_path):
+    import osteoscreen.visualise as visualise
+
+    seen = []
+    original = visualise.screening_figure
+    monkeypatch.setattr(visualise, "screening_figure", lambda *args, **kwargs: seen.append(args[-1]) or
+                        original(*args, **kwargs))
+    noise = noise_copy(small_png_cohort, tmp_path / "noise")
+    assert main(["predict", str(web_model), str(noise), "--out", str(tmp_path / "o")]) == 0
+    assert seen == [True] * 4 and len(list((tmp_path / "o" / "figures").glob("*.png"))) == 4

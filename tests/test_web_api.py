@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import local_client, subject_upload
+from conftest import local_client, noise_copy, subject_upload
 from osteoscreen.cli import main
 from osteoscreen.data.dataset import single_image_dataset
 from osteoscreen.errors import InputError
@@ -72,6 +72,8 @@ def test_screen_gives_what_osteoscreen_predict_gives(screening, web_model, small
     assert result["p_osteoporosis"] == pytest.approx(float(rows[0]["p_osteoporosis"]), abs=1e-6)
     assert result["decision"] == rows[0]["decision"] and result["threshold"] == 0.5
     assert result["decision_rule"].startswith("threshold 0.5, uncalibrated")
+    assert result["unlike_training"] is False and result["novelty_distance"] == pytest.approx(
+        float(rows[0]["novelty_distance"]), abs=1e-3)
     assert set(result["attention"]) == {"condyle", "angle", "premolar", "tuberosity"}
     assert sum(result["attention"].values()) == pytest.approx(1, abs=1e-5)
     assert [p["landmark"] for p in result["patches"]] == list(LANDMARKS)
@@ -335,3 +337,10 @@ def test_the_page_sees_a_jpeg_as_its_exif_orientation_says(screening):
     image.save(buffer, format="JPEG", exif=exif, quality=100)
     shown = Image.open(io.BytesIO(screening.post("/api/render", files=upload(buffer.getvalue(), "r.jpg")).content))
     assert shown.size == (20, 40)  # width x height as a viewer shows it, the same pixels `predict` reads
+
+
+def test_screen_warns_when_the_upload_is_unlike_the_training_data(screening, small_png_cohort, tmp_path):
+    noise = noise_copy(small_png_cohort, tmp_path / "noise")
+    data, landmarks, _ = subject_upload(noise)
+    result = screening.post("/api/screen", files=upload(data), data={"landmarks": json.dumps(landmarks)}).json()
+    assert result["unlike_training"] is True and result["p_osteoporosis"] >= 0

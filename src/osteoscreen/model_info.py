@@ -144,5 +144,10 @@ def check_model_info(info: JsonValue) -> TrainConfig:
         if metrics.get("auroc") is not None:
             metrics["auroc"].number(0, 1)
         metrics["n"].integer(low=1)
+    novelty = info.get("novelty")
+    if novelty is not None:
+        novelty["threshold"].number(0)
+        novelty["n"].integer(low=1)
+        novelty["dims"].integer(low=1)
     _sha256_text(info["weights_sha256"])
     return config

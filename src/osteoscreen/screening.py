@@ -37,6 +37,7 @@ from osteoscreen.landmarks import CLASSES, GROUPS
 from osteoscreen.model_info import BINDING_KEY, canonical_digest, check_model_info, finite_or_null
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import HEADS, build_head
+from osteoscreen.novelty import fit_novelty, novelty_distance, subject_features
 from osteoscreen.operating_point import FIXED_RULE, DecisionRule, FittedRule, fit_rule
 from osteoscreen.outputs import output_folder, subject_file_names, write_index
 from osteoscreen.training import (
@@ -58,7 +59,8 @@ MAX_INFO_BYTES = 1 << 20
 PREPROCESSING_VERSION = 1
 WEIGHTS_FILE, INFO_FILE, CARD_FILE = "weights.safetensors", "model.json", "README.md"
 PREDICTIONS_FILE, RUN_FILE = "predictions.csv", "prediction.json"
-PREDICTION_COLUMNS = ["subject_id", "p_osteoporosis", "decision", *[f"att_{g}" for g in GROUPS], "y_true"]
+PREDICTION_COLUMNS = ["subject_id", "p_osteoporosis", "decision", *[f"att_{g}" for g in GROUPS], "y_true",
+                      "novelty_distance", "unlike_training"]
 
 
 def preprocessing(config: TrainConfig, backbone: Backbone) -> dict:
@@ -103,17 +105,19 @@ def cv_metrics(run_dir: Path, method: str, data_hash: str) -> dict:
 
 
 def save_model(model: FittedModel, out_dir: str | Path, training_data: dict, cross_validation: dict | None,
-               rule: FittedRule = FIXED_RULE) -> Path:
+               rule: FittedRule = FIXED_RULE, novelty: dict | None = None) -> Path:
     """Write MODEL/ whole or not at all (built in a sibling folder, then renamed into place); a model is never
     overwritten: an existing, non-empty out_dir is refused."""
     with output_folder(out_dir) as folder:
-        write_model_files(model, folder, training_data, cross_validation, rule)
+        write_model_files(model, folder, training_data, cross_validation, rule, novelty)
     return Path(out_dir)
 
 
 def write_model_files(model: FittedModel, folder: Path, training_data: dict, cross_validation: dict | None,
-                      rule: FittedRule = FIXED_RULE) -> None:
-    """weights.safetensors, model.json and README.md of `model` and its decision rule into an empty folder."""
+                      rule: FittedRule = FIXED_RULE, novelty: dict | None = None) -> None:
+    """weights.safetensors, model.json and README.md of `model`, its decision rule and (when given) its novelty
+    reference (novelty.fit_novelty: mean and precision as tensors, the threshold in model.json) into an empty
+    folder."""
     from safetensors.torch import save_file
 
     backbone = model.net.backbone if model.net is not None else (
@@ -125,9 +129,15 @@ def write_model_files(model: FittedModel, folder: Path, training_data: dict, cro
                          "weights": backbone.weights_source},
             "classes": list(CLASSES), "positive_class": CLASSES[1], "threshold": rule.threshold,
             "decision_rule": {"rule": rule.rule, "calibration": rule.calibration},
-            "training_data": training_data, "cross_validation": cross_validation}
+            "training_data": training_data, "cross_validation": cross_validation,
+            "novelty": None if novelty is None else {"threshold": novelty["threshold"], "n": novelty["n"],
+                                                     "dims": len(novelty["mean"])}}
     info = finite_or_null(info)
-    save_file(_state(model, backbone), str(folder / WEIGHTS_FILE),
+    state = _state(model, backbone)
+    if novelty is not None:
+        state |= {f"novelty.{key}": torch.from_numpy(np.asarray(novelty[key], np.float64)).contiguous()
+                  for key in ("mean", "precision")}
+    save_file(state, str(folder / WEIGHTS_FILE),
               metadata={"format": str(MODEL_FORMAT), BINDING_KEY: canonical_digest(info)})
     info["weights_sha256"] = _sha256(folder / WEIGHTS_FILE)
     (folder / INFO_FILE).write_text(json.dumps(info, indent=2, allow_nan=False) + "\n")
@@ -155,7 +165,9 @@ def model_card(info: dict) -> str:
               f"- backbone weights: {info['backbone']['weights'].get('weights')} "
               f"(file {info['backbone']['weights'].get('file')}, SHA-256 {info['backbone']['weights'].get('sha256')})",
               f"- decision: osteoporosis when p_osteoporosis >= {info['threshold']:.4g} "
-              f"({info['decision_rule']['rule']})", "",
+              f"({info['decision_rule']['rule']})",
+              "- novelty check: a radiograph whose features lie farther from the training subjects than any training "
+              "subject from the others (Mahalanobis, Ledoit-Wolf covariance) is flagged `unlike_training`", "",
               "## Performance"]
     if cv:
         m = cv["metrics"]
@@ -180,8 +192,11 @@ def _patch_text(info: dict) -> str:
 
 @dataclass
 class LoadedModel:
+    """A model read from MODEL/: the fitted model, its model.json, and its novelty reference (or None)."""
+
     model: FittedModel
     info: dict
+    novelty: dict | None = None
 
 
 def load_model(model_dir: str | Path) -> LoadedModel:
@@ -219,7 +234,14 @@ def load_model(model_dir: str | Path) -> LoadedModel:
     if preprocessing(config, backbone) != info["preprocessing"]:
         raise InputError(f"{info_path}: preprocessing {info['preprocessing']} differs from this osteoscreen's "
                          f"{preprocessing(config, backbone)}; retrain the model with this version")
-    return LoadedModel(model, info)
+    novelty = None
+    if info.get("novelty") is not None:
+        dims = info["novelty"]["dims"]
+        mean, precision = state.get("novelty.mean"), state.get("novelty.precision")
+        if mean is None or precision is None or mean.shape != (dims,) or precision.shape != (dims, dims):
+            raise InputError(f"{weights_path}: the novelty reference does not fit {info_path}'s $.novelty.dims")
+        novelty = {"mean": mean.numpy(), "precision": precision.numpy(), "threshold": info["novelty"]["threshold"]}
+    return LoadedModel(model, info, novelty)
 
 
 def _rebuild(config: TrainConfig, state: dict[str, torch.Tensor], info: dict) -> FittedModel:
@@ -259,7 +281,8 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
             everyone = np.arange(len(cohort))
             runner = FoldRunner(cohort, CVConfig(methods=(config.head,), rule=rule, train=config), config.seed)
             fitted_rule = fit_rule(cohort.labels, runner.inner_scores(config.head, [everyone])[0], rule)
-        write_model_files(model, folder, info, cross_validation, fitted_rule)
+        novelty = fit_novelty(subject_features(model, cohort, np.arange(len(cohort))))
+        write_model_files(model, folder, info, cross_validation, fitted_rule, novelty)
     return Path(out_dir)
 
 
@@ -268,40 +291,49 @@ def screen_subjects(shared: tuple[FittedModel, float, Path | None], work: list[t
     figure directory, each subject's figure is written there. A Ray task screens one shard this way."""
     from osteoscreen.visualise import screening_figure
 
-    model, rule, figure_dir = shared
+    model, rule, novelty, figure_dir = shared
     rows = []
     for subject, name in work:
         radiograph = subject.load_image()
-        result = screen_radiograph(model, rule, subject, radiograph)
+        result = screen_radiograph(model, rule, subject, radiograph, novelty)
         rows.append([subject.subject_id, f"{result.probability:.6f}", result.decision,
                      *([""] * len(GROUPS) if result.attention is None else [f"{w:.6f}" for w in result.attention]),
-                     "" if subject.label is None else CLASSES[subject.label]])
+                     "" if subject.label is None else CLASSES[subject.label],
+                     "" if result.distance is None else f"{result.distance:.3f}",
+                     "" if result.unlike_training is None else ("yes" if result.unlike_training else "no")])
         if figure_dir is not None:
             screening_figure(radiograph.pixels, subject, result.patches, model.config.patch.context,
                              result.probability, result.attention, result.decision, rule.threshold,
-                             figure_dir / f"{name}.png")
+                             figure_dir / f"{name}.png", result.unlike_training)
     return rows
 
 
 @dataclass(frozen=True)
 class Screening:
     """One radiograph's result: p(osteoporosis), the decision at the threshold, group attention [4] or None,
-    and the 8 patches cut for it."""
+    the 8 patches cut for it, and (with a novelty reference) its distance from the training data and whether that
+    exceeds the reference's threshold."""
 
     probability: float
     decision: str
     attention: np.ndarray | None
     patches: SubjectPatches
+    distance: float | None = None
+    unlike_training: bool | None = None
 
 
-def screen_radiograph(model: FittedModel, rule: FittedRule, subject: Subject, radiograph: Radiograph) -> Screening:
+def screen_radiograph(model: FittedModel, rule: FittedRule, subject: Subject, radiograph: Radiograph,
+                      novelty: dict | None = None) -> Screening:
     """Screen one radiograph with its subject's 8 landmarks (the model's plain view): the probability after the
-    rule's calibration, the decision at its threshold."""
+    rule's calibration, the decision at its threshold, and with a novelty reference the novelty check."""
     patches = cut_subject_patches(subject, radiograph, model.config.patch)
-    probability, attention = predict_proba(model, Cohort([patches], model.config.patch), [0])
+    cohort = Cohort([patches], model.config.patch)
+    probability, attention = predict_proba(model, cohort, [0])
     probability = float(rule.probability(probability)[0])
+    distance = None if novelty is None else float(novelty_distance(subject_features(model, cohort, [0]), novelty)[0])
     return Screening(probability, CLASSES[int(probability >= rule.threshold)],
-                     None if attention is None else attention[0], patches)
+                     None if attention is None else attention[0], patches, distance,
+                     None if distance is None else distance > novelty["threshold"])
 
 
 def model_rule(info: dict) -> FittedRule:
@@ -328,7 +360,7 @@ def predict(loaded: LoadedModel, dataset: Dataset, out_dir: str | Path, figures:
         if figure_dir is not None:
             figure_dir.mkdir()
             write_index(figure_dir, ids, [f"{name}.png" for name in names])
-        shared = (model, rule, figure_dir and figure_dir.resolve())
+        shared = (model, rule, loaded.novelty, figure_dir and figure_dir.resolve())
         work = list(zip(dataset.subjects, names, strict=True))
         if ray is None:
             rows = [row for item in progress(work) for row in screen_subjects(shared, [item])]

@@ -50,11 +50,13 @@ def cohort_overview(rows: list[tuple[str, str, np.ndarray]], thumb: int = 64) ->
 
 
 def screening_figure(pixels: np.ndarray, subject, patches, context: float, probability: float,
-                     attention: np.ndarray | None, decision: str, threshold: float, path) -> None:
+                     attention: np.ndarray | None, decision: str, threshold: float, path,
+                     unlike_training: bool | None = None) -> None:
     """One subject's screening result as a PNG written atomically to `path`.
 
     Top: the radiograph (pixels [H, W], shown downsampled) with its 8 landmarks; bottom: the 8 patches (as the
-    network saw them, un-augmented), the attention per landmark group, p(osteoporosis) against the threshold.
+    network saw them, un-augmented), the attention per landmark group, p(osteoporosis) against the threshold,
+    and a warning line when the radiograph is unlike the model's training data (novelty check).
     """
     from osteoscreen.atomic import atomic_path
     from osteoscreen.data.patches import normalise_intensity
@@ -86,8 +88,10 @@ def screening_figure(pixels: np.ndarray, subject, patches, context: float, proba
         bars.invert_yaxis()
         bars.set_title("attention per landmark group", fontsize=9)
     colour = CLASS_COLOURS.get(decision, "black")
+    warning = ("\nWARNING: this radiograph is unlike the model's training data; the result may not apply"
+               if unlike_training else "")
     figure.suptitle(f"{subject.subject_id}: p(osteoporosis) = {probability:.2f} (threshold {threshold:.2f}) -> "
-                    f"{decision}    [research pre-screening, not a diagnosis]", color=colour, fontsize=12)
+                    f"{decision}    [research pre-screening, not a diagnosis]{warning}", color=colour, fontsize=12)
     figure.tight_layout()
     with atomic_path(path) as partial:
         figure.savefig(partial, format="png")

@@ -147,12 +147,13 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
             points = parse_landmarks(payload, width, height)
             subject = Subject("upload", Path("upload"), None, points, radiograph.spacing_mm)
             fitted = model.model
-            result = screen_radiograph(fitted, model_rule(model.info), subject, radiograph)
+            result = screen_radiograph(fitted, model_rule(model.info), subject, radiograph, model.novelty)
         views = result.patches.plain_views(fitted.config.patch.context)
         attention = None if result.attention is None else dict(zip(GROUPS, map(float, result.attention),
                                                                    strict=True))
         return {"p_osteoporosis": result.probability, "decision": result.decision,
                 "threshold": model.info["threshold"], "decision_rule": model.info["decision_rule"]["rule"],
+                "novelty_distance": result.distance, "unlike_training": result.unlike_training,
                 "attention": attention, "method": model.info["method"],
                 "patches": [{"landmark": name, "png": _data_uri(view)} for name, view in zip(LANDMARKS, views,
                                                                                           strict=True)],

@@ -230,6 +230,10 @@ function showResult(result) {
   $("decision").textContent = `→ ${result.decision} (threshold ${Number(result.threshold.toPrecision(3))}: ` +
     `${result.decision_rule})`;
   $("decision").className = result.decision;
+  $("novelty").textContent = result.unlike_training
+    ? "Warning: this radiograph is unlike the model's training data (another device, anatomy or landmark " +
+      "placement?); the result may not apply."
+    : "";
   const bars = $("attention");
   bars.replaceChildren();
   if (result.attention) {
