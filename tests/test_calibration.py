@@ -64,3 +64,11 @@ def test_net_benefit_by_hand():
     np.testing.assert_allclose(curve["refer_all"], [0.5 - 0.5 * 0.25, 0.0])
     # a screened population of prevalence 0.1: sensitivity 1, false-positive rate 1/2 at pt 0.2
     assert net_benefit(y, p, np.array([0.2]), prevalence=0.1)["model"][0] == pytest.approx(0.1 - 0.5 * 0.9 * 0.25)
+
+
+def test_a_score_that_separates_the_classes_has_no_slope():
+    y = np.array([1, 1, 1, 0, 0])
+    p = np.array([0.40, 0.41, 0.42, 0.43, 0.44])  # leave-one-out majority: lower exactly for the positives
+    metrics = calibration_metrics(y, p)
+    assert metrics["separated"] and np.isnan(metrics["calibration_slope"])
+    assert not calibration_metrics(y, np.array([0.40, 0.45, 0.42, 0.43, 0.41]))["separated"]

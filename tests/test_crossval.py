@@ -104,7 +104,7 @@ def test_cv_command_writes_every_output(small_png_cohort, tmp_path, capsys):
     assert metrics["training_curves"] == {}  # frozen heads record none
     calibration = metrics["methods"]["group-attention"]["calibration"]
     assert set(calibration) == {"brier", "brier_prevalence", "calibration_intercept", "calibration_slope",
-                                "reliability"}
+                                "separated", "reliability"}
     assert sum(b["n"] for b in calibration["reliability"]) == 4 and calibration["brier_prevalence"] == 0.25
     curve = metrics["decision_curves"]["knn-lbp"]
     assert curve["prevalence"] == 0.5 and len(curve["model"]) == len(curve["threshold"]) == 19

@@ -30,15 +30,23 @@ def _neg_log_likelihood(eta: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum(np.logaddexp(0.0, eta) - y * eta))
 
 
+def separated(y_true: np.ndarray, p: np.ndarray) -> bool:
+    """True when the score orders the classes perfectly (in either direction): then the recalibration slope has no
+    maximum-likelihood estimate (it runs off to infinity). Leave-one-out does this to the majority baseline, whose
+    score is the training fold's prevalence, lower exactly when the held-out subject is positive."""
+    y, p = np.asarray(y_true, int), np.asarray(p, float)
+    return bool(p[y == 1].min() > p[y == 0].max() or p[y == 1].max() < p[y == 0].min())
+
+
 def calibration_intercept_slope(y_true: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    """(intercept a with the slope fixed at 1, slope b) of logistic recalibration; nan without both classes
-    (or with a constant score, for the slope)."""
+    """(intercept a with the slope fixed at 1, slope b) of logistic recalibration; nan without both classes, and
+    nan for the slope when it has no estimate (a constant score, or one that separates the classes)."""
     y = np.asarray(y_true, float)
     offset = logit(np.clip(np.asarray(p, float), CLIP, 1 - CLIP))
     if len(np.unique(y)) < 2:
         return math.nan, math.nan
     intercept = minimize(lambda a: _neg_log_likelihood(a[0] + offset, y), x0=[0.0], method="BFGS").x[0]
-    if np.ptp(offset) == 0:
+    if np.ptp(offset) == 0 or separated(y, p):
         return float(intercept), math.nan
     slope = minimize(lambda ab: _neg_log_likelihood(ab[0] + ab[1] * offset, y), x0=[0.0, 1.0], method="BFGS").x[1]
     return float(intercept), float(slope)
@@ -61,5 +69,6 @@ def calibration_metrics(y_true: np.ndarray, p: np.ndarray, bins: int = 5) -> dic
     prevalence = float(y.mean())
     return {"brier": brier_score(y, p), "brier_prevalence": prevalence * (1 - prevalence),
             "calibration_intercept": intercept, "calibration_slope": slope,
+            "separated": len(np.unique(y)) == 2 and separated(y, p),
             "reliability": reliability_bins(y, p, bins)}
 

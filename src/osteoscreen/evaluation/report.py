@@ -167,7 +167,8 @@ def _operating_html(metrics: dict, rule_text: str | None) -> str:
                 f"<td>{entry['tp']}/{entry['fn']}/{entry['tn']}/{entry['fp']}</td></tr>")
     rule = (f"<p>Decision rule: {html.escape(rule_text)}. Each fold's threshold (and calibration) was fitted on "
             "inner out-of-fold scores of that fold's training subjects only, and applied to its test subjects; "
-            "a subject scored in several repeats is flagged when most of its folds flag it.</p>" if rule_text else
+            "with repeated k-fold the table gives the first repeat (each repeat flags every subject once) and "
+            "metrics.json every repeat's OPA and NOPA.</p>" if rule_text else
             "<p>Only the fixed threshold 0.5 was run. <code>--target-sensitivity 0.9</code> chooses a threshold "
             "for a sensitivity inside each training fold (inner cross-validation), and "
             "<code>--calibrate platt|temperature</code> recalibrates the probabilities the same way.</p>")
@@ -233,9 +234,10 @@ def _checklist_html(config: dict, dataset: dict, metrics: dict) -> str:
 
 def _calibration_html(metrics: dict) -> str:
     def row(label: str, c: dict) -> str:
+        slope = "n/a (the score separates the classes)" if c["separated"] else _number(c["calibration_slope"], 2)
         return (f"<tr><td>{html.escape(label)}</td><td>{_number(c['brier'])}</td>"
                 f"<td>{_number(c['brier_prevalence'])}</td><td>{_number(c['calibration_intercept'], 2)}</td>"
-                f"<td>{_number(c['calibration_slope'], 2)}</td></tr>")
+                f"<td>{slope}</td></tr>")
 
     rows = "".join((row(f"{method}, before calibration", m["calibration_uncalibrated"])
                     if "calibration_uncalibrated" in m else "") + row(method, m["calibration"])
@@ -266,7 +268,7 @@ def _reliability_figure(metrics: dict):
     axis.set_ylim(0, 1)
     axis.set_xlabel("mean predicted probability of osteoporosis")
     axis.set_ylabel("observed fraction with osteoporosis")
-    axis.legend(fontsize=8, loc="upper left")
+    axis.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     axis.set_title("Reliability, 5 equal-size groups")
     return figure
 
