@@ -28,10 +28,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from osteoscreen.errors import InputError
+from osteoscreen.evaluation.calibration import CLIP
 
 CALIBRATIONS = ("none", "platt", "temperature")
 FIXED_THRESHOLD = 0.5
-CLIP = 1e-6
 
 
 @dataclass(frozen=True)
