@@ -227,8 +227,8 @@ $("screen-button").addEventListener("click", async () => {
 
 function showResult(result) {
   $("probability").textContent = `p(osteoporosis) = ${result.p_osteoporosis.toFixed(3)}`;
-  $("decision").textContent = `→ ${result.decision} (threshold ${Number(result.threshold.toPrecision(3))}: ` +
-    `${result.decision_rule})`;
+  $("decision").textContent = `→ ${result.decision} (threshold ${Number(result.threshold.toPrecision(3))})`;
+  $("rule").textContent = `Decision rule: ${result.decision_rule}.`;
   $("decision").className = result.decision;
   $("novelty").textContent = result.unlike_training
     ? "Warning: this radiograph is unlike the model's training data (another device, anatomy or landmark " +
