@@ -216,3 +216,15 @@ def test_cv_leave_pair_out_is_reported_and_kept_for_resume(small_png_cohort, tmp
     assert (run / "lpo" / "seed-0" / "concat.json").exists()
     assert "leave-pair-out (4 pairs)" in (run / "report.html").read_text()
     assert main(args[:-1] + ["--protocol", "kfold", "--folds", "2", "--leave-pair-out"]) == 2
+
+
+def test_a_run_made_before_later_options_resumes_when_they_keep_their_neutral_value(tmp_path):
+    info = {"hash": "h"}
+    stored = crossval.prepare_run(tmp_path, CVConfig(), info)
+    identity = stored["identity"]
+    for option in ("rule", "leave_pair_out", "prevalence"):
+        del identity["cv"][option]  # as a run written before these options existed
+    (tmp_path / "config.json").write_text(json.dumps({**stored, "identity": identity}))
+    crossval.prepare_run(tmp_path, CVConfig(), info)  # resumes
+    with pytest.raises(InputError, match="different configuration"):
+        crossval.prepare_run(tmp_path, CVConfig(leave_pair_out=True), info)

@@ -149,7 +149,7 @@ def prepare_run(run_dir: Path, config: CVConfig, dataset_info: dict) -> dict:
     identity = json.loads(json.dumps(identity))  # tuples -> lists, as read back from disk
     path = run_dir / "config.json"
     if path.exists():
-        previous = json.loads(path.read_text()).get("identity")
+        previous = _with_later_options(json.loads(path.read_text()).get("identity"))
         if previous != identity:
             differing = sorted(k for k in set(previous or {}) | set(identity)
                                if (previous or {}).get(k) != identity.get(k))
@@ -161,6 +161,19 @@ def prepare_run(run_dir: Path, config: CVConfig, dataset_info: dict) -> dict:
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _write_json(path, record)
     return record
+
+
+def _later_options() -> dict:
+    """CVConfig options added after runs existed, with the value that means what such a run did."""
+    return json.loads(json.dumps({"prevalence": None, "rule": asdict(DecisionRule()), "leave_pair_out": False}))
+
+
+def _with_later_options(identity: dict | None) -> dict | None:
+    """A stored run identity with options it predates filled in at their neutral value, so that a run made before
+    an option existed resumes (and its report is rebuilt) when the option is left at that value."""
+    if not isinstance(identity, dict) or not isinstance(identity.get("cv"), dict):
+        return identity
+    return {**identity, "cv": {**_later_options(), **identity["cv"]}}
 
 
 def _first_difference(a, b, prefix="") -> str:
