@@ -312,9 +312,10 @@ def _curves_figure(curves: dict):
             epochs = np.arange(1, len(curve[key]["mean"]) + 1)
             line, = axis.plot(epochs, curve[key]["mean"], lw=1.6, label=f"{method} ({curve['folds']} folds)")
             axis.fill_between(epochs, curve[key]["min"], curve[key]["max"], color=line.get_color(), alpha=0.2, lw=0)
-    axes[0].set_ylabel("training loss (cross-entropy)")
+    axes[0].set_ylabel("training loss (cross-entropy, log scale)")
+    axes[0].set_yscale("log")  # the late epochs' loss is orders of magnitude below the first
     axes[1].set_ylabel("training accuracy")
-    axes[1].set_ylim(0, 1)
+    axes[1].set_ylim(0, 1.03)
     for axis in axes:
         axis.set_xlabel("epoch")
     axes[0].legend(fontsize=8)
