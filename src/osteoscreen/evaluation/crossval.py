@@ -173,7 +173,11 @@ def _with_later_options(identity: dict | None) -> dict | None:
     an option existed resumes (and its report is rebuilt) when the option is left at that value."""
     if not isinstance(identity, dict) or not isinstance(identity.get("cv"), dict):
         return identity
-    return {**identity, "cv": {**_later_options(), **identity["cv"]}}
+    cv = {**_later_options(), **identity["cv"]}
+    train = cv.get("train")
+    if isinstance(train, dict) and "patch_feature" not in train and train.get("mode") == "frozen":
+        cv["train"] = {**train, "patch_feature": TrainConfig().patch_feature}  # frozen mode never read it
+    return {**identity, "cv": cv}
 
 
 def _first_difference(a, b, prefix="") -> str:
