@@ -71,7 +71,7 @@ def cohort_statistics(patch_statistics, seed: int, subjects: int) -> dict[str, d
 
     def patches(index: int) -> np.ndarray:
         rendered = phantom.render_subject(config, index, int(labels[index]))
-        subject = Subject(rendered.subject_id, Path("-"), rendered.label, rendered.landmarks, rendered.spacing_mm)
+        subject = Subject(rendered.subject_id, Path("-"), None, rendered.landmarks, rendered.spacing_mm)
         cut = cut_subject_patches(subject, Radiograph(rendered.pixels.astype(np.float32), rendered.spacing_mm),
                                   PatchConfig())
         return to_uint8(cut.plain_views(PatchConfig().context)) / 255.0

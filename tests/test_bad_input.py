@@ -243,13 +243,21 @@ def test_two_subjects_sharing_an_image_warn_in_validate_and_are_refused_by_cv(sm
     assert "'P001', 'P002' share one image file" in one_error_line(capsys)
 
 
-def test_predict_ignores_labels_it_cannot_score_and_says_so(small_png_cohort, web_model, tmp_path, capsys):
+def test_predict_scores_every_subject_whatever_its_label_and_says_what_it_ignored(small_png_cohort, web_model,
+                                                                                  tmp_path, capsys):
     data = with_subject_ids(small_png_cohort, tmp_path / "data", ["P001", "P002", "P003", "P004"],
-                            labels=["osteopenia", "normal", "", "OSTEOPOROSIS"])
+                            labels=["osteopenia", "Normal", "", "maybe"])
+    rows = list(csv.DictReader(open(data / "subjects.csv", newline="")))
+    rows[0]["t_score"], rows[1]["t_score"], rows[3]["t_score"] = "-1.8", "", ""  # osteopenia agrees with its T
+    with open(data / "subjects.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
     assert main(["predict", str(web_model), str(data), "--out", str(tmp_path / "screen"), "--no-figures"]) == 0
-    assert "labels other than normal or osteoporosis ignored ('osteopenia': 1)" in capsys.readouterr().err
+    assert "unusable labels ignored ('maybe': 1)" in capsys.readouterr().err
     rows = list(csv.DictReader(open(tmp_path / "screen" / "predictions.csv")))
-    assert [row["y_true"] for row in rows] == ["", "normal", "", "osteoporosis"]
+    assert [row["y_true"] for row in rows][:2] == ["osteopenia", "normal"] and rows[3]["y_true"] == ""
+    assert all(0 <= float(row["p_osteoporosis"]) <= 1 for row in rows)
 
 
 def test_a_second_predict_replaces_the_first_one_s_figures(small_png_cohort, web_model, tmp_path):

@@ -1,3 +1,4 @@
+import csv
 import json
 from dataclasses import replace
 
@@ -229,3 +230,38 @@ def test_a_run_made_before_later_options_resumes_when_they_keep_their_neutral_va
     crossval.prepare_run(tmp_path, CVConfig(), info)  # resumes
     with pytest.raises(InputError, match="different configuration"):
         crossval.prepare_run(tmp_path, CVConfig(leave_pair_out=True), info)
+
+
+@pytest.fixture(scope="module")
+def osteopenia_cohort(tmp_path_factory):
+    """8 phantom subjects: 3 osteoporosis, 2 osteopenia, 3 normal."""
+    from osteoscreen.data.phantom import PhantomConfig, synthesise
+
+    return synthesise(tmp_path_factory.mktemp("osteopenia") / "data",
+                      PhantomConfig(n=8, positives=3, osteopenia=2, seed=4))
+
+
+@pytest.mark.parametrize("task, n, positives, excluded", [("osteoporosis-vs-normal", 6, 3, {"osteopenia": 2}),
+                                                          ("osteoporosis-vs-rest", 8, 3, {}),
+                                                          ("low-bmd-vs-normal", 8, 5, {})])
+def test_cv_tasks_count_and_report_their_flow(osteopenia_cohort, tmp_path, task, n, positives, excluded):
+    run = tmp_path / "run"
+    assert main(["cv", str(osteopenia_cohort), "--out", str(run), "--methods", "majority", "--task", task]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    dataset = metrics["dataset"]
+    assert (dataset["n"], dataset["positives"], dataset["listed"], dataset["excluded"]) == (n, positives, 8, excluded)
+    assert metrics["config"]["task"] == task and metrics["methods"]["majority"]["n"] == n
+    report = (run / "report.html").read_text()
+    assert f"task {task}" in report and (f"excluded by the task {task}: 2 osteopenia" in report) == bool(excluded)
+
+
+def test_train_records_its_task_and_predict_scores_osteopenia_subjects(osteopenia_cohort, tmp_path):
+    model = tmp_path / "model"
+    assert main(["train", str(osteopenia_cohort), "--out", str(model), "--views", "1", "--epochs", "3",
+                 "--task", "low-bmd-vs-normal"]) == 0
+    data = json.loads((model / "model.json").read_text())["training_data"]
+    assert (data["task"], data["n"], data["positives"]) == ("low-bmd-vs-normal", 8, 5)
+    assert "task `low-bmd-vs-normal`" in (model / "README.md").read_text()
+    assert main(["predict", str(model), str(osteopenia_cohort), "--out", str(tmp_path / "o"), "--no-figures"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "o" / "predictions.csv", newline="")))
+    assert len(rows) == 8 and sorted({r["y_true"] for r in rows}) == ["normal", "osteopenia", "osteoporosis"]

@@ -65,23 +65,27 @@ def _patch_config(args):
 def cmd_synth(args) -> None:
     from osteoscreen.data.phantom import PhantomConfig, synthesise
 
-    options = dict(n=args.n, positives=args.positives, seed=args.seed, image_format=args.format, effect=args.effect)
+    options = dict(n=args.n, positives=args.positives, osteopenia=args.osteopenia, seed=args.seed,
+                   image_format=args.format, effect=args.effect)
     if args.signal is None:
         config = PhantomConfig(**options)
     else:
         config = PhantomConfig.carrying([g.strip() for g in args.signal.split(",") if g.strip()], **options)
     out = synthesise(args.out, config, progress=progress("synth"))
     carried = ", ".join(f"{g} {config.weight(g):.2f}" for g in config.signal if config.weight(g) > 0) or "none"
-    print(f"wrote {config.n} synthetic subjects ({config.positives} osteoporosis) to {out}; signal: {carried}")
+    osteopenia = f", {config.osteopenia} osteopenia" if config.osteopenia else ""
+    print(f"wrote {config.n} synthetic subjects ({config.positives} osteoporosis{osteopenia}) to {out}; signal: "
+          f"{carried}")
 
 
 def describe_dataset(dataset) -> str:
     """Summary lines: subjects per class, image sizes, pixel spacing."""
     import numpy as np
 
-    from osteoscreen.landmarks import CLASSES
+    from osteoscreen.landmarks import WHO_CLASSES
 
-    counts = {name: sum(s.label == index for s in dataset.subjects) for index, name in enumerate(CLASSES)}
+    counts = {name: sum(s.who == index for s in dataset.subjects) for index, name in enumerate(WHO_CLASSES)}
+    counts = {name: n for name, n in counts.items() if n or name != "osteopenia"}
     lines = [f"{len(dataset.subjects)} subjects: " + ", ".join(f"{n} {name}" for name, n in counts.items())]
     shapes = np.array([s.image_shape for s in dataset.subjects if s.image_shape is not None])
     if len(shapes):
@@ -113,6 +117,7 @@ def cmd_patches(args) -> None:
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
     from osteoscreen.models.octuplet import PATCH_FEATURES
+    from osteoscreen.tasks import DEFAULT_TASK, TASKS
     from osteoscreen.training import TrainConfig
 
     defaults = TrainConfig()
@@ -139,6 +144,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
                              "statistics of intermediate layers, as in frozen mode) or pooled (the backbone's last "
                              "layer, the paper's AlexNet fc7); see docs/method.md")
     parser.add_argument("--seed", type=SEED, default=0)
+    parser.add_argument("--task", choices=list(TASKS), default=DEFAULT_TASK,
+                        help="the binary question: osteoporosis-vs-normal (default, the paper's: osteopenia "
+                             "excluded), osteoporosis-vs-rest (osteopenia negative) or low-bmd-vs-normal "
+                             "(osteopenia positive)")
     parser.add_argument("--calibrate", choices=["none", "platt", "temperature"], default="none",
                         help="recalibrate probabilities, fitted on inner out-of-fold scores of the training subjects "
                              "(default none)")
@@ -165,6 +174,7 @@ def _cv_config(args):
     seeds = _seed_list(args.seeds) if args.seeds else (args.seed,)
     return CVConfig(methods=methods, protocol=args.protocol, folds=args.folds, repeats=args.repeats, seeds=seeds,
                     prevalence=args.prevalence, rule=_decision_rule(args), leave_pair_out=args.leave_pair_out,
+                    task=args.task,
                     train=replace(_train_config(args), seed=seeds[0]))
 
 
@@ -237,7 +247,7 @@ def cmd_train(args) -> None:
     from osteoscreen.screening import train_model
 
     config = _train_config(args, head=args.method)
-    out = train_model(args.data, args.out, config, cv_run=args.cv, rule=_decision_rule(args),
+    out = train_model(args.data, args.out, config, cv_run=args.cv, rule=_decision_rule(args), task=args.task,
                       progress=lambda name: progress(name, unit="step"))
     print(f"trained {config.head} ({config.mode}, {config.backbone}) on {args.data}; model: {out} "
           f"(weights.safetensors, model.json, README.md)")
@@ -360,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--n", type=number(int, 2, 100_000), default=70, help="number of subjects (default 70)")
     synth.add_argument("--positives", type=number(int, 0, 100_000), default=49,
                        help="osteoporosis subjects (default 49)")
+    synth.add_argument("--osteopenia", type=number(int, 0, 100_000), default=0,
+                       help="osteopenia subjects (T-score between -2.5 and -1; default 0: the paper's two classes)")
     synth.add_argument("--seed", type=SEED, default=0)
     synth.add_argument("--format", choices=["png", "png8", "jpeg", "dicom"], default="png",
                        help="png: 16-bit (default); png8: 8-bit; jpeg; dicom: 12 bits stored")

@@ -21,6 +21,7 @@ from osteoscreen.jsoninput import JsonValue
 from osteoscreen.landmarks import CLASSES
 from osteoscreen.models.heads import HEADS
 from osteoscreen.operating_point import CALIBRATIONS
+from osteoscreen.tasks import TASKS
 from osteoscreen.training import MODES, TrainConfig
 
 BINDING_KEY = "model_json_sha256"
@@ -130,6 +131,8 @@ def check_model_info(info: JsonValue) -> TrainConfig:
     data["path"].string()
     _sha256_text(data["hash"])
     counts = [data[key].integer(low=0) for key in ("n", "positives", "negatives")]
+    if data.get("task") is not None:
+        data["task"].string(TASKS)
     if counts[0] != counts[1] + counts[2] or counts[0] < 1:
         raise data.error("n must be positives + negatives, at least 1")
     data["synthetic"].boolean()

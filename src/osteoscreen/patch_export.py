@@ -10,7 +10,7 @@ from PIL import Image
 from osteoscreen.data.dataset import Dataset
 from osteoscreen.data.patches import PatchConfig, to_uint8
 from osteoscreen.data.subject_patches import load_dataset_with_patches
-from osteoscreen.landmarks import CLASSES, LANDMARKS
+from osteoscreen.landmarks import WHO_CLASSES, LANDMARKS
 from osteoscreen.outputs import INDEX_FILE, output_folder, subject_file_names, write_index
 from osteoscreen.visualise import cohort_overview, save_figure, subject_montage
 
@@ -43,7 +43,7 @@ def export_patches(data_dir: str | Path, out: str | Path, config: PatchConfig, p
             subject_dir.mkdir()
             for landmark, patch in zip(LANDMARKS, to_uint8(plain), strict=True):
                 Image.fromarray(patch).save(subject_dir / f"{landmark}.png")
-            class_name = "unlabelled" if subject.label is None else CLASSES[subject.label]
+            class_name = "unlabelled" if subject.who is None else WHO_CLASSES[subject.who]
             title = f"{subject.subject_id} — {class_name} — {patches.side} px patches"
             save_figure(subject_montage(plain, title, class_name), folder / "montages" / f"{name}.png")
             rows.append((subject.subject_id, class_name, patches.plain_views(config.context, OVERVIEW_THUMB)))

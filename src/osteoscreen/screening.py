@@ -28,18 +28,24 @@ import torch
 from osteoscreen import __version__
 from osteoscreen.data.dataset import Dataset, Subject
 from osteoscreen.data.imageio import Radiograph
-from osteoscreen.data.subject_patches import SubjectPatches, cut_subject_patches, load_dataset_with_patches
+from osteoscreen.data.subject_patches import (
+    SubjectPatches,
+    cut_subject_patches,
+    load_dataset_with_patches,
+    select_task,
+)
 from osteoscreen.distributed import TaskResources
 from osteoscreen.errors import InputError
 from osteoscreen.evaluation.crossval import CVConfig, FoldRunner
 from osteoscreen.jsoninput import read_json
-from osteoscreen.landmarks import CLASSES, GROUPS
+from osteoscreen.landmarks import CLASSES, GROUPS, WHO_CLASSES
 from osteoscreen.model_info import BINDING_KEY, canonical_digest, check_model_info, finite_or_null
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import HEADS, build_head
 from osteoscreen.novelty import fit_novelty, novelty_distance, subject_features
 from osteoscreen.operating_point import FIXED_RULE, DecisionRule, FittedRule, fit_rule
 from osteoscreen.outputs import output_folder, subject_file_names, write_index
+from osteoscreen.tasks import DEFAULT_TASK
 from osteoscreen.training import (
     Cohort,
     FittedModel,
@@ -156,8 +162,11 @@ def model_card(info: dict) -> str:
     if synthetic:
         lines += ["**Trained on synthetic phantom radiographs.** This model has no clinical validity whatsoever: "
                   "it has never seen a real patient. It exists to test the software.", ""]
+    task = data.get("task", DEFAULT_TASK)
+    excluded = ", ".join(f"{count} {name}" for name, count in (data.get("excluded") or {}).items())
     lines += ["## Training data",
-              f"- {data['n']} subjects ({data['positives']} osteoporosis, {data['negatives']} normal), "
+              f"- task `{task}`: {data['n']} subjects ({data['positives']} positive, {data['negatives']} negative"
+              f"{'; excluded: ' + excluded if excluded else ''}), "
               f"{'synthetic phantom' if synthetic else 'user-supplied'}; dataset SHA-256 `{data['hash']}`", "",
               "## Method",
               f"- Fan et al. 2021 pipeline: 8 landmark patches ({_patch_text(info)}), one shared "
@@ -265,12 +274,16 @@ def _rebuild(config: TrainConfig, state: dict[str, torch.Tensor], info: dict) ->
 
 
 def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, cv_run: str | Path | None = None,
-                rule: DecisionRule | None = None, progress: Callable[[str], Callable] = lambda _: iter) -> Path:
-    """Train `config` on every subject of DATA and save it as MODEL/, with its decision rule: calibration and
-    threshold fitted on inner out-of-fold scores of all the subjects (operating_point), or the fixed 0.5."""
+                rule: DecisionRule | None = None, task: str = DEFAULT_TASK,
+                progress: Callable[[str], Callable] = lambda _: iter) -> Path:
+    """Train `config` on the subjects of DATA the task uses and save it as MODEL/, with its decision rule:
+    calibration and threshold fitted on inner out-of-fold scores of all the subjects (operating_point), or the
+    fixed 0.5."""
     with output_folder(out_dir) as folder:
         dataset, patches = load_dataset_with_patches(data_dir, config.patch, progress("patches"))
-        info = dataset.summary()
+        listed = len(dataset.subjects)
+        dataset, patches, excluded = select_task(dataset, patches, task)
+        info = {**dataset.summary(), "task": task, "listed": listed, "excluded": excluded}
         cross_validation = None if cv_run is None else cv_metrics(Path(cv_run), config.head, info["hash"])
         cohort = Cohort(patches, config.patch)
         if config.mode == "frozen":
@@ -298,7 +311,7 @@ def screen_subjects(shared: tuple[FittedModel, float, Path | None], work: list[t
         result = screen_radiograph(model, rule, subject, radiograph, novelty)
         rows.append([subject.subject_id, f"{result.probability:.6f}", result.decision,
                      *([""] * len(GROUPS) if result.attention is None else [f"{w:.6f}" for w in result.attention]),
-                     "" if subject.label is None else CLASSES[subject.label],
+                     "" if subject.who is None else WHO_CLASSES[subject.who],
                      "" if result.distance is None else f"{result.distance:.3f}",
                      "" if result.unlike_training is None else ("yes" if result.unlike_training else "no")])
         if figure_dir is not None:

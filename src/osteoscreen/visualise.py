@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 
 from osteoscreen.landmarks import LANDMARKS  # noqa: E402
 
-CLASS_COLOURS = {"osteoporosis": "#c0392b", "normal": "#2471a3", "unlabelled": "#555555"}
+CLASS_COLOURS = {"osteoporosis": "#c0392b", "osteopenia": "#d68910", "normal": "#2471a3", "unlabelled": "#555555"}
 
 
 def subject_montage(patches: np.ndarray, title: str, class_name: str = "unlabelled") -> plt.Figure:

@@ -1,3 +1,4 @@
+import csv
 import shutil
 
 import numpy as np
@@ -5,6 +6,7 @@ import pytest
 
 from osteoscreen.cli import main
 from osteoscreen.data.dataset import DatasetError, load_dataset
+from osteoscreen.errors import InputWarning
 
 
 @pytest.fixture
@@ -32,7 +34,9 @@ def test_loads_a_valid_cohort(small_png_cohort):
 BREAKAGES = {
     "duplicate subject": (
         "subjects.csv", "P002,images/P002.png", "P001,images/P002.png", "subjects.csv:3: field subject_id: duplicate"),
-    "unknown label": ("subjects.csv", "osteoporosis", "osteopenia", "field label: unknown label 'osteopenia'"),
+    "unknown label": ("subjects.csv", "osteoporosis", "osteopaenia", "field label: unknown label 'osteopaenia'"),
+    "label contradicting its T-score": ("subjects.csv", "osteoporosis", "normal",
+                                        "field label: 'normal' contradicts t_score"),
     "missing image": ("subjects.csv", "images/P001.png", "images/nope.png", "field image: file not found"),
     "image outside the dataset": ("subjects.csv", "images/P001.png", "../escape.png", "leaves the dataset"),
     "subject missing from subjects.csv": ("landmarks.csv", "P004,", "P009,", "subject 'P009' is not in subjects.csv"),
@@ -110,3 +114,42 @@ def test_validate_cli_summary(small_png_cohort, capsys):
     assert main(["validate", str(small_png_cohort)]) == 0
     out = capsys.readouterr().out
     assert "4 subjects: 2 normal, 2 osteoporosis" in out and "pixel spacing:" in out and "image sizes" in out
+
+
+def with_labels(source, out, labels_and_t_scores):
+    """A copy of the dataset whose subjects get the given (label, t_score) pairs."""
+    shutil.copytree(source, out)
+    rows = list(csv.DictReader(open(out / "subjects.csv", newline="")))
+    for row, (label, t_score) in zip(rows, labels_and_t_scores, strict=True):
+        row["label"], row["t_score"] = label, t_score
+    with open(out / "subjects.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def test_three_who_classes_labels_from_t_scores_and_tasks(small_png_cohort, tmp_path):
+    data = with_labels(small_png_cohort, tmp_path / "data",
+                       [("osteopenia", "-1.8"), ("", "-2.5"), ("", "-1.0"), ("Normal", "")])
+    dataset = load_dataset(data)
+    assert [s.who for s in dataset.subjects] == [1, 2, 0, 0]  # T = -2.5 is osteoporosis, T = -1.0 normal
+    paper, excluded = dataset.for_task("osteoporosis-vs-normal")
+    assert [s.subject_id for s in paper.subjects] == ["P002", "P003", "P004"] and excluded == {"osteopenia": 1}
+    assert paper.labels.tolist() == [1, 0, 0]
+    assert dataset.for_task("osteoporosis-vs-rest")[0].labels.tolist() == [0, 1, 0, 0]
+    assert dataset.for_task("low-bmd-vs-normal")[0].labels.tolist() == [1, 1, 0, 0]
+
+
+def test_bad_t_scores_are_reported_and_prediction_ignores_them(small_png_cohort, tmp_path):
+    data = with_labels(small_png_cohort, tmp_path / "data",
+                       [("", "minus two"), ("", ""), ("osteoporosis", "0.5"), ("normal", "")])
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(data)
+    problems = caught.value.problems
+    assert any("subjects.csv:2: field t_score: not a number 'minus two'" in p for p in problems), problems
+    assert any("subjects.csv:3: field label is empty and there is no t_score" in p for p in problems), problems
+    assert any("subjects.csv:4: field label: 'osteoporosis' contradicts t_score 0.5" in p for p in problems)
+    with pytest.warns(InputWarning, match="unusable labels ignored"):
+        lenient = load_dataset(data, require_labels=False, ignore_unknown_labels=True)
+    assert [s.who for s in lenient.subjects] == [None, None, None, 0]

@@ -15,17 +15,20 @@ from osteoscreen.errors import InputError
 
 def test_default_cohort_labels():
     labels = cohort_labels(PhantomConfig())
-    assert len(labels) == 70 and labels.sum() == 49
+    assert len(labels) == 70 and (labels == 2).sum() == 49 and (labels == 0).sum() == 21
+    with_osteopenia = cohort_labels(PhantomConfig(n=20, positives=6, osteopenia=5))
+    assert np.bincount(with_osteopenia, minlength=3).tolist() == [9, 5, 6]
 
 
 def test_subject_is_deterministic_and_realistic_size():
-    a, b = render_subject(PhantomConfig(seed=5), 0, 1), render_subject(PhantomConfig(seed=5), 0, 1)
+    a, b = render_subject(PhantomConfig(seed=5), 0, 2), render_subject(PhantomConfig(seed=5), 0, 2)
     assert hashlib.sha256(a.pixels.tobytes()).digest() == hashlib.sha256(b.pixels.tobytes()).digest()
     height, width = a.pixels.shape
     assert 2000 <= width <= 3000 and 1000 <= height <= 1500 and a.pixels.dtype == np.uint16
     assert a.pixels.max() <= 4095 and a.pixels.max() - a.pixels.min() > 3000  # 12 bits, well used
     assert a.t_score <= -2.5  # WHO: osteoporosis
     assert render_subject(PhantomConfig(seed=5), 0, 0).t_score >= -1.0
+    assert -2.5 < render_subject(PhantomConfig(seed=5), 0, 1).t_score < -1.0  # osteopenia
 
 
 def test_cohort_files_are_byte_for_byte_reproducible(tmp_path, small_png_cohort):
@@ -83,7 +86,7 @@ def test_refuses_to_overwrite(small_png_cohort):
 def test_acquisition_and_anatomy_do_not_depend_on_the_label():
     config = PhantomConfig(seed=2)
     for index in range(2):
-        normal, osteoporotic = render_subject(config, index, 0), render_subject(config, index, 1)
+        normal, osteoporotic = render_subject(config, index, 0), render_subject(config, index, 2)
         assert normal.acquisition == osteoporotic.acquisition
         np.testing.assert_array_equal(normal.landmarks, osteoporotic.landmarks)
         assert normal.t_score >= -1.0 and osteoporotic.t_score <= -2.5
@@ -91,13 +94,13 @@ def test_acquisition_and_anatomy_do_not_depend_on_the_label():
 
 def test_a_null_cohort_carries_nothing_of_the_label():
     config = PhantomConfig(seed=2, effect=0.0)
-    normal, osteoporotic = render_subject(config, 0, 0), render_subject(config, 0, 1)
+    normal, osteoporotic = render_subject(config, 0, 0), render_subject(config, 0, 2)
     np.testing.assert_array_equal(normal.pixels, osteoporotic.pixels)  # the label changed only the T-score
 
 
 def test_the_signal_lives_only_in_the_groups_named():
     config = PhantomConfig.carrying(["premolar"], seed=2)
-    normal, osteoporotic = render_subject(config, 0, 0), render_subject(config, 0, 1)
+    normal, osteoporotic = render_subject(config, 0, 0), render_subject(config, 0, 2)
     difference = np.abs(normal.pixels.astype(np.int64) - osteoporotic.pixels)
     rows, cols = np.indices(difference.shape)
     premolar = normal.landmarks[4:6]  # premolar_right, premolar_left (x, y)

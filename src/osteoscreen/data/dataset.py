@@ -8,7 +8,7 @@ import math
 import re
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,9 @@ import numpy as np
 from osteoscreen.data.imageio import Radiograph, read_radiograph
 from osteoscreen.errors import InputError, InputWarning
 from osteoscreen.jsoninput import read_json
-from osteoscreen.landmarks import CLASSES, LANDMARKS, label_index
+from osteoscreen.landmarks import LANDMARKS, WHO_CLASSES, who_from_t_score, who_index
 from osteoscreen.parallel import thread_map
+from osteoscreen.tasks import DEFAULT_TASK, binary_label, check_task
 
 SUBJECT_COLUMNS = ("subject_id", "image", "label")
 OPTIONAL_SUBJECT_COLUMNS = ("t_score", "age", "sex", "pixel_spacing_mm")
@@ -38,7 +39,9 @@ class Subject:
     """One radiograph and its annotations.
 
     landmarks: [8, 2] float64 (x, y) pixel coordinates in LANDMARKS order; (0, 0) is the centre of the
-    top-left pixel, x is the column. label: 1 osteoporosis, 0 normal, or None when unlabelled.
+    top-left pixel, x is the column. who: the WHO class index (0 normal, 1 osteopenia, 2 osteoporosis; from the
+    label, or from the T-score where the label is empty) or None; label: the binary label of the dataset's task
+    (1 positive, 0 negative; None when unlabelled or excluded by the task: osteopenia in the default task).
     spacing_mm: pixel size in mm from the image file, else from the CSV, else None.
     image_shape: (height, width) in pixels once the image has been checked.
     """
@@ -50,6 +53,7 @@ class Subject:
     spacing_mm: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     image_shape: tuple[int, int] | None = None
+    who: int | None = None  # WHO class index (landmarks.WHO_CLASSES); label is the binary one of a task
 
     def load_image(self) -> Radiograph:
         """Read the radiograph; the CSV spacing fills in where the file gives none."""
@@ -70,6 +74,19 @@ class Dataset:
         if any(s.label is None for s in self.subjects):
             raise InputError(f"{self.root}: some subjects have no label")
         return np.array([s.label for s in self.subjects], dtype=np.int64)
+
+    def for_task(self, task: str) -> tuple[Dataset, dict[str, int]]:
+        """The subjects a task uses, labelled for it (tasks.TASKS), and how many of each WHO class it excluded
+        ({class name: count}; unlabelled subjects are refused by `labels` as before, not excluded)."""
+        check_task(task)
+        kept, excluded = [], {}
+        for subject in self.subjects:
+            label = binary_label(subject.who, task)
+            if subject.who is not None and label is None:
+                excluded[WHO_CLASSES[subject.who]] = excluded.get(WHO_CLASSES[subject.who], 0) + 1
+                continue
+            kept.append(replace(subject, label=label))
+        return Dataset(self.root, kept), excluded
 
     def summary(self) -> dict:
         """Identity and class counts, as runs and models record their data: path, hash, n, positives,
@@ -132,6 +149,44 @@ def _extra_field_hint(fields: list[str]) -> str:
     return " (a trailing comma, or a comma inside an unquoted field? quote fields that hold commas)"
 
 
+def _who_class(row: dict[str, str], where: str, require_labels: bool, ignore_unknown_labels: bool,
+               ignored_labels: dict[str, int], problems: list[str]) -> int | None:
+    """The row's WHO class index from `label`, or from `t_score` (WHO cut-offs) where the label is empty. An
+    unknown label, a label that contradicts its T-score or a T-score that is not a number is a problem; with
+    ignore_unknown_labels (prediction, which needs no label) it is counted in ignored_labels and the subject left
+    unlabelled instead."""
+    label, t_text = row.get("label", ""), row.get("t_score", "")
+
+    def refuse(problem: str, key: str) -> None:
+        if ignore_unknown_labels:
+            ignored_labels[key] = ignored_labels.get(key, 0) + 1
+        else:
+            problems.append(f"{where}: {problem}")
+
+    t_score = None
+    if t_text:
+        t_score = _parse_float(t_text)
+        if t_score is None:
+            refuse(f"field t_score: not a number {t_text!r}", f"t_score {t_text}")
+            return None
+    if not label:
+        if t_score is not None:
+            return who_from_t_score(t_score)
+        if require_labels:
+            problems.append(f"{where}: field label is empty and there is no t_score to derive it from")
+        return None
+    try:
+        who = who_index(label)
+    except ValueError:
+        refuse(f"field label: unknown label {label!r} (expected {', '.join(WHO_CLASSES)})", label)
+        return None
+    if t_score is not None and who_from_t_score(t_score) != who:
+        refuse(f"field label: {label!r} contradicts t_score {t_text} (WHO: {WHO_CLASSES[who_from_t_score(t_score)]}"
+               "; normal T >= -1, osteoporosis T <= -2.5)", f"{label} with t_score {t_text}")
+        return None
+    return who
+
+
 def _parse_float(text: str) -> float | None:
     try:
         value = float(text)
@@ -178,16 +233,7 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
         if sid in subjects:
             problems.append(f"{where}: field subject_id: duplicate subject {sid!r}")
             continue
-        label = None
-        if row.get("label") or require_labels:
-            try:
-                label = label_index(row.get("label", ""))
-            except ValueError:
-                if ignore_unknown_labels:
-                    ignored_labels[row.get("label", "")] = ignored_labels.get(row.get("label", ""), 0) + 1
-                else:
-                    problems.append(f"{where}: field label: unknown label {row.get('label', '')!r} "
-                                    f"(expected {' or '.join(CLASSES)})")
+        who = _who_class(row, where, require_labels, ignore_unknown_labels, ignored_labels, problems)
         spacing = None
         if row.get("pixel_spacing_mm"):
             spacing = _parse_float(row["pixel_spacing_mm"])
@@ -206,7 +252,8 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
         else:
             usable_images.add(sid)
         metadata = {k: row[k] for k in OPTIONAL_SUBJECT_COLUMNS if row.get(k)}
-        subjects[sid] = Subject(sid, image_path, label, np.full((len(LANDMARKS), 2), np.nan), spacing, metadata)
+        subjects[sid] = Subject(sid, image_path, binary_label(who, DEFAULT_TASK),
+                                np.full((len(LANDMARKS), 2), np.nan), spacing, metadata, who=who)
 
     seen: set[tuple[str, str]] = set()
     for line, row in landmark_rows:
@@ -256,7 +303,7 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
         raise DatasetError(problems)
     if ignored_labels:
         counts = ", ".join(f"{label!r}: {n}" for label, n in ignored_labels.items())
-        warnings.warn(f"{subjects_csv}: labels other than {' or '.join(CLASSES)} ignored ({counts}); those "
+        warnings.warn(f"{subjects_csv}: unusable labels ignored ({counts}); those "
                       "subjects are screened without a true class", InputWarning, stacklevel=2)
     return Dataset(root, list(subjects.values()))
 

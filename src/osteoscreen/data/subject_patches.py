@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,15 @@ def load_dataset_with_patches(data_dir: str | Path, config: PatchConfig, progres
         if isinstance(item, InputError):
             raise item
     return dataset, patches
+
+
+def select_task(dataset: Dataset, patches: list[SubjectPatches], task: str
+                ) -> tuple[Dataset, list[SubjectPatches], dict[str, int]]:
+    """The dataset and patches of the subjects a task uses (Dataset.for_task), patches relabelled for it, and the
+    count per WHO class of those it excluded."""
+    chosen, excluded = dataset.for_task(task)
+    by_id = {p.subject_id: p for p in patches}
+    return chosen, [replace(by_id[s.subject_id], label=s.label) for s in chosen.subjects], excluded
 
 
 def load_subject_patches(subject: Subject, config: PatchConfig) -> SubjectPatches:

@@ -43,6 +43,7 @@ from osteoscreen.evaluation.metrics import (
 )
 from osteoscreen.models.heads import HEADS
 from osteoscreen.operating_point import DecisionRule, FittedRule, fit_rule, inner_splits
+from osteoscreen.tasks import DEFAULT_TASK, check_task
 from osteoscreen.training import (
     FOLD_CHUNK,
     Cohort,
@@ -81,6 +82,7 @@ class CVConfig:
     prevalence: float | None = None  # of the screened population, for decision curves (None: the cohort's)
     rule: DecisionRule = field(default_factory=DecisionRule)  # calibration and threshold, fitted per training fold
     leave_pair_out: bool = False  # leave-one-out runs: also the leave-pair-out AUROC (one fit per pos.-neg. pair)
+    task: str = DEFAULT_TASK  # the binary question (tasks.TASKS): which WHO classes are positive, negative, excluded
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
@@ -92,6 +94,7 @@ class CVConfig:
             raise InputError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.folds < 2 or self.repeats < 1:
             raise InputError(f"need --folds >= 2 and --repeats >= 1, got {self.folds} and {self.repeats}")
+        check_task(self.task)
         if self.leave_pair_out and (self.protocol != "loo" or self.train.mode != "frozen"):
             raise InputError("--leave-pair-out is for --protocol loo in frozen mode (it fits one model per "
                              "positive-negative pair: about 1,000 for 70 subjects)")
@@ -165,7 +168,8 @@ def prepare_run(run_dir: Path, config: CVConfig, dataset_info: dict) -> dict:
 
 def _later_options() -> dict:
     """CVConfig options added after runs existed, with the value that means what such a run did."""
-    return json.loads(json.dumps({"prevalence": None, "rule": asdict(DecisionRule()), "leave_pair_out": False}))
+    return json.loads(json.dumps({"prevalence": None, "rule": asdict(DecisionRule()), "leave_pair_out": False,
+                                  "task": DEFAULT_TASK}))
 
 
 def _with_later_options(identity: dict | None) -> dict | None:

@@ -200,11 +200,15 @@ def _checklist_html(config: dict, dataset: dict, metrics: dict) -> str:
                  f"stratified {config.get('folds')}-fold cross-validation x {config.get('repeats')} repeats")
     seeds = ", ".join(map(str, config.get("seeds", ())))
     versions = config.get("versions", {})
+    listed, excluded = dataset.get("listed", n), dataset.get("excluded") or {}
+    dropped = ", ".join(f"{count} {name}" for name, count in excluded.items()) or "none"
     items = [
-        ("Participant flow and exclusions", f"{n} subjects in subjects.csv, {n} analysed, none excluded: the run "
-         "refuses a dataset with unreadable images, missing landmarks or unknown labels instead of dropping subjects",
+        ("Participant flow and exclusions", f"{listed} subjects in subjects.csv; excluded by the task "
+         f"{config.get('task')}: {dropped}; {n} analysed. Nothing else is dropped: the run refuses a dataset with "
+         "unreadable images, missing landmarks, unknown labels or labels that contradict their T-score",
          "header; Comparison (n per method)"),
-        ("Class counts", f"{positives} osteoporosis, {negatives} normal (prevalence {positives / max(n, 1):.2f})",
+        ("Class counts", f"{positives} positive, {negatives} negative for the task (prevalence "
+         f"{positives / max(n, 1):.2f})",
          "header"),
         ("Reference standard as given", "the label column of subjects.csv; how it was established is not known to "
          "the software (see the items below)", "Configuration (dataset)"),
@@ -428,10 +432,19 @@ th{{background:#eef}}img{{max-width:100%}}figure{{display:inline-block;margin:0.
 overflow-x:auto;font-size:0.8em}}</style></head>
 <body><h1>osteoscreen — cross-validation report</h1>
 <p>Research pre-screening of osteoporosis from panoramic radiographs (Fan et al. 2021). Not a diagnostic device.
-Dataset: {html.escape(str(dataset.get('path')))} — {dataset.get('n')} subjects ({dataset.get('positives')}
-osteoporosis, {dataset.get('negatives')} normal). Protocol: {html.escape(str(config.get('protocol')))}.</p>
+Dataset: {html.escape(str(dataset.get('path')))} — task {html.escape(str(config.get('task')))}:
+{dataset.get('n')} subjects analysed ({dataset.get('positives')} positive, {dataset.get('negatives')} negative
+{_excluded_text(dataset)}).
+Protocol: {html.escape(str(config.get('protocol')))}.</p>
 {banner}{body}</body></html>
 """
+
+
+def _excluded_text(dataset: dict) -> str:
+    excluded = dataset.get("excluded") or {}
+    if not excluded:
+        return ""
+    return "; excluded by the task: " + ", ".join(f"{count} {html.escape(name)}" for name, count in excluded.items())
 
 
 def _json_text(payload) -> str:
