@@ -10,7 +10,7 @@ from PIL import Image
 from osteoscreen.data.dataset import Dataset
 from osteoscreen.data.patches import PatchConfig, to_uint8
 from osteoscreen.data.subject_patches import load_dataset_with_patches
-from osteoscreen.landmarks import WHO_CLASSES, LANDMARKS
+from osteoscreen.landmarks import LANDMARKS, WHO_CLASSES
 from osteoscreen.outputs import INDEX_FILE, output_folder, subject_file_names, write_index
 from osteoscreen.visualise import cohort_overview, save_figure, subject_montage
 
