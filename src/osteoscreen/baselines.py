@@ -7,7 +7,9 @@ Classifiers (the scaler is fitted inside each training fold by the Pipeline):
 - `ensemble-lbp`: a random forest of 300 trees, i.e. bagged decision trees with random feature subsets, the
   closest scikit-learn counterpart of MATLAB's bagged-tree ensemble that such LBP studies used; trees need no
   scaling, and bagging is robust on 70 subjects with 432 features;
-- `majority`: always the training folds' majority class, with p = the training-fold osteoporosis fraction.
+- `majority`: always the training folds' majority class, with p = the training-fold osteoporosis fraction;
+- `clinical` (not an image method: age and sex, covariates.covariate_matrix): StandardScaler + logistic
+  regression (C = 1), the scaler inside the fold; it answers "does the image add anything over age and sex?".
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from skimage.feature import local_binary_pattern
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -24,6 +27,7 @@ from osteoscreen.errors import InputError
 
 LBP_SETTINGS: tuple[tuple[int, int], ...] = ((8, 1), (16, 2), (24, 3))
 BASELINES = ("majority", "knn-lbp", "ensemble-lbp")
+CLINICAL = "clinical"
 
 
 def lbp_histograms(patch: np.ndarray) -> np.ndarray:
@@ -51,4 +55,6 @@ def build_baseline(name: str, seed: int = 0, n_train: int | None = None) -> Pipe
         return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(5, n_train or 5)))
     if name == "ensemble-lbp":
         return make_pipeline(RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=1))
-    raise InputError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
+    if name == CLINICAL:
+        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+    raise InputError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES + (CLINICAL,))}")

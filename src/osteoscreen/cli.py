@@ -66,7 +66,7 @@ def cmd_synth(args) -> None:
     from osteoscreen.data.phantom import PhantomConfig, synthesise
 
     options = dict(n=args.n, positives=args.positives, osteopenia=args.osteopenia, seed=args.seed,
-                   image_format=args.format, effect=args.effect)
+                   image_format=args.format, effect=args.effect, age_signal=args.age_signal)
     if args.signal is None:
         config = PhantomConfig(**options)
     else:
@@ -168,9 +168,9 @@ def _train_config(args, head: str = "group-attention"):
 
 
 def _cv_config(args):
-    from osteoscreen.evaluation.crossval import METHODS, CVConfig
+    from osteoscreen.evaluation.crossval import DEFAULT_METHODS, CVConfig
 
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else DEFAULT_METHODS
     seeds = _seed_list(args.seeds) if args.seeds else (args.seed,)
     return CVConfig(methods=methods, protocol=args.protocol, folds=args.folds, repeats=args.repeats, seeds=seeds,
                     prevalence=args.prevalence, rule=_decision_rule(args), leave_pair_out=args.leave_pair_out,
@@ -379,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="landmark groups that carry the signal, e.g. premolar,angle (default: all, graded)")
     synth.add_argument("--effect", type=number(float, 0, 10), default=1.0,
                        help="effect size: multiplies the signal of every group (0: a null cohort; default 1)")
+    synth.add_argument("--age-signal", type=number(float, 0, 40), default=0.0, metavar="YEARS",
+                       help="osteoporosis subjects are this much older on average (osteopenia half; default 0: age "
+                            "independent of the class, 49-60 years)")
     synth.set_defaults(run=cmd_synth)
 
     validate = commands.add_parser("validate", help="check a dataset directory and summarise it")
@@ -395,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("data")
     cv.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     cv.add_argument("--methods", default=None, help="comma-separated subset of: majority, knn-lbp, ensemble-lbp, "
-                    "concat, group-attention, abmil, gated-abmil (default: all)")
+                    "concat, group-attention, abmil, gated-abmil (default: these), and clinical (age and sex only)")
     cv.add_argument("--protocol", choices=["loo", "kfold"], default="loo")
     cv.add_argument("--folds", type=number(int, 2, 10_000), default=5, help="kfold: folds per repeat (default 5)")
     cv.add_argument("--repeats", type=number(int, 1, 10_000), default=10, help="kfold: repeats (default 10)")

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from osteoscreen.atomic import atomic_path
+from osteoscreen.covariates import covariate_matrix
 from osteoscreen.data.dataset import Dataset
 from osteoscreen.data.patches import PatchConfig, random_augmentation, render_views
 from osteoscreen.data.subject_patches import SubjectPatches, load_subject_patches
@@ -149,6 +150,11 @@ class Cohort:
     @property
     def labels(self) -> np.ndarray:
         return np.array([p.label for p in self.patches], dtype=np.int64)
+
+    @property
+    def covariates(self) -> np.ndarray:
+        """[N, 3] age, female, male per subject (covariates.covariate_matrix; NaN rows where missing)."""
+        return covariate_matrix(self.patches)
 
     @property
     def padded_patches(self) -> int:

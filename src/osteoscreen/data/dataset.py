@@ -54,6 +54,8 @@ class Subject:
     metadata: dict[str, str] = field(default_factory=dict)
     image_shape: tuple[int, int] | None = None
     who: int | None = None  # WHO class index (landmarks.WHO_CLASSES); label is the binary one of a task
+    age: float | None = None  # years, from subjects.csv
+    sex: str | None = None  # "F" or "M", from subjects.csv
 
     def load_image(self) -> Radiograph:
         """Read the radiograph; the CSV spacing fills in where the file gives none."""
@@ -187,6 +189,25 @@ def _who_class(row: dict[str, str], where: str, require_labels: bool, ignore_unk
     return who
 
 
+SEXES = {"f": "F", "female": "F", "w": "F", "woman": "F", "m": "M", "male": "M", "man": "M"}
+
+
+def _covariates(row: dict[str, str], where: str, problems: list[str]) -> tuple[float | None, str | None]:
+    """(age in years, sex "F"/"M") of a row; empty fields give None, values that are not an age in [0, 130] or a
+    sex (F, M, female, male; any case) are problems."""
+    age = sex = None
+    if row.get("age"):
+        age = _parse_float(row["age"])
+        if age is None or not 0 <= age <= 130:
+            problems.append(f"{where}: field age: not an age in years (0-130) {row['age']!r}")
+            age = None
+    if row.get("sex"):
+        sex = SEXES.get(row["sex"].strip().lower())
+        if sex is None:
+            problems.append(f"{where}: field sex: expected F or M (or female, male), got {row['sex']!r}")
+    return age, sex
+
+
 def _parse_float(text: str) -> float | None:
     try:
         value = float(text)
@@ -252,8 +273,9 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
         else:
             usable_images.add(sid)
         metadata = {k: row[k] for k in OPTIONAL_SUBJECT_COLUMNS if row.get(k)}
+        age, sex = _covariates(row, where, problems)
         subjects[sid] = Subject(sid, image_path, binary_label(who, DEFAULT_TASK),
-                                np.full((len(LANDMARKS), 2), np.nan), spacing, metadata, who=who)
+                                np.full((len(LANDMARKS), 2), np.nan), spacing, metadata, who=who, age=age, sex=sex)
 
     seen: set[tuple[str, str]] = set()
     for line, row in landmark_rows:

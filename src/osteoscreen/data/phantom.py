@@ -66,7 +66,9 @@ class PhantomConfig:
 
     signal: per landmark group, how strongly its bone follows the subject's T-score (0..1; the cortex of the
     inferior border follows the angle's); background_signal: the same for bone away from the landmarks; effect:
-    multiplies every signal (0 = a null cohort whose images carry nothing of the label); landmark_noise_mm:
+    multiplies every signal (0 = a null cohort whose images carry nothing of the label); age_signal: years by
+    which osteoporosis subjects are older on average than normal ones (osteopenia half that; default 0: age is
+    drawn from age_range independently of the class); landmark_noise_mm:
     annotator noise (SD); image_format: one of FORMATS."""
 
     n: int = 70
@@ -75,6 +77,7 @@ class PhantomConfig:
     seed: int = 0
     image_format: str = "png"
     age_range: tuple[int, int] = (49, 60)
+    age_signal: float = 0.0
     signal: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SIGNAL))
     background_signal: float = 0.375
     effect: float = 1.0
@@ -88,6 +91,8 @@ class PhantomConfig:
             raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {self.image_format!r}")
         if set(self.signal) != set(GROUPS) or not all(0 <= v <= 1 for v in self.signal.values()):
             raise InputError(f"signal needs a value in [0, 1] for each of {', '.join(GROUPS)}")
+        if not 0 <= self.age_signal <= 40:
+            raise InputError(f"--age-signal must lie in [0, 40] years, got {self.age_signal}")
         if not 0 <= self.background_signal <= 1 or not 0 <= self.effect <= 10:
             raise InputError(f"background signal must lie in [0, 1] and effect in [0, 10], got "
                              f"{self.background_signal} and {self.effect}")
@@ -176,7 +181,7 @@ def render_subject(config: PhantomConfig, index: int, who: int) -> PhantomSubjec
 
     annotated = true_landmarks + rng.normal(0, config.landmark_noise_mm / spacing, size=true_landmarks.shape)
     annotated = np.clip(np.round(annotated, 1), 0, [shape[1] - 1, shape[0] - 1])
-    age = int(rng.integers(config.age_range[0], config.age_range[1] + 1))
+    age = int(rng.integers(config.age_range[0], config.age_range[1] + 1)) + round(config.age_signal * who / 2)
     sex = str(rng.choice(["F", "M"], p=[0.8, 0.2]))
     return PhantomSubject(f"P{index + 1:03d}", who, round(t_score, 2), age, sex, pixels, spacing, annotated, mci,
                           acquisition)

@@ -18,13 +18,15 @@ from osteoscreen.errors import InputError
 @dataclass
 class SubjectPatches:
     """crops: [8, S, S] float32 in [0, 1] context crops (S = ceil(side * context)); side: patch side in px;
-    padded: how many of the 8 patch windows reached past the image border."""
+    padded: how many of the 8 patch windows reached past the image border; age, sex: the subject's covariates."""
 
     subject_id: str
     label: int | None
     crops: np.ndarray
     side: int
     padded: int
+    age: float | None = None  # the subject's covariates (Subject.age, Subject.sex), for clinical methods
+    sex: str | None = None
 
     def plain_views(self, context: float, out_size: int | None = None) -> np.ndarray:
         """[8, out, out] float32: the un-augmented patches, at native size when out_size is None."""
@@ -74,4 +76,4 @@ def cut_subject_patches(subject: Subject, radiograph: Radiograph, config: PatchC
                                       config.context)
     except InputError as error:
         raise InputError(f"subject {subject.subject_id!r} ({subject.image_path}): {error}") from None
-    return SubjectPatches(subject.subject_id, subject.label, crops, side, padded)
+    return SubjectPatches(subject.subject_id, subject.label, crops, side, padded, subject.age, subject.sex)

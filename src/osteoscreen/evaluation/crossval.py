@@ -29,7 +29,7 @@ from sklearn.model_selection import LeaveOneOut, RepeatedStratifiedKFold
 
 from osteoscreen import __version__
 from osteoscreen.atomic import write_text_atomic
-from osteoscreen.baselines import BASELINES, build_baseline, lbp_features
+from osteoscreen.baselines import BASELINES, CLINICAL, build_baseline, lbp_features
 from osteoscreen.data.patches import to_uint8
 from osteoscreen.distributed import TaskResources, cluster_slots, ray_map, ray_session
 from osteoscreen.errors import InputError
@@ -56,7 +56,8 @@ from osteoscreen.training import (
     time_finetune_step,
 )
 
-METHODS: tuple[str, ...] = BASELINES + HEADS
+DEFAULT_METHODS: tuple[str, ...] = BASELINES + HEADS  # the image methods and their baselines
+METHODS: tuple[str, ...] = DEFAULT_METHODS + (CLINICAL,)  # clinical: age and sex only, when asked for
 REFERENCE_METHOD = "group-attention"
 PROTOCOLS = ("loo", "kfold")
 
@@ -74,7 +75,7 @@ class Fold:
 
 @dataclass(frozen=True)
 class CVConfig:
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     protocol: str = "loo"
     folds: int = 5
     repeats: int = 10
@@ -264,6 +265,21 @@ class FoldRunner:
         wins = [float(p[0] > p[1]) + 0.5 * float(p[0] == p[1]) for p, _, _ in results]
         return {"auroc": float(np.mean(wins)), "pairs": len(pairs), "wall_s": round(time.perf_counter() - start, 1)}
 
+    def _clinical(self, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        """The clinical baseline's p for the test subjects: logistic regression on age and sex, fitted on the
+        training subjects that have both; a test subject without them gets the training prevalence (it knows
+        nothing of that subject), and so does everyone when the usable training subjects lack a class."""
+        labels, covariates = self.cohort.labels, self.cohort.covariates
+        check_covariates(covariates)
+        usable = ~np.isnan(covariates).any(axis=1)
+        fit_rows = train[usable[train]]
+        probability = np.full(len(test), labels[train].mean())
+        if len(np.unique(labels[fit_rows])) == 2:
+            model = build_baseline(CLINICAL, self.seed).fit(covariates[fit_rows], labels[fit_rows])
+            scored = usable[test]
+            probability[scored] = model.predict_proba(covariates[test[scored]])[:, 1]
+        return probability
+
     def _fit_predict(self, method: str, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple]:
         """For each (training subjects, test subjects): a fresh model trained on the first scores the second:
         (p [m], attention [m, 4] or None, training curve or None)."""
@@ -275,6 +291,8 @@ class FoldRunner:
 
     def _fit_predict_one(self, method: str, train: np.ndarray, test: np.ndarray) -> tuple:
         labels = self.cohort.labels
+        if method == CLINICAL:
+            return self._clinical(train, test), None, None
         if method in BASELINES:
             features = np.zeros((len(labels), 1)) if method == "majority" else self.lbp()
             model = build_baseline(method, self.seed, len(train))
@@ -282,6 +300,13 @@ class FoldRunner:
             return model.predict_proba(features[test])[:, 1], None, None
         model = fit(self.cohort, train, self.train_config(method))
         return (*predict_proba(model, self.cohort, test), model.history)
+
+
+def check_covariates(covariates: np.ndarray) -> None:
+    """Refuse the clinical method when no subject has both age and sex."""
+    if np.isnan(covariates).any(axis=1).all():
+        raise InputError("method clinical needs the age and sex columns of subjects.csv, filled for at least some "
+                         "subjects")
 
 
 def _record(method: str, fold: Fold, probability: np.ndarray, attention: np.ndarray | None,

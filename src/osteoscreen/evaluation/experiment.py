@@ -8,13 +8,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from osteoscreen.atomic import atomic_path, write_text_atomic
+from osteoscreen.baselines import CLINICAL
 from osteoscreen.data.subject_patches import load_dataset_with_patches, select_task
 from osteoscreen.evaluation.crossval import (
     CVConfig,
     FoldRunner,
     LocalBackend,
     RayBackend,
+    check_covariates,
     comparisons,
     prepare_run,
     run_folds,
@@ -89,12 +93,21 @@ def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
     dataset_info = {**dataset.summary(), "task": config.task, "listed": listed, "excluded": excluded}
     record = prepare_run(run_dir, config, dataset_info)
     cohort = Cohort(patches, config.train.patch, dataset_info["hash"], run_dir / "cache")
+    missing_covariates = int(np.isnan(cohort.covariates).any(axis=1).sum())
+    if CLINICAL in config.methods:
+        check_covariates(cohort.covariates)
+        if missing_covariates:
+            log(f"clinical: {missing_covariates} subject(s) lack age or sex; the clinical method scores them at "
+                "the training prevalence")
     subject_ids = [s.subject_id for s in dataset.subjects]
     if config.train.mode == "frozen" and any(m in HEADS for m in config.methods):
         for seed in config.seeds:  # once per seed, for every head and fold (Ray tasks receive them)
             cohort.frozen_features(replace(config.train, seed=seed), progress=progress("features"))
     records = run_folds(cohort, subject_ids, config, run_dir, progress=progress("folds"), backend=backend, log=log)
     summaries = {seed: summarise(by_method, labels) for seed, by_method in records.items()}
+    if CLINICAL in config.methods:
+        for _, seed_metrics in summaries.values():
+            seed_metrics[CLINICAL]["without_covariates"] = missing_covariates
     if config.leave_pair_out:
         for seed, (_, seed_metrics) in summaries.items():
             for method in config.methods:

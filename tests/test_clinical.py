@@ -1,0 +1,58 @@
+"""The clinical baseline (age and sex) against image methods: each finds the signal its inputs carry."""
+
+import csv
+import shutil
+from dataclasses import replace
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from osteoscreen.cli import main
+from osteoscreen.evaluation.crossval import CVConfig, run_folds, summarise
+from osteoscreen.training import TrainConfig
+
+CONFIG = CVConfig(methods=("clinical", "concat"), protocol="kfold", folds=4, repeats=1,
+                  train=TrainConfig(views=1, epochs=20))
+
+
+def with_ages(cohort, older_if_positive: float, seed: int):
+    """The cohort's subjects given ages (positives older by `older_if_positive` years on average) and sexes."""
+    rng = np.random.default_rng(seed)
+    cohort.patches = [replace(p, age=float(rng.normal(58 + older_if_positive * p.label, 4)),
+                              sex="F" if rng.random() < 0.8 else "M") for p in cohort.patches]
+    return cohort
+
+
+def aurocs(cohort, tmp_path):
+    ids = [p.subject_id for p in cohort.patches]
+    records = run_folds(cohort, ids, CONFIG, tmp_path)[0]
+    per_subject = summarise(records, cohort.labels)[0]
+    return {method: roc_auc_score(cohort.labels, result["p"]) for method, result in per_subject.items()}
+
+
+def test_age_signal_only_the_clinical_method_finds_it(planted_cohort, tmp_path):
+    scores = aurocs(with_ages(planted_cohort(40, seed=8, group="none"), 12.0, 1), tmp_path)
+    assert scores["clinical"] >= 0.9 and scores["concat"] <= 0.7, scores
+
+
+def test_image_signal_only_the_image_method_finds_it(planted_cohort, tmp_path):
+    scores = aurocs(with_ages(planted_cohort(40, seed=9), 0.0, 2), tmp_path)
+    assert scores["concat"] >= 0.9 and scores["clinical"] <= 0.7, scores
+
+
+def test_clinical_needs_age_and_sex(small_png_cohort, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(small_png_cohort, data)
+    lines = (data / "subjects.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    keep = [i for i, name in enumerate(header) if name not in ("age", "sex")]
+    (data / "subjects.csv").write_text("\n".join(",".join(line.split(",")[i] for i in keep) for line in lines) + "\n")
+    assert main(["cv", str(data), "--out", str(tmp_path / "run"), "--methods", "clinical"]) == 2
+    assert "method clinical needs the age and sex columns" in capsys.readouterr().err
+
+
+def test_synth_age_signal_makes_osteoporosis_subjects_older(tmp_path):
+    assert main(["synth", str(tmp_path / "d"), "--n", "6", "--positives", "3", "--age-signal", "20"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "d" / "subjects.csv", newline="")))
+    ages = {label: [int(r["age"]) for r in rows if r["label"] == label] for label in ("normal", "osteoporosis")}
+    assert min(ages["osteoporosis"]) >= 69 and max(ages["normal"]) <= 60  # 49-60 + 20 against 49-60
