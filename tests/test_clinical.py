@@ -5,10 +5,13 @@ import shutil
 from dataclasses import replace
 
 import numpy as np
+import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from osteoscreen.cli import main
 from osteoscreen.evaluation.crossval import CVConfig, run_folds, summarise
+from osteoscreen.models.heads import build_head
 from osteoscreen.training import TrainConfig
 
 CONFIG = CVConfig(methods=("clinical", "concat"), protocol="kfold", folds=4, repeats=1,
@@ -56,3 +59,24 @@ def test_synth_age_signal_makes_osteoporosis_subjects_older(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "d" / "subjects.csv", newline="")))
     ages = {label: [int(r["age"]) for r in rows if r["label"] == label] for label in ("normal", "osteoporosis")}
     assert min(ages["osteoporosis"]) >= 69 and max(ages["normal"]) <= 60  # 49-60 + 20 against 49-60
+
+
+@pytest.mark.parametrize("mode", ["frozen", "finetune"])
+def test_clinical_heads_find_an_age_signal_the_images_lack(planted_cohort, tmp_path, mode):
+    cohort = with_ages(planted_cohort(24 if mode == "finetune" else 40, seed=8, group="none"), 12.0, 1)
+    train = TrainConfig(views=1, epochs=20) if mode == "frozen" else TrainConfig(  # a small random AlexNet: the
+        mode="finetune", backbone="alexnet", weights="none", epochs=6, batch_size=8, native_res=True,  # pooled
+        precision="fp32", patch_feature="pooled")  # feature keeps its image-only twin at chance, as it should
+    config = CVConfig(methods=("concat+clinical", "concat"), protocol="kfold", folds=4, repeats=1, train=train)
+    ids = [p.subject_id for p in cohort.patches]
+    per_subject = summarise(run_folds(cohort, ids, config, tmp_path)[0], cohort.labels)[0]
+    scores = {m: roc_auc_score(cohort.labels, r["p"]) for m, r in per_subject.items()}
+    assert scores["concat+clinical"] >= 0.85 and scores["concat"] <= 0.75, scores
+
+
+def test_a_clinical_head_equals_its_head_plus_a_linear_term_in_the_covariates():
+    torch.manual_seed(0)
+    head = build_head("group-attention", 16, 8, clinical=True)
+    features, covariates = torch.randn(5, 8, 16), torch.randn(5, 3)
+    expected = head.head(features).logits + covariates @ head.covariate_fc.weight.T
+    torch.testing.assert_close(head(features, covariates).logits, expected)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from osteoscreen.atomic import atomic_path
-from osteoscreen.covariates import covariate_matrix
+from osteoscreen.covariates import COVARIATE_NAMES, covariate_matrix
 from osteoscreen.data.dataset import Dataset
 from osteoscreen.data.patches import PatchConfig, random_augmentation, render_views
 from osteoscreen.data.subject_patches import SubjectPatches, load_subject_patches
@@ -78,6 +78,7 @@ class TrainConfig:
     device: str = "auto"
     native_res: bool = False
     patch_feature: str = "texture"
+    clinical: bool = False  # the head's final layer also sees age and sex (the `+clinical` methods)
     patch: PatchConfig = field(default_factory=PatchConfig)
 
     def __post_init__(self):
@@ -272,6 +273,8 @@ class FittedModel:
     feature_std: torch.Tensor | None = None
     backbone: Backbone | None = None
     history: dict[str, list[float]] | None = None
+    covariate_mean: torch.Tensor | None = None  # frozen +clinical models: the training subjects' covariate scaler
+    covariate_std: torch.Tensor | None = None
 
 
 def _class_weights(labels: torch.Tensor, enabled: bool) -> torch.Tensor | None:
@@ -280,6 +283,24 @@ def _class_weights(labels: torch.Tensor, enabled: bool) -> torch.Tensor | None:
         return None
     counts = F.one_hot(labels, 2).sum(dim=-2).clamp(min=1).float()
     return counts.sum(dim=-1, keepdim=True) / (2.0 * counts)
+
+
+def clinical_covariates(cohort: Cohort, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+    """[m, 3] float32 covariates (age, female, male) of the given subjects for a +clinical model; every one of them
+    needs age and sex."""
+    covariates = cohort.covariates[np.asarray(indices)]
+    missing = int(np.isnan(covariates).any(axis=1).sum())
+    if missing:
+        raise InputError(f"a +clinical method needs age and sex for every subject; {missing} of {len(covariates)} "
+                         "lack them (columns age and sex of subjects.csv)")
+    return torch.from_numpy(covariates).float()
+
+
+def _covariate_scale(covariates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation over subjects of covariates [..., n, 3] -> ([..., 3], [..., 3]); a column that
+    does not vary (one sex only) gets deviation 1."""
+    std = covariates.std(dim=-2)
+    return covariates.mean(dim=-2), torch.where(std > 1e-6, std, torch.ones_like(std))
 
 
 def _check_both_classes(labels: torch.Tensor) -> None:
@@ -339,8 +360,10 @@ def fit_frozen_folds(cohort: Cohort, train_sets: Sequence[Sequence[int]], config
             chunk = positions[start:start + FOLD_CHUNK]
             index = torch.from_numpy(np.stack([np.asarray(train_sets[p], dtype=np.int64) for p in chunk]))
             _check_both_classes(labels[index])
+            covariates = clinical_covariates(cohort, index.flatten()).view(*index.shape, -1) if config.clinical \
+                else None
             with intra_op_threads(1 if len(chunk) == 1 else torch.get_num_threads()):
-                fitted = _train_stacked_heads(features, index, labels, config)
+                fitted = _train_stacked_heads(features, index, labels, config, covariates)
             for position, model in zip(chunk, fitted, strict=True):
                 models[position] = model
     return models
@@ -364,9 +387,10 @@ def _standardised_folds(features: torch.Tensor, index: torch.Tensor) -> tuple[to
     return x, mean, std
 
 
-def _train_stacked_heads(features: torch.Tensor, index: torch.Tensor, labels: torch.Tensor, config: TrainConfig
-                         ) -> list[FittedModel]:
-    """features [N, V, 8, T]; index [F, n] training subjects of F folds -> F fitted heads.
+def _train_stacked_heads(features: torch.Tensor, index: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
+                         covariates: torch.Tensor | None = None) -> list[FittedModel]:
+    """features [N, V, 8, T]; index [F, n] training subjects of F folds -> F fitted heads. covariates [F, n, 3]
+    (+clinical heads): each fold's training subjects' covariates, standardised here by that fold's moments.
 
     With precision bf16 the steps run under bf16 autocast on a bf16 copy of the standardised features (the
     parameters, gradients and optimiser stay fp32); the batched matrix products are the heads' bulk.
@@ -384,17 +408,21 @@ def _train_stacked_heads(features: torch.Tensor, index: torch.Tensor, labels: to
     weight = _class_weights(y, config.class_weighting)  # [F, 2] or None
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # on the CPU: the same draws on every device
-    head = build_head(config.head, features.shape[-1], config.hidden, config.attention).to(device)
+    head = build_head(config.head, features.shape[-1], config.hidden, config.attention, config.clinical).to(device)
     storage = {name: _stacked_layout(p.detach().expand(folds, *p.shape)).contiguous().requires_grad_()
                for name, p in head.named_parameters()}
     optimizer = torch.optim.SGD(list(storage.values()), lr=config.lr_head, momentum=config.momentum,
                                 weight_decay=config.weight_decay, fused=True)
+    covariate_mean = covariate_std = c = None
+    if covariates is not None:
+        covariate_mean, covariate_std = _covariate_scale(covariates)  # [F, 3] each
+        c = ((covariates - covariate_mean[:, None]) / covariate_std[:, None]).to(device)  # [F, n, 3]
 
-    def fold_loss(params, fold_x, fold_y, fold_weight):
-        logits = functional_call(head, params, (fold_x,)).logits
+    def fold_loss(params, fold_x, fold_c, fold_y, fold_weight):
+        logits = functional_call(head, params, (fold_x,) if fold_c is None else (fold_x, fold_c)).logits
         return F.cross_entropy(logits.float(), fold_y, weight=fold_weight)
 
-    step_loss = vmap(fold_loss, in_dims=(0, 0, 0, None if weight is None else 0))
+    step_loss = vmap(fold_loss, in_dims=(0, 0, 0 if c is not None else None, 0, None if weight is None else 0))
     for _ in range(config.epochs):
         views = torch.randint(0, config.views, (count,), generator=generator)
         for batch in _batches(count, config.batch_size, generator):
@@ -402,7 +430,8 @@ def _train_stacked_heads(features: torch.Tensor, index: torch.Tensor, labels: to
             samples = (batch * config.views + views[batch]).to(device)  # (subject, view) of each row, every fold
             params = {name: _stacked_layout(leaf.to(dtype)) for name, leaf in storage.items()}
             with autocast(config.precision, device):
-                loss = step_loss(params, x.index_select(1, samples), y[:, rows], weight).sum()
+                batch_c = None if c is None else c[:, rows]
+                loss = step_loss(params, x.index_select(1, samples), batch_c, y[:, rows], weight).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -410,7 +439,9 @@ def _train_stacked_heads(features: torch.Tensor, index: torch.Tensor, labels: to
     for fold in range(folds):
         fold_head = copy.deepcopy(head).cpu()  # heads predict from the CPU-held features
         fold_head.load_state_dict({name: _stacked_layout(leaf)[fold].detach().cpu() for name, leaf in storage.items()})
-        models.append(FittedModel(config, fold_head.eval(), None, mean[fold].cpu(), std[fold].cpu()))
+        models.append(FittedModel(config, fold_head.eval(), None, mean[fold].cpu(), std[fold].cpu(),
+                                  covariate_mean=None if c is None else covariate_mean[fold],
+                                  covariate_std=None if c is None else covariate_std[fold]))
     return models
 
 
@@ -423,7 +454,8 @@ CUDA_CHUNK_FACTOR = 4  # a GPU's memory holds 4x the CPU chunk (EfficientNet: a 
 
 
 def finetune_step(net: OctupletNet, optimizer: torch.optim.Optimizer, patches: torch.Tensor, labels: torch.Tensor,
-                  weight: torch.Tensor | None, precision: str) -> tuple[float, int]:
+                  weight: torch.Tensor | None, precision: str, covariates: torch.Tensor | None = None
+                  ) -> tuple[float, int]:
     """One SGD step of the whole network: patches [B, 8, 1, H, W] in [0, 1], labels [B]; returns (the loss, how
     many of the B subjects the network classified right in this forward pass).
 
@@ -441,9 +473,11 @@ def finetune_step(net: OctupletNet, optimizer: torch.optim.Optimizer, patches: t
     normaliser = len(labels) if weight is None else weight[labels].sum()
     optimizer.zero_grad(set_to_none=True)
     total, correct = torch.zeros((), device=patches.device), torch.zeros((), device=patches.device, dtype=torch.long)
-    for chunk, chunk_labels in zip(patches.split(per_chunk), labels.split(per_chunk), strict=True):
+    covariate_chunks = [None] * len(labels.split(per_chunk)) if covariates is None else covariates.split(per_chunk)
+    for chunk, chunk_labels, chunk_covariates in zip(patches.split(per_chunk), labels.split(per_chunk),
+                                                     covariate_chunks, strict=True):
         with autocast(precision, device):
-            logits = net(chunk).logits
+            logits = net(chunk, chunk_covariates).logits
         loss = F.cross_entropy(logits.float(), chunk_labels, weight=weight, reduction="sum") / normaliser
         loss.backward()
         total += loss.detach()
@@ -457,8 +491,8 @@ def build_finetune_net(config: TrainConfig) -> tuple[OctupletNet, torch.optim.Op
     """A fresh OctupletNet on config.device (channels-last) and its SGD with the two learning rates."""
     backbone = Backbone(config.backbone, config.weights, config.taps)
     head = build_head(config.head, OctupletNet.feature_dim(backbone, config.patch_feature), config.hidden,
-                      config.attention)
-    net = OctupletNet(backbone, head, config.patch_feature)
+                      config.attention, config.clinical)
+    net = OctupletNet(backbone, head, config.patch_feature, len(COVARIATE_NAMES) if config.clinical else 0)
     net = net.to(config.device, memory_format=torch.channels_last)
     if config.device == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest convolutions
@@ -483,11 +517,12 @@ def time_finetune_step(cohort: Cohort, config: TrainConfig) -> float:
     generator = torch.Generator().manual_seed(config.seed)
     indices = np.resize(np.arange(len(cohort)), config.batch_size)
     labels = torch.from_numpy(cohort.labels[indices]).to(config.device)
+    covariates = clinical_covariates(cohort, indices).to(config.device) if config.clinical else None
     times = []
     for _ in range(3):
         start = time.perf_counter()
         patches = cohort.render(indices, size, generator, config.device)
-        finetune_step(net, optimizer, patches, labels, None, config.precision)  # returns numbers: synchronises
+        finetune_step(net, optimizer, patches, labels, None, config.precision, covariates)  # synchronises
         times.append(time.perf_counter() - start)
     return float(np.median(times[1:]))
 
@@ -502,6 +537,10 @@ def _fit_finetune(cohort, indices, labels, config) -> FittedModel:
     net.eval()
     with autocast(config.precision, config.device):
         net.set_feature_scale(cohort.render(indices, size, device=config.device).flatten(0, 1))
+    covariates = clinical_covariates(cohort, indices).to(config.device) if config.clinical else None
+    if covariates is not None:
+        net.covariate_mean.copy_(_covariate_scale(covariates)[0])
+        net.covariate_std.copy_(_covariate_scale(covariates)[1])
     labels = labels.to(config.device)
     net.train()
     history: dict[str, list[float]] = {"loss": [], "accuracy": []}
@@ -509,7 +548,8 @@ def _fit_finetune(cohort, indices, labels, config) -> FittedModel:
         loss_sum = correct = 0.0
         for batch in _batches(len(indices), config.batch_size, generator):
             patches = cohort.render(indices[batch.numpy()], size, generator, config.device)
-            loss, right = finetune_step(net, optimizer, patches, labels[batch], weight, config.precision)
+            loss, right = finetune_step(net, optimizer, patches, labels[batch], weight, config.precision,
+                                        None if covariates is None else covariates[batch.to(config.device)])
             loss_sum, correct = loss_sum + loss * len(batch), correct + right
         history["loss"].append(round(loss_sum / len(indices), 6))
         history["accuracy"].append(round(correct / len(indices), 6))
@@ -522,14 +562,20 @@ def predict_proba(model: FittedModel, cohort: Cohort, indices: Sequence[int]
     indices = np.asarray(indices)
     config = model.config
     with torch.inference_mode():
+        covariates = clinical_covariates(cohort, indices) if config.clinical else None
         if model.net is None:
             features = cohort.frozen_features(config, backbone=model.backbone)[torch.from_numpy(indices), 0]
-            output = model.head((features - model.feature_mean) / model.feature_std)
+            inputs = [(features - model.feature_mean) / model.feature_std]
+            if covariates is not None:
+                inputs.append((covariates - model.covariate_mean) / model.covariate_std)
+            output = model.head(*inputs)
         else:
             size = config.input_size(model.net.backbone)
+            chunks = np.array_split(np.arange(len(indices)), max(1, len(indices) // 8))
             with autocast(config.precision, config.device):
-                outputs = [model.net(cohort.render(chunk, size, device=config.device))
-                           for chunk in np.array_split(indices, max(1, len(indices) // 8))]
+                outputs = [model.net(cohort.render(indices[chunk], size, device=config.device),
+                                     None if covariates is None else covariates[chunk].to(config.device))
+                           for chunk in chunks]
             output = type(outputs[0])(*(None if outputs[0][k] is None else torch.cat([o[k] for o in outputs])
                                         for k in range(3)))
     probability = output.logits.float().softmax(dim=1)[:, 1].cpu().numpy().astype(np.float64)

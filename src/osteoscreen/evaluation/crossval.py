@@ -56,8 +56,16 @@ from osteoscreen.training import (
     time_finetune_step,
 )
 
+CLINICAL_SUFFIX = "+clinical"  # a head whose final layer also sees age and sex (models.heads.ClinicalHead)
 DEFAULT_METHODS: tuple[str, ...] = BASELINES + HEADS  # the image methods and their baselines
-METHODS: tuple[str, ...] = DEFAULT_METHODS + (CLINICAL,)  # clinical: age and sex only, when asked for
+#: also, when asked for: clinical (age and sex only) and every head + clinical
+METHODS: tuple[str, ...] = DEFAULT_METHODS + (CLINICAL,) + tuple(head + CLINICAL_SUFFIX for head in HEADS)
+
+
+def head_of(method: str) -> tuple[str, bool] | None:
+    """(head, with covariates) of a CNN method ("group-attention", "group-attention+clinical"); None otherwise."""
+    head = method.removesuffix(CLINICAL_SUFFIX)
+    return (head, head != method) if head in HEADS else None
 REFERENCE_METHOD = "group-attention"
 PROTOCOLS = ("loo", "kfold")
 
@@ -212,11 +220,12 @@ class FoldRunner:
         return self._lbp
 
     def train_config(self, method: str) -> TrainConfig:
-        return replace(self.config.train, head=method, seed=self.seed)
+        head, clinical = head_of(method)
+        return replace(self.config.train, head=head, clinical=clinical, seed=self.seed)
 
     def batched(self, method: str) -> bool:
         """True when the method's folds train together as one stacked computation."""
-        return method in HEADS and self.config.train.mode == "frozen"
+        return head_of(method) is not None and self.config.train.mode == "frozen"
 
     def run(self, method: str, folds: list[Fold]) -> list[dict]:
         """One record per fold, each with its wall time (for batched folds: their share of the batch's). With a
@@ -374,7 +383,7 @@ class LocalBackend:
     def execute(self, cohort: Cohort, config: CVConfig, jobs: list[Job], progress: Callable):
         """Yield each job's records as it finishes."""
         def in_workers(job: Job) -> bool:
-            return self.workers > 1 and job.method in HEADS and config.train.mode == "finetune"
+            return self.workers > 1 and head_of(job.method) is not None and config.train.mode == "finetune"
 
         runners: dict[int, FoldRunner] = {}  # per seed: LBP features computed once
         for job in progress([job for job in jobs if not in_workers(job)]):
@@ -433,11 +442,12 @@ def default_workers(mode: str, device: str = "cpu") -> int:
 def project_seconds(cohort: Cohort, config: CVConfig, jobs: list[Job], parallelism: int, threads: int) -> float:
     """Projected wall time of the pending fine-tune fits: one training step timed on this machine with the
     threads a fold gets x steps / folds at a time."""
-    fits = [(job.method, fold) for job in jobs if job.method in HEADS for fold in job.folds]
+    fits = [(job.method, fold) for job in jobs if head_of(job.method) is not None for fold in job.folds]
     if not fits:
         return 0.0
     with intra_op_threads(threads):
-        step = time_finetune_step(cohort, replace(config.train, head=fits[0][0]))
+        head, clinical = head_of(fits[0][0])
+        step = time_finetune_step(cohort, replace(config.train, head=head, clinical=clinical))
     steps = sum(finetune_steps(len(fold.train), config.train) for _, fold in fits)
     return step * steps / parallelism
 
@@ -466,9 +476,9 @@ def run_folds(cohort: Cohort, subject_ids: list[str], config: CVConfig, run_dir:
                     done[seed, method, fold.name] = json.loads(path.read_text())
                 else:
                     pending.append(fold)
-            batched = method in HEADS and config.train.mode == "frozen"
+            batched = head_of(method) is not None and config.train.mode == "frozen"
             chunk = FOLD_CHUNK if batched else (len(pending) or 1) if (
-                backend.whole_methods and method not in HEADS) else 1
+                backend.whole_methods and head_of(method) is None) else 1
             jobs += [Job(seed, method, tuple(pending[i:i + chunk])) for i in range(0, len(pending), chunk)]
     with backend.session():
         if config.train.mode == "finetune":

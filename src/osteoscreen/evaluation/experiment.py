@@ -20,6 +20,7 @@ from osteoscreen.evaluation.crossval import (
     RayBackend,
     check_covariates,
     comparisons,
+    head_of,
     prepare_run,
     run_folds,
     summarise,
@@ -29,9 +30,8 @@ from osteoscreen.evaluation.decision_curve import net_benefit
 from osteoscreen.evaluation.metrics import seed_spread
 from osteoscreen.evaluation.report import build_report, format_spread, format_table
 from osteoscreen.landmarks import CLASSES, GROUPS
-from osteoscreen.models.heads import HEADS
 from osteoscreen.outputs import output_folder_in_place
-from osteoscreen.training import Cohort
+from osteoscreen.training import Cohort, clinical_covariates
 
 ATTENTION_COLUMNS = [f"att_{group}" for group in GROUPS]
 
@@ -100,7 +100,9 @@ def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
             log(f"clinical: {missing_covariates} subject(s) lack age or sex; the clinical method scores them at "
                 "the training prevalence")
     subject_ids = [s.subject_id for s in dataset.subjects]
-    if config.train.mode == "frozen" and any(m in HEADS for m in config.methods):
+    if any(head_of(m) is not None and head_of(m)[1] for m in config.methods):
+        clinical_covariates(cohort, range(len(cohort)))  # every subject needs age and sex: refused before any work
+    if config.train.mode == "frozen" and any(head_of(m) is not None for m in config.methods):
         for seed in config.seeds:  # once per seed, for every head and fold (Ray tasks receive them)
             cohort.frozen_features(replace(config.train, seed=seed), progress=progress("features"))
     records = run_folds(cohort, subject_ids, config, run_dir, progress=progress("folds"), backend=backend, log=log)

@@ -21,12 +21,15 @@ class OctupletNet(nn.Module):
     `set_feature_scale` fixes once before training from the training subjects' patches (the texture statistics
     differ in scale by orders of magnitude between layers; unscaled, one learning rate cannot serve them all).
 
+    covariates > 0 (a `+clinical` head): forward also takes the subjects' covariates, standardised by the buffers
+    `covariate_mean` and `covariate_std`, fixed before training from the training subjects.
+
     BatchNorm layers (EfficientNet) keep their ImageNet running statistics in training mode too: the usual
     practice when fine-tuning on small batches, and what makes a batch processed in chunks give exactly the
     gradient of the whole batch (see training.finetune_step). AlexNet has no BatchNorm.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, feature: str = "pooled"):
+    def __init__(self, backbone: nn.Module, head: nn.Module, feature: str = "pooled", covariates: int = 0):
         super().__init__()
         if feature not in PATCH_FEATURES:
             raise InputError(f"patch feature must be one of {', '.join(PATCH_FEATURES)}, got {feature!r}")
@@ -36,6 +39,10 @@ class OctupletNet(nn.Module):
         if feature == "texture":
             self.register_buffer("feature_mean", torch.zeros(backbone.texture_dim))
             self.register_buffer("feature_std", torch.ones(backbone.texture_dim))
+        self.covariates = covariates
+        if covariates:  # a +clinical head: the covariates' standardisation, fixed from the training subjects
+            self.register_buffer("covariate_mean", torch.zeros(covariates))
+            self.register_buffer("covariate_std", torch.ones(covariates))
 
     @staticmethod
     def feature_dim(backbone: nn.Module, feature: str) -> int:
@@ -74,8 +81,12 @@ class OctupletNet(nn.Module):
                 module.eval()
         return self
 
-    def forward(self, patches: torch.Tensor) -> HeadOutput:
-        return self.head(self.patch_features(patches))
+    def forward(self, patches: torch.Tensor, covariates: torch.Tensor | None = None) -> HeadOutput:
+        """patches [B, 8, 1, H, W]; covariates [B, C] raw (age, female, male) for a +clinical head."""
+        features = self.patch_features(patches)
+        if not self.covariates:
+            return self.head(features)
+        return self.head(features, (covariates - self.covariate_mean) / self.covariate_std)
 
     def parameter_groups(self, lr_backbone: float, lr_head: float, weight_decay: float) -> list[dict]:
         """SGD parameter groups: the pretrained backbone at lr_backbone, everything else at lr_head."""
