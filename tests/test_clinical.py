@@ -1,6 +1,7 @@
 """The clinical baseline (age and sex) against image methods: each finds the signal its inputs carry."""
 
 import csv
+import json
 import shutil
 from dataclasses import replace
 
@@ -9,10 +10,12 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from conftest import local_client, subject_upload
 from osteoscreen.cli import main
 from osteoscreen.evaluation.crossval import CVConfig, run_folds, summarise
 from osteoscreen.models.heads import build_head
 from osteoscreen.training import TrainConfig
+from osteoscreen.web.app import create_app
 
 CONFIG = CVConfig(methods=("clinical", "concat"), protocol="kfold", folds=4, repeats=1,
                   train=TrainConfig(views=1, epochs=20))
@@ -80,3 +83,48 @@ def test_a_clinical_head_equals_its_head_plus_a_linear_term_in_the_covariates():
     features, covariates = torch.randn(5, 8, 16), torch.randn(5, 3)
     expected = head.head(features).logits + covariates @ head.covariate_fc.weight.T
     torch.testing.assert_close(head(features, covariates).logits, expected)
+
+
+@pytest.fixture(scope="module")
+def clinical_model(small_png_cohort, tmp_path_factory):
+    model = tmp_path_factory.mktemp("clinical") / "model"
+    assert main(["train", str(small_png_cohort), "--out", str(model), "--method", "concat+clinical", "--views", "1",
+                 "--epochs", "5"]) == 0
+    return model
+
+
+def test_a_clinical_model_records_its_covariates_and_predict_asks_for_them(clinical_model, small_png_cohort,
+                                                                          tmp_path, capsys):
+    info = json.loads((clinical_model / "model.json").read_text())
+    assert info["method"] == "concat+clinical" and info["covariates"] == ["age", "sex"]
+    assert main(["predict", str(clinical_model), str(small_png_cohort), "--out", str(tmp_path / "a"),
+                 "--no-figures"]) == 0
+    without = tmp_path / "without"
+    shutil.copytree(small_png_cohort, without)
+    text = (without / "subjects.csv").read_text().splitlines()
+    rows = [text[0]] + [",".join(cell if i != 4 else "" for i, cell in enumerate(line.split(","))) for line in text[1:]]
+    (without / "subjects.csv").write_text("\n".join(rows) + "\n")  # column 4 is age
+    assert main(["predict", str(clinical_model), str(without), "--out", str(tmp_path / "b")]) == 2
+    assert "needs age and sex for every radiograph; 4 lack them" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+    data, landmarks, _ = subject_upload(small_png_cohort)
+    image, points = tmp_path / "x.png", tmp_path / "x.json"
+    image.write_bytes(data)
+    points.write_text(json.dumps(landmarks))
+    single = ["predict", str(clinical_model), str(image), "--landmarks", str(points), "--no-figures"]
+    assert main([*single, "--out", str(tmp_path / "c")]) == 2
+    assert main([*single, "--out", str(tmp_path / "d"), "--age", "61", "--sex", "female"]) == 0
+
+
+def test_the_web_page_asks_a_clinical_model_for_age_and_sex(clinical_model, small_png_cohort):
+    client = local_client(create_app(model_dir=clinical_model))
+    assert client.get("/api/info").json()["model"]["covariates"] == ["age", "sex"]
+    data, landmarks, _ = subject_upload(small_png_cohort)
+    files = {"file": ("r.png", data, "application/octet-stream")}
+    refused = client.post("/api/screen", files=files, data={"landmarks": json.dumps(landmarks)})
+    assert refused.status_code == 422 and "needs the patient's age and sex" in refused.json()["error"]
+    bad = client.post("/api/screen", files=files, data={"landmarks": json.dumps(landmarks), "age": "old", "sex": "F"})
+    assert bad.status_code == 422 and bad.json()["error"].startswith("age:")
+    screened = client.post("/api/screen", files=files, data={"landmarks": json.dumps(landmarks), "age": "58",
+                                                            "sex": "F"})
+    assert screened.status_code == 200 and 0 <= screened.json()["p_osteoporosis"] <= 1

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from osteoscreen import __version__
 from osteoscreen.allocator import keep_freed_memory
 from osteoscreen.errors import InputError, InputWarning
-from osteoscreen.models.heads import HEADS
+from osteoscreen.models.heads import CLINICAL_HEADS, HEADS
 
 
 def progress(description: str, unit: str = "subject") -> Callable:
@@ -243,13 +243,23 @@ def cmd_cv(args) -> None:
     _run_cv(args.data, args.out, config, backend)
 
 
+def _sex(text: str) -> str:
+    from osteoscreen.data.dataset import SEXES
+
+    if text.strip().lower() not in SEXES:
+        raise argparse.ArgumentTypeError(f"expected F or M, got {text!r}")
+    return SEXES[text.strip().lower()]
+
+
 def cmd_train(args) -> None:
+    from osteoscreen.models.heads import head_of
     from osteoscreen.screening import train_model
 
-    config = _train_config(args, head=args.method)
+    head, clinical = head_of(args.method)
+    config = replace(_train_config(args, head=head), clinical=clinical)
     out = train_model(args.data, args.out, config, cv_run=args.cv, rule=_decision_rule(args), task=args.task,
                       progress=lambda name: progress(name, unit="step"))
-    print(f"trained {config.head} ({config.mode}, {config.backbone}) on {args.data}; model: {out} "
+    print(f"trained {args.method} ({config.mode}, {config.backbone}) on {args.data}; model: {out} "
           f"(weights.safetensors, model.json, README.md)")
 
 
@@ -269,6 +279,7 @@ def cmd_predict(args) -> None:
         raise InputError(f"{source}: a single image needs --landmarks FILE (CSV landmark,x,y or JSON)")
     else:
         dataset = single_image_dataset(source, args.landmarks)
+        dataset.subjects = [replace(s, age=args.age, sex=args.sex) for s in dataset.subjects]
     _backend_check(args)
     resources = None
     if args.backend == "ray":
@@ -422,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one method on every subject of a dataset and save the model")
     train.add_argument("data")
     train.add_argument("--out", required=True, help="model directory to create")
-    train.add_argument("--method", choices=list(HEADS), default="group-attention")
+    train.add_argument("--method", choices=list(HEADS + CLINICAL_HEADS), default="group-attention")
     train.add_argument("--cv", default=None, metavar="RUN",
                        help="a cv run on the same data: its metrics for the method go into the model card")
     _add_training_options(train)
@@ -434,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--landmarks", default=None, help="landmarks of the single image: CSV landmark,x,y or JSON")
     predict.add_argument("--out", required=True)
     predict.add_argument("--no-figures", action="store_true", help="write predictions.csv only")
+    predict.add_argument("--age", type=number(float, 0, 130), default=None,
+                         help="single image: the patient's age in years (models trained with +clinical need it)")
+    predict.add_argument("--sex", type=_sex, default=None, help="single image: F or M (+clinical models need it)")
     _add_backend_options(predict, "shard of radiographs")
     predict.set_defaults(run=cmd_predict)
 

@@ -12,7 +12,8 @@ import numpy as np
 
 from osteoscreen.data.subject_patches import SubjectPatches
 
-COVARIATE_NAMES = ("age", "female", "male")
+COVARIATE_NAMES = ("age", "female", "male")  # the model inputs
+COVARIATES_NEEDED = ("age", "sex")  # the subjects.csv columns (and web page fields) they come from
 
 
 def covariate_matrix(patches: Sequence[SubjectPatches]) -> np.ndarray:

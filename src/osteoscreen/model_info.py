@@ -16,10 +16,11 @@ import math
 import types
 import typing
 
+from osteoscreen.covariates import COVARIATES_NEEDED
 from osteoscreen.errors import InputError
 from osteoscreen.jsoninput import JsonValue
 from osteoscreen.landmarks import CLASSES
-from osteoscreen.models.heads import HEADS
+from osteoscreen.models.heads import CLINICAL_HEADS, HEADS, method_name
 from osteoscreen.operating_point import CALIBRATIONS
 from osteoscreen.tasks import TASKS
 from osteoscreen.training import MODES, TrainConfig
@@ -101,11 +102,13 @@ def check_model_info(info: JsonValue) -> TrainConfig:
     info.object()
     for key in ("osteoscreen", "created"):
         info[key].string()
-    info["method"].string(HEADS)
+    info["method"].string(HEADS + CLINICAL_HEADS)
     info["mode"].string(MODES)
     config = read_config(info)
-    if (config.head, config.mode) != (info["method"].value, info["mode"].value):
+    if (method_name(config.head, config.clinical), config.mode) != (info["method"].value, info["mode"].value):
         raise info.error("method and mode differ from the training configuration's head and mode")
+    if info["covariates"].value != (list(COVARIATES_NEEDED) if config.clinical else []):
+        raise info["covariates"].error(f"expected {json.dumps(list(COVARIATES_NEEDED) if config.clinical else [])}")
     info["preprocessing"].object()
     backbone = info["backbone"]
     backbone["name"].string([config.backbone])

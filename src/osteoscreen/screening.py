@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from osteoscreen import __version__
+from osteoscreen.covariates import COVARIATES_NEEDED
 from osteoscreen.data.dataset import Dataset, Subject
 from osteoscreen.data.imageio import Radiograph
 from osteoscreen.data.subject_patches import (
@@ -41,7 +42,7 @@ from osteoscreen.jsoninput import read_json
 from osteoscreen.landmarks import CLASSES, GROUPS, WHO_CLASSES
 from osteoscreen.model_info import BINDING_KEY, canonical_digest, check_model_info, finite_or_null
 from osteoscreen.models.backbones import Backbone
-from osteoscreen.models.heads import HEADS, build_head
+from osteoscreen.models.heads import HEADS, build_head, method_name
 from osteoscreen.novelty import fit_novelty, novelty_distance, subject_features
 from osteoscreen.operating_point import FIXED_RULE, DecisionRule, FittedRule, fit_rule
 from osteoscreen.outputs import output_folder, subject_file_names, write_index
@@ -83,6 +84,8 @@ def _state(model: FittedModel, backbone: Backbone) -> dict[str, torch.Tensor]:
         items = {**{f"backbone.{k}": v for k, v in backbone.net.state_dict().items()},
                  **{f"head.{k}": v for k, v in model.head.state_dict().items()},
                  "scaler.mean": model.feature_mean, "scaler.std": model.feature_std}
+        if model.covariate_mean is not None:
+            items |= {"covariates.mean": model.covariate_mean, "covariates.std": model.covariate_std}
     return {k: v.detach().cpu().contiguous().clone() for k, v in items.items()}
 
 
@@ -129,7 +132,8 @@ def write_model_files(model: FittedModel, folder: Path, training_data: dict, cro
     backbone = model.net.backbone if model.net is not None else (
         model.backbone or frozen_backbone(model.config.backbone, model.config.weights, model.config.taps))
     info = {"format": MODEL_FORMAT, "osteoscreen": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "method": model.config.head, "mode": model.config.mode, "config": model.config.to_dict(),
+            "method": method_name(model.config.head, model.config.clinical), "mode": model.config.mode,
+            "config": model.config.to_dict(), "covariates": list(COVARIATES_NEEDED) if model.config.clinical else [],
             "preprocessing": preprocessing(model.config, backbone),
             "backbone": {"name": model.config.backbone, "taps": list(backbone.taps),
                          "weights": backbone.weights_source},
@@ -268,9 +272,11 @@ def _rebuild(config: TrainConfig, state: dict[str, torch.Tensor], info: dict) ->
     backbone = Backbone(config.backbone, "none", config.taps)
     backbone.net.load_state_dict(part("backbone."))
     backbone.weights_source = info["backbone"]["weights"]
-    head = build_head(config.head, backbone.texture_dim, config.hidden, config.attention)
+    head = build_head(config.head, backbone.texture_dim, config.hidden, config.attention, config.clinical)
     head.load_state_dict(part("head."))
-    return FittedModel(config, head.eval(), None, state["scaler.mean"], state["scaler.std"], backbone.eval())
+    return FittedModel(config, head.eval(), None, state["scaler.mean"], state["scaler.std"], backbone.eval(),
+                       covariate_mean=state["covariates.mean"] if config.clinical else None,
+                       covariate_std=state["covariates.std"] if config.clinical else None)
 
 
 def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, cv_run: str | Path | None = None,
@@ -364,6 +370,13 @@ def predict(loaded: LoadedModel, dataset: Dataset, out_dir: str | Path, figures:
     cluster, DIR must be on storage every node shares.
     """
     out_dir = Path(out_dir)
+    if loaded.model.config.clinical:
+        lacking = [s.subject_id for s in dataset.subjects if s.age is None or s.sex is None]
+        if lacking:
+            raise InputError(f"this model ({loaded.info['method']}) needs age and sex for every radiograph; "
+                             f"{len(lacking)} lack them ({', '.join(map(repr, lacking[:5]))}"
+                             f"{', ...' if len(lacking) > 5 else ''}): fill the age and sex columns of subjects.csv, "
+                             "or give --age and --sex with a single image")
     model = replace(loaded.model, config=replace(loaded.model.config, views=1))  # the plain view only
     rule = model_rule(loaded.info)
     ids = [s.subject_id for s in dataset.subjects]

@@ -41,7 +41,7 @@ from osteoscreen.evaluation.metrics import (
     repeat_auroc,
     screening_metrics,
 )
-from osteoscreen.models.heads import HEADS
+from osteoscreen.models.heads import CLINICAL_HEADS, HEADS, head_of
 from osteoscreen.operating_point import DecisionRule, FittedRule, fit_rule, inner_splits
 from osteoscreen.tasks import DEFAULT_TASK, check_task
 from osteoscreen.training import (
@@ -56,16 +56,9 @@ from osteoscreen.training import (
     time_finetune_step,
 )
 
-CLINICAL_SUFFIX = "+clinical"  # a head whose final layer also sees age and sex (models.heads.ClinicalHead)
 DEFAULT_METHODS: tuple[str, ...] = BASELINES + HEADS  # the image methods and their baselines
 #: also, when asked for: clinical (age and sex only) and every head + clinical
-METHODS: tuple[str, ...] = DEFAULT_METHODS + (CLINICAL,) + tuple(head + CLINICAL_SUFFIX for head in HEADS)
-
-
-def head_of(method: str) -> tuple[str, bool] | None:
-    """(head, with covariates) of a CNN method ("group-attention", "group-attention+clinical"); None otherwise."""
-    head = method.removesuffix(CLINICAL_SUFFIX)
-    return (head, head != method) if head in HEADS else None
+METHODS: tuple[str, ...] = DEFAULT_METHODS + (CLINICAL,) + CLINICAL_HEADS
 REFERENCE_METHOD = "group-attention"
 PROTOCOLS = ("loo", "kfold")
 

@@ -20,7 +20,6 @@ from osteoscreen.evaluation.crossval import (
     RayBackend,
     check_covariates,
     comparisons,
-    head_of,
     prepare_run,
     run_folds,
     summarise,
@@ -30,6 +29,7 @@ from osteoscreen.evaluation.decision_curve import net_benefit
 from osteoscreen.evaluation.metrics import seed_spread
 from osteoscreen.evaluation.report import build_report, format_spread, format_table
 from osteoscreen.landmarks import CLASSES, GROUPS
+from osteoscreen.models.heads import head_of
 from osteoscreen.outputs import output_folder_in_place
 from osteoscreen.training import Cohort, clinical_covariates
 

@@ -22,6 +22,18 @@ from osteoscreen.errors import InputError
 from osteoscreen.landmarks import GROUPS, LANDMARKS, SIDES
 
 HEADS = ("concat", "group-attention", "abmil", "gated-abmil")
+CLINICAL_SUFFIX = "+clinical"  # a method name: a head whose final layer also sees age and sex (ClinicalHead)
+CLINICAL_HEADS = tuple(head + CLINICAL_SUFFIX for head in HEADS)
+
+
+def head_of(method: str) -> tuple[str, bool] | None:
+    """(head, with covariates) of a CNN method ("group-attention", "group-attention+clinical"); None otherwise."""
+    head = method.removesuffix(CLINICAL_SUFFIX)
+    return (head, head != method) if head in HEADS else None
+
+
+def method_name(head: str, clinical: bool) -> str:
+    return head + (CLINICAL_SUFFIX if clinical else "")
 ATTENTION_ACTIVATIONS = ("softmax", "sigmoid")
 
 

@@ -27,7 +27,7 @@ from osteoscreen.jsoninput import parse_json
 from osteoscreen.landmarks import GROUPS, LANDMARKS
 from osteoscreen.web.annotations import AnnotationStore, parse_landmarks
 from osteoscreen.web.guards import BodySizeLimit, InternalErrors, LocalOrigin
-from osteoscreen.web.uploads import DecodeSlots, UploadError, decode_upload, png_bytes
+from osteoscreen.web.uploads import DecodeSlots, UploadError, decode_upload, parse_covariates, png_bytes
 
 DEFAULT_MAX_UPLOAD_MB = 64
 DEFAULT_MAX_DECODES = 2
@@ -126,6 +126,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
         model = None if loaded is None else {
             "method": loaded.info["method"], "mode": loaded.info["mode"], "created": loaded.info["created"],
             "threshold": loaded.info["threshold"], "decision_rule": loaded.info["decision_rule"]["rule"],
+            "covariates": loaded.info["covariates"],
             "synthetic_training_data": bool(loaded.info["training_data"].get("synthetic"))}
         return {"screening": loaded is not None, "annotation": store is not None, "model": model,
                 "landmarks": _landmark_info(), "groups": list(GROUPS), "max_upload_bytes": max_upload_bytes,
@@ -138,14 +139,17 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
             return Response(png_bytes(radiograph.pixels), media_type="image/png")
 
     @app.post("/api/screen")
-    def screen(file: Annotated[UploadFile, File()], landmarks: Annotated[str, Form()]) -> dict:
+    def screen(file: Annotated[UploadFile, File()], landmarks: Annotated[str, Form()],
+               age: Annotated[str, Form()] = "", sex: Annotated[str, Form()] = "") -> dict:
         model = need_model()
         payload = parse_json(landmarks, "landmarks", max_bytes=MAX_JSON_BYTES).value
+        patient_age, patient_sex = parse_covariates(age, sex, needed=bool(model.info["covariates"]))
         with slots():
             radiograph = decode_upload(file.file.read())
             height, width = radiograph.pixels.shape
             points = parse_landmarks(payload, width, height)
-            subject = Subject("upload", Path("upload"), None, points, radiograph.spacing_mm)
+            subject = Subject("upload", Path("upload"), None, points, radiograph.spacing_mm, age=patient_age,
+                              sex=patient_sex)
             fitted = model.model
             result = screen_radiograph(fitted, model_rule(model.info), subject, radiograph, model.novelty)
         views = result.patches.plain_views(fitted.config.patch.context)

@@ -215,6 +215,8 @@ $("screen-button").addEventListener("click", async () => {
   const form = new FormData();
   form.append("file", state.file);
   form.append("landmarks", JSON.stringify(state.landmarks));
+  form.append("age", $("age").value);
+  form.append("sex", $("sex").value);
   setStatus("screening ...");
   try {
     const result = await (await request("api/screen", { method: "POST", body: form })).json();
@@ -326,6 +328,8 @@ function setMode(mode) {
   state.info = await (await request("api/info")).json();
   $("disclaimer").textContent = state.info.disclaimer + (state.info.model && state.info.model.synthetic_training_data
     ? " This model was trained on synthetic phantoms: no clinical validity." : "");
+  // a model trained with age and sex (+clinical) asks for them; any model accepts them
+  $("covariates").hidden = !(state.info.model && state.info.model.covariates.length);
   const modes = ["screening", "annotation"].filter((m) => state.info[m]);
   if (modes.length > 1) {
     for (const mode of modes) {
