@@ -399,6 +399,7 @@ def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labe
                       "leave-pair-out AUROC of a leave-one-out run (<code>--leave-pair-out</code>: every "
                       "osteoporosis-normal pair held out together and scored by one model; Airola et al. 2011). "
                       "The paper's numbers come from its private 70-subject cohort and are not comparable.</p>"
+                      + _task_html(config, metrics)
                       + (_spread_html(spread) if spread and len(config.get("seeds", ())) > 1 else ""),
         "Confusion matrices": _img(_figure_uri(_confusion_figure(metrics)), "confusion matrices"),
         "ROC curves": _img(_figure_uri(_roc_figure(per_subject, labels)), "ROC curves"),
@@ -438,6 +439,28 @@ Dataset: {html.escape(str(dataset.get('path')))} — task {html.escape(str(confi
 Protocol: {html.escape(str(config.get('protocol')))}.</p>
 {banner}{body}</body></html>
 """
+
+
+TASK_TEXT = {"osteoporosis-vs-normal": "osteoporosis positive, normal negative, osteopenia excluded (the paper's)",
+             "osteoporosis-vs-rest": "osteoporosis positive, osteopenia and normal negative",
+             "low-bmd-vs-normal": "osteopenia and osteoporosis positive, normal negative"}
+
+
+def _task_html(config: dict, metrics: dict) -> str:
+    """What the task counts as positive, and what the clinical methods in the table are."""
+    task = config.get("task", "osteoporosis-vs-normal")
+    text = (f"<p>Task <code>{html.escape(task)}</code>: {html.escape(TASK_TEXT.get(task, ''))}; OPA and NOPA are "
+            "sensitivity and specificity for that question.")
+    if "clinical" in metrics:
+        without = metrics["clinical"].get("without_covariates", 0)
+        text += (" <code>clinical</code> sees no image: logistic regression on age and sex (standardised inside each "
+                 "fold); set beside the image methods (McNemar, DeLong) it answers whether the image adds anything "
+                 "over age and sex." + (f" {without} subject(s) lacked age or sex and were scored at the training "
+                                        "prevalence." if without else ""))
+    if any(method.endswith("+clinical") for method in metrics):
+        text += (" A <code>+clinical</code> method is its head with age and sex joined to the fused image "
+                 "representation before the final layer.")
+    return text + "</p>"
 
 
 def _excluded_text(dataset: dict) -> str:
