@@ -36,10 +36,3 @@ def who_from_t_score(t_score: float) -> int:
     """The WHO class index of a T-score."""
     return 0 if t_score >= -1.0 else 2 if t_score <= -2.5 else 1
 
-
-def label_index(label: str) -> int:
-    """Map 'osteoporosis'/'normal' (any case, surrounding spaces ignored) to 1/0; raise ValueError otherwise."""
-    key = label.strip().lower()
-    if key not in CLASSES:
-        raise ValueError(f"unknown label {label!r}; expected one of {', '.join(CLASSES)}")
-    return CLASSES.index(key)
