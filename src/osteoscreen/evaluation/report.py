@@ -434,8 +434,7 @@ overflow-x:auto;font-size:0.8em}}</style></head>
 <body><h1>osteoscreen — cross-validation report</h1>
 <p>Research pre-screening of osteoporosis from panoramic radiographs (Fan et al. 2021). Not a diagnostic device.
 Dataset: {html.escape(str(dataset.get('path')))} — task {html.escape(str(config.get('task')))}:
-{dataset.get('n')} subjects analysed ({dataset.get('positives')} positive, {dataset.get('negatives')} negative
-{_excluded_text(dataset)}).
+{dataset.get('n')} subjects analysed ({_counts_text(dataset)}).
 Protocol: {html.escape(str(config.get('protocol')))}.</p>
 {banner}{body}</body></html>
 """
@@ -461,6 +460,10 @@ def _task_html(config: dict, metrics: dict) -> str:
         text += (" A <code>+clinical</code> method is its head with age and sex joined to the fused image "
                  "representation before the final layer.")
     return text + "</p>"
+
+
+def _counts_text(dataset: dict) -> str:
+    return f"{dataset.get('positives')} positive, {dataset.get('negatives')} negative" + _excluded_text(dataset)
 
 
 def _excluded_text(dataset: dict) -> str:
