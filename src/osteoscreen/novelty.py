@@ -12,30 +12,14 @@ subjects): a flag says "look at this input", not "the prediction is wrong".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
 
-from osteoscreen.precision import autocast
-from osteoscreen.training import Cohort, FittedModel
 
-
-def subject_features(model: FittedModel, cohort: Cohort, indices: Sequence[int]) -> np.ndarray:
-    """[m, D] float64: per subject, the mean over its 8 patches of the feature the model's head sees (plain view)."""
-    indices = np.asarray(indices)
-    config = model.config
-    with torch.inference_mode():
-        if model.net is None:
-            features = cohort.frozen_features(config, backbone=model.backbone)[torch.from_numpy(indices), 0]
-            per_patch = (features - model.feature_mean) / model.feature_std  # [m, 8, T]
-        else:
-            size = config.input_size(model.net.backbone)
-            with autocast(config.precision, config.device):
-                per_patch = torch.cat([model.net.patch_features(cohort.render(chunk, size, device=config.device))
-                                       for chunk in np.array_split(indices, max(1, len(indices) // 8))])
-    return per_patch.float().mean(dim=1).cpu().numpy().astype(np.float64)
+def subject_features(head_features: torch.Tensor) -> np.ndarray:
+    """Subjects' `training.head_features` [m, 8, D] -> [m, D] float64: the mean over their 8 patches."""
+    return head_features.float().mean(dim=1).cpu().numpy().astype(np.float64)
 
 
 def fit_novelty(features: np.ndarray) -> dict:

@@ -54,6 +54,7 @@ from osteoscreen.training import (
     build_finetune_net,
     fit,
     frozen_backbone,
+    head_features,
     predict_proba,
 )
 
@@ -300,7 +301,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
             everyone = np.arange(len(cohort))
             runner = FoldRunner(cohort, CVConfig(methods=(config.head,), rule=rule, train=config), config.seed)
             fitted_rule = fit_rule(cohort.labels, runner.inner_scores(config.head, [everyone])[0], rule)
-        novelty = fit_novelty(subject_features(model, cohort, np.arange(len(cohort))))
+        novelty = fit_novelty(subject_features(head_features(model, cohort, np.arange(len(cohort)))))
         write_model_files(model, folder, info, cross_validation, fitted_rule, novelty)
     return Path(out_dir)
 
@@ -347,9 +348,10 @@ def screen_radiograph(model: FittedModel, rule: FittedRule, subject: Subject, ra
     rule's calibration, the decision at its threshold, and with a novelty reference the novelty check."""
     patches = cut_subject_patches(subject, radiograph, model.config.patch)
     cohort = Cohort([patches], model.config.patch)
-    probability, attention = predict_proba(model, cohort, [0])
+    features = head_features(model, cohort, [0])  # one backbone pass serves the prediction and the novelty check
+    probability, attention = predict_proba(model, cohort, [0], features)
     probability = float(rule.probability(probability)[0])
-    distance = None if novelty is None else float(novelty_distance(subject_features(model, cohort, [0]), novelty)[0])
+    distance = None if novelty is None else float(novelty_distance(subject_features(features), novelty)[0])
     return Screening(probability, CLASSES[int(probability >= rule.threshold)],
                      None if attention is None else attention[0], patches, distance,
                      None if distance is None else distance > novelty["threshold"])

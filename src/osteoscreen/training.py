@@ -556,28 +556,39 @@ def _fit_finetune(cohort, indices, labels, config) -> FittedModel:
     return FittedModel(config, net.head, net.eval(), history=history)
 
 
-def predict_proba(model: FittedModel, cohort: Cohort, indices: Sequence[int]
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(p_osteoporosis [m], group attention [m, 4] or None) for the given subjects, from their plain view."""
+def head_features(model: FittedModel, cohort: Cohort, indices: Sequence[int]) -> torch.Tensor:
+    """[m, 8, D] what the model's head sees for the given subjects' plain views: frozen mode, their standardised
+    texture features; fine-tune, `OctupletNet.patch_features` of patches rendered on the device (8 subjects per
+    backbone call). Prediction and the novelty check both start from it."""
     indices = np.asarray(indices)
     config = model.config
     with torch.inference_mode():
-        covariates = clinical_covariates(cohort, indices) if config.clinical else None
         if model.net is None:
             features = cohort.frozen_features(config, backbone=model.backbone)[torch.from_numpy(indices), 0]
-            inputs = [(features - model.feature_mean) / model.feature_std]
+            return (features - model.feature_mean) / model.feature_std
+        size = config.input_size(model.net.backbone)
+        with autocast(config.precision, config.device):
+            return torch.cat([model.net.patch_features(cohort.render(chunk, size, device=config.device))
+                              for chunk in np.array_split(indices, max(1, len(indices) // 8))])
+
+
+def predict_proba(model: FittedModel, cohort: Cohort, indices: Sequence[int], features: torch.Tensor | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(p_osteoporosis [m], group attention [m, 4] or None) for the given subjects, from their plain view;
+    features: their `head_features`, when the caller has them already."""
+    indices = np.asarray(indices)
+    config = model.config
+    features = head_features(model, cohort, indices) if features is None else features
+    with torch.inference_mode():
+        covariates = clinical_covariates(cohort, indices) if config.clinical else None
+        if model.net is None:
+            inputs = [features]
             if covariates is not None:
                 inputs.append((covariates - model.covariate_mean) / model.covariate_std)
             output = model.head(*inputs)
         else:
-            size = config.input_size(model.net.backbone)
-            chunks = np.array_split(np.arange(len(indices)), max(1, len(indices) // 8))
             with autocast(config.precision, config.device):
-                outputs = [model.net(cohort.render(indices[chunk], size, device=config.device),
-                                     None if covariates is None else covariates[chunk].to(config.device))
-                           for chunk in chunks]
-            output = type(outputs[0])(*(None if outputs[0][k] is None else torch.cat([o[k] for o in outputs])
-                                        for k in range(3)))
+                output = model.net.head_output(features, None if covariates is None else covariates.to(config.device))
     probability = output.logits.float().softmax(dim=1)[:, 1].cpu().numpy().astype(np.float64)
     attention = None if output.attention is None else output.attention.float().cpu().numpy().astype(np.float64)
     return probability, attention

@@ -81,12 +81,16 @@ class OctupletNet(nn.Module):
                 module.eval()
         return self
 
-    def forward(self, patches: torch.Tensor, covariates: torch.Tensor | None = None) -> HeadOutput:
-        """patches [B, 8, 1, H, W]; covariates [B, C] raw (age, female, male) for a +clinical head."""
-        features = self.patch_features(patches)
+    def head_output(self, features: torch.Tensor, covariates: torch.Tensor | None = None) -> HeadOutput:
+        """The head on per-patch features [B, 8, D] (`patch_features`); covariates [B, C] raw (age, female,
+        male) for a +clinical head, standardised here."""
         if not self.covariates:
             return self.head(features)
         return self.head(features, (covariates - self.covariate_mean) / self.covariate_std)
+
+    def forward(self, patches: torch.Tensor, covariates: torch.Tensor | None = None) -> HeadOutput:
+        """patches [B, 8, 1, H, W]; covariates [B, C] raw, for a +clinical head."""
+        return self.head_output(self.patch_features(patches), covariates)
 
     def parameter_groups(self, lr_backbone: float, lr_head: float, weight_decay: float) -> list[dict]:
         """SGD parameter groups: the pretrained backbone at lr_backbone, everything else at lr_head."""
