@@ -183,10 +183,10 @@ class Cohort:
         for position, index in enumerate(indices):
             size, row = where[index]
             by_size.setdefault(size, []).append((position, row))
-        per_call = None if torch.device(device).type == "cuda" else CPU_RENDER_SUBJECTS
         for size, group in by_size.items():
-            for start in range(0, len(group), per_call or len(group)):
-                items = group[start:start + (per_call or len(group))]
+            per_call = len(group) if torch.device(device).type == "cuda" else CPU_RENDER_SUBJECTS
+            for start in range(0, len(group), per_call):
+                items = group[start:start + per_call]
                 positions = torch.tensor([p for p, _ in items])
                 rows = torch.tensor([r for _, r in items], device=stacks[size].device)
                 patches = (positions[:, None] * count + torch.arange(count)).flatten()
@@ -539,8 +539,9 @@ def _fit_finetune(cohort, indices, labels, config) -> FittedModel:
         net.set_feature_scale(cohort.render(indices, size, device=config.device).flatten(0, 1))
     covariates = clinical_covariates(cohort, indices).to(config.device) if config.clinical else None
     if covariates is not None:
-        net.covariate_mean.copy_(_covariate_scale(covariates)[0])
-        net.covariate_std.copy_(_covariate_scale(covariates)[1])
+        mean, std = _covariate_scale(covariates)
+        net.covariate_mean.copy_(mean)
+        net.covariate_std.copy_(std)
     labels = labels.to(config.device)
     net.train()
     history: dict[str, list[float]] = {"loss": [], "accuracy": []}

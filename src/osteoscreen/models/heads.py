@@ -24,6 +24,7 @@ from osteoscreen.landmarks import GROUPS, LANDMARKS, SIDES
 HEADS = ("concat", "group-attention", "abmil", "gated-abmil")
 CLINICAL_SUFFIX = "+clinical"  # a method name: a head whose final layer also sees age and sex (ClinicalHead)
 CLINICAL_HEADS = tuple(head + CLINICAL_SUFFIX for head in HEADS)
+ATTENTION_ACTIVATIONS = ("softmax", "sigmoid")
 
 
 def head_of(method: str) -> tuple[str, bool] | None:
@@ -34,7 +35,6 @@ def head_of(method: str) -> tuple[str, bool] | None:
 
 def method_name(head: str, clinical: bool) -> str:
     return head + (CLINICAL_SUFFIX if clinical else "")
-ATTENTION_ACTIVATIONS = ("softmax", "sigmoid")
 
 
 class HeadOutput(NamedTuple):
@@ -118,12 +118,12 @@ class ClinicalHead(nn.Module):
     among 2,051: on images that carry nothing and an age that does, concat+clinical fitted its training subjects
     through the image features and missed the age (AUROC 0.38); scaled, 0.985 (the cohort of tests/test_clinical)."""
 
-    def __init__(self, head: nn.Module, fused_dim: int, covariates: int = 3):
+    def __init__(self, head: nn.Module, covariates: int = 3):
         super().__init__()
         self.head = head
         self.covariate_fc = nn.Linear(covariates, 2, bias=False)
         nn.init.zeros_(self.covariate_fc.weight)
-        self.scale = math.sqrt(fused_dim / covariates)
+        self.scale = math.sqrt(head.fc.in_features / covariates)  # every head's final layer `fc` reads Φ
 
     def forward(self, features: torch.Tensor, covariates: torch.Tensor) -> HeadOutput:
         output = self.head(features)
@@ -142,4 +142,4 @@ def build_head(name: str, dim: int, hidden: int = 128, activation: str = "softma
         head = MILHead(dim, hidden, gated=name == "gated-abmil")
     else:
         raise InputError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")
-    return ClinicalHead(head, dim if name in ("abmil", "gated-abmil") else len(GROUPS) * dim) if clinical else head
+    return ClinicalHead(head) if clinical else head
