@@ -501,8 +501,9 @@ def _duration(seconds: float) -> str:
 
 def summarise(records: dict[str, list[dict]], labels: np.ndarray) -> tuple[dict, dict]:
     """Per method: out-of-fold probability and attention per subject (mean over repeats) and metrics (the
-    screening metrics at p = 0.5, under "calibration" those of calibration.calibration_metrics, and for repeated
-    k-fold under "auroc_repeats" the per-repeat AUROC with its bootstrap interval, metrics.repeat_auroc)."""
+    screening metrics at p = 0.5, PPV and NPV included; under "calibration" those of
+    calibration.calibration_metrics; for repeated k-fold under "auroc_repeats" the per-repeat AUROC with its
+    bootstrap interval, metrics.repeat_auroc)."""
     per_subject, metrics = {}, {}
     for method, folds in records.items():
         total, count = np.zeros(len(labels)), np.zeros(len(labels))
@@ -517,8 +518,7 @@ def summarise(records: dict[str, list[dict]], labels: np.ndarray) -> tuple[dict,
         attention = attention_total / np.maximum(count, 1)[:, None] if has_attention else None
         per_subject[method] = {"p": probability, "attention": attention}
         metrics[method] = {**screening_metrics(labels, probability),
-                           "calibration": calibration_metrics(labels, probability),
-                           "at_threshold_0.5": decision_metrics(labels, (probability >= 0.5).astype(int))}
+                           "calibration": calibration_metrics(labels, probability)}
         if all("threshold" in r for r in folds):
             metrics[method].update(_rule_metrics(folds, labels))
         by_repeat = _scores_by_repeat(folds, len(labels))

@@ -1,9 +1,9 @@
 """Screening metrics with osteoporosis as the positive class (DESIGN §4). All values are fractions in [0, 1].
 
-OPA = TP / (TP + FN) (sensitivity), NOPA = TN / (TN + FP) (specificity), OA = accuracy,
-balanced accuracy = (OPA + NOPA) / 2, AUROC on pooled out-of-fold scores (labelled as pooled: with one subject
-per fold it is biased, see PITFALLS), Wilson 95% intervals (Brown, Cai & DasGupta 2001) and the exact McNemar
-test (a two-sided binomial test on the discordant pairs).
+OPA = TP / (TP + FN) (sensitivity), NOPA = TN / (TN + FP) (specificity), PPV = TP / (TP + FP), NPV = TN / (TN +
+FN), OA = accuracy, balanced accuracy = (OPA + NOPA) / 2, AUROC on pooled out-of-fold scores (labelled as
+pooled: with one subject per fold it is biased, see PITFALLS), Wilson 95% intervals (Brown, Cai & DasGupta 2001)
+and the exact McNemar test (a two-sided binomial test on the discordant pairs).
 """
 
 from __future__ import annotations
@@ -40,17 +40,15 @@ def _ratio(numerator: int, denominator: int) -> float:
 
 
 def screening_metrics(y_true: np.ndarray, p_osteoporosis: np.ndarray, threshold: float = 0.5) -> dict:
-    """OPA, NOPA, OA, balanced accuracy, pooled AUROC, confusion counts and Wilson intervals."""
+    """At the threshold: decision_metrics (OPA, NOPA, PPV, NPV, counts, Wilson intervals) plus OA and balanced
+    accuracy; and the pooled AUROC."""
     y_true, scores = np.asarray(y_true).astype(int), np.asarray(p_osteoporosis, dtype=float)
-    counts = confusion_counts(y_true, (scores >= threshold).astype(int))
-    tp, fn, tn, fp = counts["tp"], counts["fn"], counts["tn"], counts["fp"]
-    n = tp + fn + tn + fp
-    opa, nopa = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
+    decided = decision_metrics(y_true, (scores >= threshold).astype(int))
+    correct, n = decided["tp"] + decided["tn"], len(y_true)
     auroc = float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else math.nan
-    return {"OPA": opa, "NOPA": nopa, "OA": _ratio(tp + tn, n), "balanced_accuracy": (opa + nopa) / 2,
-            "auroc": auroc, "auroc_pooled": True, **counts, "n": n, "threshold": threshold,
-            "ci95": {"OPA": wilson_interval(tp, tp + fn), "NOPA": wilson_interval(tn, tn + fp),
-                     "OA": wilson_interval(tp + tn, n)}}
+    return {**decided, "OA": _ratio(correct, n), "balanced_accuracy": (decided["OPA"] + decided["NOPA"]) / 2,
+            "auroc": auroc, "auroc_pooled": True, "n": n, "threshold": threshold,
+            "ci95": {**decided["ci95"], "OA": wilson_interval(correct, n)}}
 
 
 def decision_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:

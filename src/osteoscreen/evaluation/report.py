@@ -156,7 +156,7 @@ def _rate_cell(entry: dict, key: str) -> str:
 def _operating_html(metrics: dict, rule_text: str | None) -> str:
     rows = []
     for method, m in metrics.items():
-        points = [("0.5", m["at_threshold_0.5"])]
+        points = [("0.5", m)]
         if "at_rule_threshold" in m:
             spread = m["at_rule_threshold"]["threshold"]
             points.append((f"fitted per fold: median {spread['median']:.3f} [{spread['min']:.3f}–{spread['max']:.3f}]",
