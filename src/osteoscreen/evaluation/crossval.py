@@ -527,32 +527,32 @@ def summarise(records: dict[str, list[dict]], labels: np.ndarray) -> tuple[dict,
     return per_subject, metrics
 
 
+def _per_repeat(folds: list[dict], count: int, value: Callable[[dict], np.ndarray]) -> dict[str, np.ndarray]:
+    """{repeat ("r03"; leave-one-out has one, "loo"): [count] float values of its test subjects, from
+    value(record) per fold record; NaN where the repeat scored no one}."""
+    repeats: dict[str, np.ndarray] = {}
+    for record in folds:
+        name = record["fold"].split("-")[0] if record["fold"].startswith("r") else "loo"
+        repeats.setdefault(name, np.full(count, np.nan))[record["test"]] = value(record)
+    return dict(sorted(repeats.items()))
+
+
 def _rule_metrics(folds: list[dict], labels: np.ndarray) -> dict:
     """Metrics of records that carry a fitted decision rule: at each fold's own threshold, per repeat (each
     repeat flags every subject once; the first repeat's counts and Wilson intervals are the headline, every
     repeat's OPA and NOPA are listed), the calibration of the uncalibrated scores, and the spread of the folds'
     thresholds. Averaging flags or margins over repeats instead would not be one screening decision per subject."""
-    repeats: dict[str, np.ndarray] = {}
-    raw, count = np.zeros(len(labels)), np.zeros(len(labels))
-    for record in folds:
-        flags = repeats.setdefault(_repeat_of(record["fold"]), np.full(len(labels), -1))
-        flags[record["test"]] = np.array(record["p"]) >= record["threshold"]
-        raw[record["test"]] += record["p_raw"]
-        count[record["test"]] += 1
-    per_repeat = {name: decision_metrics(labels, flags) for name, flags in sorted(repeats.items())
-                  if (flags >= 0).all()}
+    flags = _per_repeat(folds, len(labels), lambda r: np.array(r["p"]) >= r["threshold"])
+    per_repeat = {name: decision_metrics(labels, flag.astype(int)) for name, flag in flags.items()
+                  if not np.isnan(flag).any()}
+    raw = np.nanmean(np.stack(list(_per_repeat(folds, len(labels), lambda r: r["p_raw"]).values())), axis=0)
     thresholds = np.array([r["threshold"] for r in folds])
     return {"at_rule_threshold": {**next(iter(per_repeat.values())),
                                   "threshold": {"median": float(np.median(thresholds)),
                                                 "min": float(thresholds.min()), "max": float(thresholds.max())},
                                   "repeats": {name: {"OPA": m["OPA"], "NOPA": m["NOPA"]}
                                               for name, m in per_repeat.items()}},
-            "calibration_uncalibrated": calibration_metrics(labels, raw / np.maximum(count, 1))}
-
-
-def _repeat_of(fold_name: str) -> str:
-    """The repeat a fold belongs to: "r03" of "r03-f01"; leave-one-out has one ("loo")."""
-    return fold_name.split("-")[0] if fold_name.startswith("r") else "loo"
+            "calibration_uncalibrated": calibration_metrics(labels, raw)}
 
 
 def _scores_by_repeat(folds: list[dict], count: int) -> np.ndarray | None:
@@ -560,10 +560,7 @@ def _scores_by_repeat(folds: list[dict], count: int) -> np.ndarray | None:
     or when a repeat does not score every subject."""
     if not folds or not all(r["fold"].startswith("r") for r in folds):
         return None
-    repeats = sorted({_repeat_of(r["fold"]) for r in folds})
-    scores = np.full((len(repeats), count), np.nan)
-    for record in folds:
-        scores[repeats.index(_repeat_of(record["fold"])), record["test"]] = record["p"]
+    scores = np.stack(list(_per_repeat(folds, count, lambda r: r["p"]).values()))
     return None if np.isnan(scores).any() else scores
 
 
