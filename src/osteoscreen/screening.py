@@ -288,9 +288,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     fixed 0.5."""
     with output_folder(out_dir) as folder:
         dataset, patches = load_dataset_with_patches(data_dir, config.patch, progress("patches"))
-        listed = len(dataset.subjects)
-        dataset, patches, excluded = select_task(dataset, patches, task)
-        info = {**dataset.summary(), "task": task, "listed": listed, "excluded": excluded}
+        dataset, patches, info = select_task(dataset, patches, task)
         cross_validation = None if cv_run is None else cv_metrics(Path(cv_run), config.head, info["hash"])
         cohort = Cohort(patches, config.patch)
         if config.mode == "frozen":

@@ -55,12 +55,14 @@ def load_dataset_with_patches(data_dir: str | Path, config: PatchConfig, progres
 
 
 def select_task(dataset: Dataset, patches: list[SubjectPatches], task: str
-                ) -> tuple[Dataset, list[SubjectPatches], dict[str, int]]:
+                ) -> tuple[Dataset, list[SubjectPatches], dict]:
     """The dataset and patches of the subjects a task uses (Dataset.for_task), patches relabelled for it, and the
-    count per WHO class of those it excluded."""
+    summary runs and models record: Dataset.summary of those subjects plus the task, how many subjects the
+    dataset listed and how many of each WHO class the task excluded."""
     chosen, excluded = dataset.for_task(task)
     by_id = {p.subject_id: p for p in patches}
-    return chosen, [replace(by_id[s.subject_id], label=s.label) for s in chosen.subjects], excluded
+    summary = {**chosen.summary(), "task": task, "listed": len(dataset.subjects), "excluded": excluded}
+    return chosen, [replace(by_id[s.subject_id], label=s.label) for s in chosen.subjects], summary
 
 
 def load_subject_patches(subject: Subject, config: PatchConfig) -> SubjectPatches:

@@ -87,10 +87,8 @@ def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
     data_dir, run_dir = Path(data_dir), output_folder_in_place(run_dir)
     dataset, patches = load_dataset_with_patches(data_dir, config.train.patch, progress("patches"),
                                                  allow_shared_images=False)
-    listed = len(dataset.subjects)
-    dataset, patches, excluded = select_task(dataset, patches, config.task)
+    dataset, patches, dataset_info = select_task(dataset, patches, config.task)
     labels = dataset.labels
-    dataset_info = {**dataset.summary(), "task": config.task, "listed": listed, "excluded": excluded}
     record = prepare_run(run_dir, config, dataset_info)
     cohort = Cohort(patches, config.train.patch, dataset_info["hash"], run_dir / "cache")
     missing_covariates = int(np.isnan(cohort.covariates).any(axis=1).sum())
