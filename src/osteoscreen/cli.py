@@ -244,11 +244,12 @@ def cmd_cv(args) -> None:
 
 
 def _sex(text: str) -> str:
-    from osteoscreen.data.dataset import SEXES
+    from osteoscreen.data.dataset import parse_sex
 
-    if text.strip().lower() not in SEXES:
+    sex = parse_sex(text)
+    if sex is None:
         raise argparse.ArgumentTypeError(f"expected F or M, got {text!r}")
-    return SEXES[text.strip().lower()]
+    return sex
 
 
 def cmd_train(args) -> None:

@@ -192,17 +192,27 @@ def _who_class(row: dict[str, str], where: str, require_labels: bool, ignore_unk
 SEXES = {"f": "F", "female": "F", "w": "F", "woman": "F", "m": "M", "male": "M", "man": "M"}
 
 
+def parse_age(text: str) -> float | None:
+    """An age in years in [0, 130] from text; None when it is not one."""
+    age = _parse_float(text)
+    return age if age is not None and 0 <= age <= 130 else None
+
+
+def parse_sex(text: str) -> str | None:
+    """"F" or "M" from F, M, female, male (any case, surrounding spaces ignored); None otherwise."""
+    return SEXES.get(text.strip().lower())
+
+
 def _covariates(row: dict[str, str], where: str, problems: list[str]) -> tuple[float | None, str | None]:
     """(age in years, sex "F"/"M") of a row; empty fields give None, values that are not an age in [0, 130] or a
     sex (F, M, female, male; any case) are problems."""
     age = sex = None
     if row.get("age"):
-        age = _parse_float(row["age"])
-        if age is None or not 0 <= age <= 130:
+        age = parse_age(row["age"])
+        if age is None:
             problems.append(f"{where}: field age: not an age in years (0-130) {row['age']!r}")
-            age = None
     if row.get("sex"):
-        sex = SEXES.get(row["sex"].strip().lower())
+        sex = parse_sex(row["sex"])
         if sex is None:
             problems.append(f"{where}: field sex: expected F or M (or female, male), got {row['sex']!r}")
     return age, sex

@@ -6,7 +6,6 @@ the decoded-size limits of `imageio`, and the number decoded at once by `DecodeS
 from __future__ import annotations
 
 import io
-import math
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from osteoscreen.data.dataset import parse_age, parse_sex
 from osteoscreen.data.imageio import STRIP_ROWS, Radiograph, image_kind, read_radiograph
 from osteoscreen.errors import InputError
 
@@ -80,19 +80,13 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 def parse_covariates(age: str, sex: str, needed: bool) -> tuple[float | None, str | None]:
     """The age and sex fields of a screening request -> (years, "F"/"M"); empty fields give None. UploadError
     (422) for a value that is not an age or a sex, and for a missing one when the model needs them (+clinical)."""
-    from osteoscreen.data.dataset import SEXES
-
     age, sex = age.strip(), sex.strip()
     if needed and not (age and sex):
         raise UploadError(422, "this model needs the patient's age and sex: fill both fields")
-    years = None
-    if age:
-        try:
-            years = float(age)
-        except ValueError:
-            years = math.nan
-        if not 0 <= years <= 130:
-            raise UploadError(422, f"age: expected years between 0 and 130, got {age[:20]!r}")
-    if sex and sex.lower() not in SEXES:
+    years = parse_age(age) if age else None
+    if age and years is None:
+        raise UploadError(422, f"age: expected years between 0 and 130, got {age[:20]!r}")
+    code = parse_sex(sex) if sex else None
+    if sex and code is None:
         raise UploadError(422, f"sex: expected F or M, got {sex[:20]!r}")
-    return years, SEXES[sex.lower()] if sex else None
+    return years, code
