@@ -148,11 +148,6 @@ def _number(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _rate_cell(entry: dict, key: str) -> str:
-    low, high = entry["ci95"][key]
-    return f"<td>{_percent(entry[key])} [{_percent(low)}–{_percent(high)}]</td>"
-
-
 def _operating_html(metrics: dict, rule_text: str | None) -> str:
     rows = []
     for method, m in metrics.items():
@@ -163,7 +158,7 @@ def _operating_html(metrics: dict, rule_text: str | None) -> str:
                            m["at_rule_threshold"]))
         for name, entry in points:
             rows.append(f"<tr><td>{html.escape(method)}</td><td>{name}</td>" + "".join(
-                _rate_cell(entry, key) for key in ("OPA", "NOPA", "PPV", "NPV")) +
+                f"<td>{_with_interval(entry, key)}</td>" for key in ("OPA", "NOPA", "PPV", "NPV")) +
                 f"<td>{entry['tp']}/{entry['fn']}/{entry['tn']}/{entry['fp']}</td></tr>")
     rule = (f"<p>Decision rule: {html.escape(rule_text)}. Each fold's threshold (and calibration) was fitted on "
             "inner out-of-fold scores of that fold's training subjects only, and applied to its test subjects; "
