@@ -205,6 +205,7 @@ class FoldRunner:
     def __init__(self, cohort: Cohort, config: CVConfig, seed: int):
         self.cohort, self.config, self.seed = cohort, config, seed
         self._lbp: np.ndarray | None = None
+        self._covariates: np.ndarray | None = None
 
     def lbp(self) -> np.ndarray:
         if self._lbp is None:
@@ -271,8 +272,10 @@ class FoldRunner:
         """The clinical baseline's p for the test subjects: logistic regression on age and sex, fitted on the
         training subjects that have both; a test subject without them gets the training prevalence (it knows
         nothing of that subject), and so does everyone when the usable training subjects lack a class."""
-        labels, covariates = self.cohort.labels, self.cohort.covariates
-        check_covariates(covariates)
+        if self._covariates is None:  # once per runner, as the LBP features
+            self._covariates = self.cohort.covariates
+            check_covariates(self._covariates)
+        labels, covariates = self.cohort.labels, self._covariates
         usable = ~np.isnan(covariates).any(axis=1)
         fit_rows = train[usable[train]]
         probability = np.full(len(test), labels[train].mean())
