@@ -226,6 +226,7 @@ def test_a_run_made_before_later_options_resumes_when_they_keep_their_neutral_va
     for option in ("rule", "leave_pair_out", "prevalence"):
         del identity["cv"][option]  # as a run written before these options existed
     del identity["cv"]["train"]["patch_feature"]  # frozen mode: the fine-tune patch feature never mattered
+    del identity["cv"]["train"]["clinical"]
     (tmp_path / "config.json").write_text(json.dumps({**stored, "identity": identity}))
     crossval.prepare_run(tmp_path, CVConfig(), info)  # resumes
     with pytest.raises(InputError, match="different configuration"):

@@ -181,8 +181,11 @@ def _with_later_options(identity: dict | None) -> dict | None:
         return identity
     cv = {**_later_options(), **identity["cv"]}
     train = cv.get("train")
-    if isinstance(train, dict) and "patch_feature" not in train and train.get("mode") == "frozen":
-        cv["train"] = {**train, "patch_feature": TrainConfig().patch_feature}  # frozen mode never read it
+    if isinstance(train, dict):
+        later = {"clinical": False}  # a run before +clinical methods trained plain heads
+        if train.get("mode") == "frozen":
+            later["patch_feature"] = TrainConfig().patch_feature  # frozen mode never read it
+        cv["train"] = {**later, **train}
     return {**identity, "cv": cv}
 
 
