@@ -19,7 +19,8 @@ from hardware import peak
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import build_head
 from osteoscreen.models.octuplet import OctupletNet
-from osteoscreen.training import TrainConfig, build_finetune_net, finetune_step
+from osteoscreen.training.config import TrainConfig
+from osteoscreen.training.finetune import build_finetune_net, finetune_step
 
 SUBJECTS, PATCHES, SIZE = 32, 8, 224
 

@@ -18,29 +18,34 @@ from pathlib import Path
 import numpy as np
 
 from common import REPEATS, Row, default_cohort, median_seconds
+from osteoscreen.data.cohort import Cohort
 from osteoscreen.data.subject_patches import load_dataset_with_patches
-from osteoscreen.evaluation.crossval import CVConfig, make_folds, run_folds
+from osteoscreen.evaluation.crossval import CVConfig
+from osteoscreen.evaluation.experiment import run_folds
+from osteoscreen.evaluation.runs import RunFolder
+from osteoscreen.evaluation.splits import make_folds
+from osteoscreen.features import forget_frozen_features
 from osteoscreen.models.heads import HEADS
-from osteoscreen.training import Cohort, fit, predict_proba
+from osteoscreen.training.fit import fit, predict_proba
 
 TARGET_S = 60.0
 
 
-def load(data: Path) -> tuple[Cohort, list[str]]:
+def load(data: Path) -> Cohort:
     """As `osteoscreen cv` loads: the dataset checked, every radiograph decoded once and cut into patches."""
-    dataset, patches = load_dataset_with_patches(data, CVConfig().train.patch)
-    return Cohort(patches, CVConfig().train.patch), [s.subject_id for s in dataset.subjects]
+    _, patches = load_dataset_with_patches(data, CVConfig().train.patch)
+    return Cohort(patches, CVConfig().train.patch)
 
 
 def ours_once(data: Path) -> dict:
-    cohort, subject_ids = load(data)
+    cohort = load(data)
     with tempfile.TemporaryDirectory() as run_dir:
-        return run_folds(cohort, subject_ids, CVConfig(methods=HEADS), Path(run_dir))[0]
+        return run_folds(cohort, CVConfig(methods=HEADS), RunFolder(Path(run_dir)))[0]
 
 
 def naive_fold(cohort: Cohort, fold) -> None:
     """One fold the naive way: fresh backbone features for all subjects, then each head fitted alone."""
-    cohort._features.clear()  # forget the features: this fold computes its own
+    forget_frozen_features(cohort)  # this fold computes its own features
     for head in HEADS:
         model = fit(cohort, fold.train, replace(CVConfig().train, head=head))
         predict_proba(model, cohort, fold.test)
@@ -50,7 +55,7 @@ def run() -> list[Row]:
     data = default_cohort()
     results = []
     ours_s = median_seconds(lambda: results.append(ours_once(data)))
-    cohort, _ = load(data)
+    cohort = load(data)
     folds = make_folds(cohort.labels, CVConfig())
     naive_fold_s = median_seconds(lambda: naive_fold(cohort, folds[0]))
     naive_s = naive_fold_s * len(folds)
@@ -64,7 +69,7 @@ def run() -> list[Row]:
 
 if __name__ == "__main__":
     from common import format_table
-    from osteoscreen.allocator import keep_freed_memory
+    from osteoscreen.utils import keep_freed_memory
 
     keep_freed_memory()  # as the osteoscreen command does
     print(format_table(run()))

@@ -26,8 +26,10 @@ ours_once(Path({data!r}))
 FINETUNE_FOLD = """
 from pathlib import Path
 from bench_frozen_loo import load
-from osteoscreen.evaluation.crossval import CVConfig, make_folds
-from osteoscreen.training import TrainConfig, fit, predict_proba
+from osteoscreen.evaluation.crossval import CVConfig
+from osteoscreen.evaluation.splits import make_folds
+from osteoscreen.training.config import TrainConfig
+from osteoscreen.training.fit import fit, predict_proba
 cohort, _ = load(Path({data!r}))
 fold = make_folds(cohort.labels, CVConfig())[0]
 config = TrainConfig(mode="finetune", backbone={backbone!r}, weights="none", epochs=1, batch_size=32)

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from common import REPEATS, Row, default_cohort, median_seconds
+from osteoscreen.data.cohort import Cohort
 from osteoscreen.data.patches import PatchConfig, random_augmentation, render_views
 from osteoscreen.data.subject_patches import load_dataset_with_patches
-from osteoscreen.training import Cohort
 
 BATCH = 32
 NO_SLOWER = 0.95  # "no slower", allowing the few per cent by which medians on this shared VM move between runs

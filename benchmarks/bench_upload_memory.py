@@ -57,16 +57,18 @@ def _rss_kib(pid: int, field: str) -> int:
 
 
 def _model(folder: Path) -> Path:
+    from osteoscreen.data.cohort import Cohort
     from osteoscreen.data.dataset import load_dataset
     from osteoscreen.data.phantom import PhantomConfig, synthesise
-    from osteoscreen.screening import save_model
-    from osteoscreen.training import Cohort, TrainConfig, fit
+    from osteoscreen.model import Model
+    from osteoscreen.training.config import TrainConfig
+    from osteoscreen.training.fit import fit
 
     data = synthesise(folder / "data", PhantomConfig(n=4, positives=2, seed=3))
     dataset = load_dataset(data)
     config = TrainConfig(views=1, epochs=1)
     cohort = Cohort.from_dataset(dataset, config.patch)
-    return save_model(fit(cohort, np.arange(4), config), folder / "model", dataset.summary(), None)
+    return Model(fit(cohort, np.arange(4), config), training_data=dataset.summary()).save(folder / "model")
 
 
 def run() -> list[Row]:

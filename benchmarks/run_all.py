@@ -14,7 +14,7 @@ import bench_render
 import bench_upload_memory
 from common import REPEATS, format_table
 from hardware import cpu_name, peak
-from osteoscreen.allocator import keep_freed_memory
+from osteoscreen.utils import keep_freed_memory
 
 
 def main() -> int:

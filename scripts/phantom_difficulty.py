@@ -17,9 +17,9 @@ from sklearn.model_selection import LeaveOneOut, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from osteoscreen.baselines import lbp_features
 from osteoscreen.data.patches import PatchConfig, to_uint8
 from osteoscreen.data.subject_patches import load_dataset_with_patches
+from osteoscreen.features import subject_lbp
 from osteoscreen.landmarks import GROUPS
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     for data in args.data:
         dataset, cut = load_dataset_with_patches(data, config)
         labels = dataset.labels
-        per_patch = np.stack([[lbp_features(to_uint8(p.plain_views(config.context)[i:i + 1])) for i in range(8)]
+        per_patch = np.stack([[subject_lbp(to_uint8(p.plain_views(config.context)[i:i + 1])) for i in range(8)]
                               for p in cut])  # [N, 8, F]
         rows = [("all 8 patches", per_patch.reshape(len(labels), -1))]
         rows += [(group, per_patch[:, 2 * g:2 * g + 2].reshape(len(labels), -1)) for g, group in enumerate(GROUPS)]

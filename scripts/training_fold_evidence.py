@@ -24,11 +24,14 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from osteoscreen.data.cohort import Cohort
 from osteoscreen.data.patches import PatchConfig
 from osteoscreen.data.subject_patches import load_dataset_with_patches
-from osteoscreen.evaluation.crossval import CVConfig, make_folds
+from osteoscreen.evaluation.crossval import CVConfig
+from osteoscreen.evaluation.splits import make_folds
 from osteoscreen.models.backbones import Backbone
-from osteoscreen.training import Cohort, TrainConfig, fit, predict_proba
+from osteoscreen.training.config import TrainConfig
+from osteoscreen.training.fit import fit, predict_proba
 
 OUTER = CVConfig(methods=("majority",), protocol="kfold", folds=5, repeats=1)
 

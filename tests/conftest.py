@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 
 from osteoscreen.data.bone import bone_parameters, trabecular_field
+from osteoscreen.data.cohort import Cohort
 from osteoscreen.data.patches import PatchConfig
 from osteoscreen.data.phantom import PhantomConfig, synthesise
 from osteoscreen.data.subject_patches import SubjectPatches
 from osteoscreen.landmarks import GROUPS
-from osteoscreen.screening import train_model
-from osteoscreen.training import Cohort, TrainConfig
+from osteoscreen.model import train_model
+from osteoscreen.training.config import TrainConfig
 
 
 @pytest.fixture(scope="session")

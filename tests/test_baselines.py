@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from osteoscreen.baselines import BASELINES, build_baseline, lbp_features, lbp_histograms
+from osteoscreen.baselines import BASELINES, build_baseline
 from osteoscreen.data.bone import bone_parameters, trabecular_field
 from osteoscreen.data.patches import to_uint8
 from osteoscreen.errors import InputError
+from osteoscreen.features import lbp_histograms, subject_lbp
 
 
 def test_lbp_histogram_bins_and_normalisation():
@@ -12,7 +13,7 @@ def test_lbp_histogram_bins_and_normalisation():
     histogram = lbp_histograms(patch)
     assert histogram.shape == (10 + 18 + 26,)
     assert np.allclose([histogram[:10].sum(), histogram[10:28].sum(), histogram[28:].sum()], 1.0)
-    assert lbp_features(np.stack([patch] * 8)).shape == (8 * 54,)
+    assert subject_lbp(np.stack([patch] * 8)).shape == (8 * 54,)
 
 
 def test_flat_patch_is_mostly_one_code():
@@ -25,7 +26,7 @@ def test_lbp_baselines_separate_textures(name):
     rng = np.random.default_rng(0)
 
     def subject(t_score):
-        return lbp_features(np.stack([to_uint8(trabecular_field((64, 64), bone_parameters(t_score), 0.1, rng))
+        return subject_lbp(np.stack([to_uint8(trabecular_field((64, 64), bone_parameters(t_score), 0.1, rng))
                                       for _ in range(8)]))
 
     features = np.array([subject(-3.5 if i % 2 else 0.5) for i in range(40)])

@@ -12,9 +12,12 @@ from sklearn.metrics import roc_auc_score
 
 from conftest import local_client, subject_upload
 from osteoscreen.cli import main
-from osteoscreen.evaluation.crossval import CVConfig, run_folds, summarise
+from osteoscreen.evaluation.aggregate import summarise
+from osteoscreen.evaluation.crossval import CVConfig
+from osteoscreen.evaluation.experiment import run_folds
+from osteoscreen.evaluation.runs import RunFolder
 from osteoscreen.models.heads import build_head
-from osteoscreen.training import TrainConfig
+from osteoscreen.training.config import TrainConfig
 from osteoscreen.web.app import create_app
 
 CONFIG = CVConfig(methods=("clinical", "concat"), protocol="kfold", folds=4, repeats=1,
@@ -30,8 +33,7 @@ def with_ages(cohort, older_if_positive: float, seed: int):
 
 
 def aurocs(cohort, tmp_path):
-    ids = [p.subject_id for p in cohort.patches]
-    records = run_folds(cohort, ids, CONFIG, tmp_path)[0]
+    records = run_folds(cohort, CONFIG, RunFolder(tmp_path))[0]
     per_subject = summarise(records, cohort.labels)[0]
     return {method: roc_auc_score(cohort.labels, result["p"]) for method, result in per_subject.items()}
 
@@ -71,8 +73,7 @@ def test_clinical_heads_find_an_age_signal_the_images_lack(planted_cohort, tmp_p
         mode="finetune", backbone="alexnet", weights="none", epochs=6, batch_size=8, native_res=True,  # pooled
         precision="fp32", patch_feature="pooled")  # feature keeps its image-only twin at chance, as it should
     config = CVConfig(methods=("concat+clinical", "concat"), protocol="kfold", folds=4, repeats=1, train=train)
-    ids = [p.subject_id for p in cohort.patches]
-    per_subject = summarise(run_folds(cohort, ids, config, tmp_path)[0], cohort.labels)[0]
+    per_subject = summarise(run_folds(cohort, config, RunFolder(tmp_path))[0], cohort.labels)[0]
     scores = {m: roc_auc_score(cohort.labels, r["p"]) for m, r in per_subject.items()}
     assert scores["concat+clinical"] >= 0.85 and scores["concat"] <= 0.75, scores
 

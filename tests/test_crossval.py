@@ -7,19 +7,15 @@ import pytest
 
 from osteoscreen.cli import main
 from osteoscreen.errors import InputError
-from osteoscreen.evaluation import crossval
-from osteoscreen.evaluation.crossval import (
-    CVConfig,
-    Fold,
-    LeakageError,
-    check_no_leakage,
-    make_folds,
-    run_folds,
-    summarise,
-    training_curves,
-)
+from osteoscreen.evaluation import crossval, runs
+from osteoscreen.evaluation.aggregate import summarise, training_curves
+from osteoscreen.evaluation.crossval import CVConfig
+from osteoscreen.evaluation.experiment import run_folds
 from osteoscreen.evaluation.report import SECTIONS
-from osteoscreen.training import TrainConfig, fit, predict_proba
+from osteoscreen.evaluation.runs import RunFolder
+from osteoscreen.evaluation.splits import Fold, LeakageError, check_no_leakage, make_folds
+from osteoscreen.training.config import TrainConfig
+from osteoscreen.training.fit import fit, predict_proba
 
 FAST = TrainConfig(views=1, epochs=15)
 METHODS = ("majority", "knn-lbp", "group-attention")
@@ -28,10 +24,6 @@ METHODS = ("majority", "knn-lbp", "group-attention")
 @pytest.fixture(scope="module")
 def cohort(planted_cohort):
     return planted_cohort(12, seed=2)
-
-
-def subject_ids(cohort):
-    return [p.subject_id for p in cohort.patches]
 
 
 def test_loo_folds_cover_every_subject_once():
@@ -59,7 +51,7 @@ def test_leakage_guard_fires_on_a_bad_split():
 
 def test_resume_after_interruption_gives_identical_results(cohort, tmp_path, monkeypatch):
     config = CVConfig(methods=METHODS, train=FAST)
-    reference = run_folds(cohort, subject_ids(cohort), config, tmp_path / "reference")
+    reference = run_folds(cohort, config, RunFolder(tmp_path / "reference"))
 
     calls = {"n": 0}
     original = crossval.FoldRunner.run
@@ -72,17 +64,17 @@ def test_resume_after_interruption_gives_identical_results(cohort, tmp_path, mon
 
     monkeypatch.setattr(crossval.FoldRunner, "run", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_folds(cohort, subject_ids(cohort), config, tmp_path / "resumed")
+        run_folds(cohort, config, RunFolder(tmp_path / "resumed"))
     assert len(list((tmp_path / "resumed" / "folds").rglob("*.json"))) == 19
     monkeypatch.setattr(crossval.FoldRunner, "run", original)
-    resumed = run_folds(cohort, subject_ids(cohort), config, tmp_path / "resumed")
+    resumed = run_folds(cohort, config, RunFolder(tmp_path / "resumed"))
     labels = cohort.labels
     assert json.dumps(summarise(reference[0], labels)[1]) == json.dumps(summarise(resumed[0], labels)[1])
 
 
 def test_every_fold_refits_from_scratch(cohort, tmp_path):
     config = CVConfig(methods=("group-attention",), train=FAST)
-    records = run_folds(cohort, subject_ids(cohort), config, tmp_path)[0]["group-attention"]
+    records = run_folds(cohort, config, RunFolder(tmp_path))[0]["group-attention"]
     assert len(records) == 12 and all(len(r["p"]) == 1 and len(r["attention"][0]) == 4 for r in records)
     _, metrics = summarise({"group-attention": records}, cohort.labels)
     assert metrics["group-attention"]["balanced_accuracy"] > 0.7  # the planted signal is learnt fold by fold
@@ -221,16 +213,16 @@ def test_cv_leave_pair_out_is_reported_and_kept_for_resume(small_png_cohort, tmp
 
 def test_a_run_made_before_later_options_resumes_when_they_keep_their_neutral_value(tmp_path):
     info = {"hash": "h"}
-    stored = crossval.prepare_run(tmp_path, CVConfig(), info)
+    stored = runs.prepare_run(tmp_path, CVConfig(), info)
     identity = stored["identity"]
     for option in ("rule", "leave_pair_out", "prevalence"):
         del identity["cv"][option]  # as a run written before these options existed
     del identity["cv"]["train"]["patch_feature"]  # frozen mode: the fine-tune patch feature never mattered
     del identity["cv"]["train"]["clinical"]
     (tmp_path / "config.json").write_text(json.dumps({**stored, "identity": identity}))
-    crossval.prepare_run(tmp_path, CVConfig(), info)  # resumes
+    runs.prepare_run(tmp_path, CVConfig(), info)  # resumes
     with pytest.raises(InputError, match="different configuration"):
-        crossval.prepare_run(tmp_path, CVConfig(leave_pair_out=True), info)
+        runs.prepare_run(tmp_path, CVConfig(leave_pair_out=True), info)
 
 
 @pytest.fixture(scope="module")

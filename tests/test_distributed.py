@@ -13,13 +13,17 @@ import pytest
 import ray
 
 from osteoscreen.cli import main
+from osteoscreen.data.cohort import Cohort
 from osteoscreen.data.dataset import load_dataset
 from osteoscreen.distributed import import_ray
 from osteoscreen.errors import InputError
-from osteoscreen.evaluation.crossval import CVConfig, RayBackend, run_job
-from osteoscreen.evaluation.experiment import cross_validate
-from osteoscreen.screening import load_model, predict, save_model
-from osteoscreen.training import Cohort, TrainConfig, fit
+from osteoscreen.evaluation.crossval import CVConfig, run_job
+from osteoscreen.evaluation.execution import RayBackend
+from osteoscreen.evaluation.runs import run_cross_validation
+from osteoscreen.model import Model
+from osteoscreen.screening import predict
+from osteoscreen.training.config import TrainConfig
+from osteoscreen.training.fit import fit
 
 CONFIG = CVConfig(methods=("majority", "knn-lbp", "group-attention"), seeds=(0, 1),
                   train=TrainConfig(views=2, epochs=5))
@@ -36,7 +40,7 @@ def local_ray():
 @pytest.fixture(scope="module")
 def local_run(small_png_cohort, tmp_path_factory):
     run = tmp_path_factory.mktemp("local") / "run"
-    cross_validate(small_png_cohort, run, CONFIG)
+    run_cross_validation(small_png_cohort, run, CONFIG)
     return run
 
 
@@ -46,7 +50,7 @@ def fold_files(run: Path) -> dict[str, int]:
 
 
 def test_ray_and_local_runs_write_identical_metrics(local_ray, local_run, small_png_cohort, tmp_path):
-    cross_validate(small_png_cohort, tmp_path / "ray", CONFIG, backend=RayBackend())
+    run_cross_validation(small_png_cohort, tmp_path / "ray", CONFIG, backend=RayBackend())
     assert (tmp_path / "ray" / "metrics.json").read_bytes() == (local_run / "metrics.json").read_bytes()
     assert (tmp_path / "ray" / "predictions.csv").read_bytes() == (local_run / "predictions.csv").read_bytes()
     metrics = json.loads((local_run / "metrics.json").read_text())
@@ -68,7 +72,7 @@ def _die_once(marker: Path, shared, job):
 def test_a_task_whose_worker_dies_is_retried(local_ray, local_run, small_png_cohort, tmp_path):
     marker = tmp_path / "died"
     backend = RayBackend(task=functools.partial(_die_once, marker))
-    cross_validate(small_png_cohort, tmp_path / "run", CONFIG, backend=backend)
+    run_cross_validation(small_png_cohort, tmp_path / "run", CONFIG, backend=backend)
     assert marker.exists()  # the worker did die once
     assert fold_files(tmp_path / "run").keys() == fold_files(local_run).keys()
     assert (tmp_path / "run" / "metrics.json").read_bytes() == (local_run / "metrics.json").read_bytes()
@@ -88,11 +92,11 @@ def test_an_interrupted_ray_run_resumes_without_recomputing_finished_folds(local
                                                                           tmp_path):
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="interrupted"):
-        cross_validate(small_png_cohort, run, CONFIG, backend=RayBackend(task=functools.partial(
+        run_cross_validation(small_png_cohort, run, CONFIG, backend=RayBackend(task=functools.partial(
             _fail_after_the_others, run)))
     finished = fold_files(run)
     assert len(finished) == 5 * 4 and not any("seed-1/group-attention" in name for name in finished)
-    cross_validate(small_png_cohort, run, CONFIG, backend=RayBackend())  # resume (could be another cluster)
+    run_cross_validation(small_png_cohort, run, CONFIG, backend=RayBackend())  # resume (could be another cluster)
     resumed = fold_files(run)
     assert {name: resumed[name] for name in finished} == finished  # finished folds untouched
     assert resumed.keys() == fold_files(local_run).keys()
@@ -103,8 +107,8 @@ def test_predict_on_ray_writes_the_local_rows_in_input_order(local_ray, small_pn
     dataset = load_dataset(small_png_cohort)
     config = TrainConfig(views=1, epochs=5)
     cohort = Cohort.from_dataset(dataset, config.patch)
-    model = load_model(save_model(fit(cohort, np.arange(len(cohort)), config), tmp_path / "model",
-                                  dataset.summary(), None))
+    model = Model.load(Model(fit(cohort, np.arange(len(cohort)), config), training_data=dataset.summary())
+                       .save(tmp_path / "model"))
     local = predict(model, dataset, tmp_path / "local")
     from osteoscreen.distributed import TaskResources
 

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 from osteoscreen.errors import InputError
-from osteoscreen.evaluation.crossval import CVConfig, run_folds, summarise
+from osteoscreen.evaluation.aggregate import summarise
+from osteoscreen.evaluation.crossval import CVConfig
+from osteoscreen.evaluation.experiment import run_folds
+from osteoscreen.evaluation.runs import RunFolder
 from osteoscreen.operating_point import (
     DecisionRule,
     apply_calibration,
@@ -13,7 +16,7 @@ from osteoscreen.operating_point import (
     fit_rule,
     sensitivity_threshold,
 )
-from osteoscreen.training import TrainConfig
+from osteoscreen.training.config import TrainConfig
 from test_calibration import grouped_cohort
 
 
@@ -53,8 +56,7 @@ def null_cohort(planted_cohort):
 def test_on_a_null_cohort_the_rule_gives_the_sensitivity_asked_and_chance_calibration(null_cohort, tmp_path):
     config = CVConfig(methods=("concat",), protocol="kfold", folds=5, repeats=2,
                       rule=DecisionRule("temperature", target_sensitivity=0.9), train=TrainConfig(views=1, epochs=15))
-    ids = [p.subject_id for p in null_cohort.patches]
-    records = run_folds(null_cohort, ids, config, tmp_path)[0]["concat"]
+    records = run_folds(null_cohort, config, RunFolder(tmp_path))[0]["concat"]
     assert all(0 < r["threshold"] < 1 and r["calibration"]["method"] == "temperature" for r in records)
     metrics = summarise({"concat": records}, null_cohort.labels)[1]["concat"]
     at_rule = metrics["at_rule_threshold"]

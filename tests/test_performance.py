@@ -8,15 +8,22 @@ import numpy as np
 import pytest
 import torch
 
+from osteoscreen.data.cohort import Cohort
 from osteoscreen.data.patches import random_augmentation, render_views
 from osteoscreen.data.subject_patches import SubjectPatches
 from osteoscreen.errors import InputError
-from osteoscreen.evaluation.crossval import CVConfig, LocalBackend, run_folds
+from osteoscreen.evaluation.crossval import CVConfig
+from osteoscreen.evaluation.execution import LocalBackend
+from osteoscreen.evaluation.experiment import run_folds
+from osteoscreen.evaluation.runs import RunFolder
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import build_head
 from osteoscreen.models.octuplet import OctupletNet
 from osteoscreen.precision import bf16_native, resolve_precision
-from osteoscreen.training import Cohort, TrainConfig, finetune_step, fit, fit_frozen_folds, predict_proba
+from osteoscreen.training.config import TrainConfig
+from osteoscreen.training.finetune import finetune_step
+from osteoscreen.training.fit import fit, predict_proba
+from osteoscreen.training.stacked import fit_frozen_folds
 
 FROZEN = TrainConfig(head="group-attention", views=2, epochs=8, precision="fp32")
 
@@ -93,13 +100,12 @@ def test_native_res_feeds_patches_at_their_own_size(cohort, monkeypatch):
 
 def test_finetune_workers_give_the_same_records_and_a_projection(planted_cohort, tmp_path):
     small = planted_cohort(6, seed=2)
-    ids = [p.subject_id for p in small.patches]
     config = CVConfig(methods=("majority", "concat"), train=TrainConfig(
         mode="finetune", backbone="alexnet", weights="none", epochs=1, batch_size=8, native_res=True))
     messages = []
-    alone = run_folds(small, ids, config, tmp_path / "one", backend=LocalBackend(1), log=messages.append)[0]
+    alone = run_folds(small, config, RunFolder(tmp_path / "one"), backend=LocalBackend(1), log=messages.append)[0]
     # majority here, concat in 2 worker processes
-    parallel = run_folds(small, ids, config, tmp_path / "two", backend=LocalBackend(2))[0]
+    parallel = run_folds(small, config, RunFolder(tmp_path / "two"), backend=LocalBackend(2))[0]
     for method in config.methods:
         strip = [{k: v for k, v in r.items() if k != "wall_s"} for r in alone[method]]
         assert strip == [{k: v for k, v in r.items() if k != "wall_s"} for r in parallel[method]]
@@ -110,8 +116,7 @@ def test_finetune_workers_give_the_same_records_and_a_projection(planted_cohort,
 
 
 def test_frozen_folds_of_a_head_run_as_one_batch(cohort, tmp_path):
-    ids = [p.subject_id for p in cohort.patches]
-    records = run_folds(cohort, ids, CVConfig(methods=("abmil",), train=FROZEN), tmp_path)[0]["abmil"]
+    records = run_folds(cohort, CVConfig(methods=("abmil",), train=FROZEN), RunFolder(tmp_path))[0]["abmil"]
     assert len(records) == 14 and {r["batched_with"] for r in records} == {14}
 
 

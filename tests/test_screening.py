@@ -13,11 +13,14 @@ import torch
 from conftest import noise_copy
 from osteoscreen.cli import main
 from osteoscreen.data.annotations import import_landmarks
+from osteoscreen.data.cohort import Cohort
 from osteoscreen.data.dataset import load_dataset
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import LANDMARKS
-from osteoscreen.screening import load_model, predict, save_model
-from osteoscreen.training import Cohort, TrainConfig, fit, predict_proba
+from osteoscreen.model import Model
+from osteoscreen.screening import predict
+from osteoscreen.training.config import TrainConfig
+from osteoscreen.training.fit import fit, predict_proba
 
 FROZEN = TrainConfig(views=1, epochs=5)
 FINETUNE = TrainConfig(mode="finetune", backbone="alexnet", weights="none", epochs=1, batch_size=4, native_res=True)
@@ -37,7 +40,7 @@ def dataset(small_png_cohort):
 def frozen_model(dataset, small_png_cohort, tmp_path_factory):
     cohort = Cohort.from_dataset(dataset, FROZEN.patch)
     model = fit(cohort, np.arange(len(cohort)), FROZEN)
-    directory = save_model(model, tmp_path_factory.mktemp("model") / "frozen", dataset.summary(), None)
+    directory = Model(model, training_data=dataset.summary()).save(tmp_path_factory.mktemp("model") / "frozen")
     return model, cohort, directory
 
 
@@ -46,10 +49,10 @@ def test_saved_and_loaded_model_predicts_exactly_as_in_memory(dataset, small_png
     cohort = Cohort.from_dataset(dataset, config.patch)
     model = fit(cohort, np.arange(len(cohort)), config)
     in_memory = predict_proba(model, cohort, np.arange(len(cohort)))
-    directory = save_model(model, tmp_path / "model", dataset.summary(), None)
-    loaded = load_model(directory)
+    directory = Model(model, training_data=dataset.summary()).save(tmp_path / "model")
+    loaded = Model.load(directory)
     fresh = Cohort.from_dataset(dataset, config.patch)
-    reloaded = predict_proba(loaded.model, fresh, np.arange(len(fresh)))
+    reloaded = predict_proba(loaded.fitted, fresh, np.arange(len(fresh)))
     np.testing.assert_array_equal(reloaded[0], in_memory[0])
     np.testing.assert_array_equal(reloaded[1], in_memory[1])
     rows = read_rows(predict(loaded, dataset, tmp_path / "screen", figures=False))
@@ -66,12 +69,12 @@ def test_saved_and_loaded_model_predicts_exactly_as_in_memory(dataset, small_png
 
 def test_a_loaded_frozen_model_extracts_features_with_its_own_backbone(frozen_model, dataset):
     _, _, directory = frozen_model
-    loaded = load_model(directory)
-    plain = predict_proba(loaded.model, Cohort.from_dataset(dataset, FROZEN.patch), np.arange(4))[0]
+    loaded = Model.load(directory)
+    plain = predict_proba(loaded.fitted, Cohort.from_dataset(dataset, FROZEN.patch), np.arange(4))[0]
     with torch.no_grad():
-        for parameter in loaded.model.backbone.parameters():
+        for parameter in loaded.fitted.backbone.parameters():
             parameter.mul_(0.5)  # the file's backbone, changed: predictions must follow it
-    changed = predict_proba(loaded.model, Cohort.from_dataset(dataset, FROZEN.patch), np.arange(4))[0]
+    changed = predict_proba(loaded.fitted, Cohort.from_dataset(dataset, FROZEN.patch), np.arange(4))[0]
     assert np.abs(plain - changed).max() > 1e-3
 
 
@@ -120,7 +123,7 @@ def test_every_model_json_field_is_checked_and_any_edit_is_refused(frozen_model,
     text = json.dumps(info).replace('"NaN"', "NaN").replace('"1e400"', "1e400")  # as a hand edit writes them
     (broken / "model.json").write_text(text)
     with pytest.raises(InputError, match=message):
-        load_model(broken)
+        Model.load(broken)
     assert main(["predict", str(broken), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
 
@@ -134,29 +137,29 @@ def test_tampered_or_corrupt_model_files_are_refused(frozen_model, tmp_path):
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(InputError, match="SHA-256"):
-        load_model(broken)
+        Model.load(broken)
     info = json.loads((directory / "model.json").read_text())
     weights.write_bytes(b"not a safetensors file")
     (broken / "model.json").write_text(json.dumps({**info, "weights_sha256": hashlib.sha256(
         b"not a safetensors file").hexdigest()}))
     with pytest.raises(InputError, match="not a readable safetensors file"):
-        load_model(broken)
+        Model.load(broken)
     shutil.copy(directory / "weights.safetensors", weights)
     (broken / "model.json").write_text(json.dumps({**info, "format": 99}))
     with pytest.raises(InputError, match="model format 99"):
-        load_model(broken)
+        Model.load(broken)
     rebind(broken, {**info, "preprocessing": {**info["preprocessing"], "version": 0}})
     with pytest.raises(InputError, match="preprocessing .* differs"):
-        load_model(broken)
+        Model.load(broken)
     (broken / "model.json").write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
-        load_model(broken)
+        Model.load(broken)
     assert main(["predict", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
 
 
 def test_monochrome1_dicom_and_png_give_the_same_prediction_and_no_patient_id_leaks(
         frozen_model, small_png_cohort, small_dicom_cohort, tmp_path):
-    loaded = load_model(frozen_model[2])
+    loaded = Model.load(frozen_model[2])
     png_rows = read_rows(predict(loaded, load_dataset(small_png_cohort), tmp_path / "png"))
     dicom_rows = read_rows(predict(loaded, load_dataset(small_dicom_cohort), tmp_path / "dicom"))
     assert [r["subject_id"] for r in png_rows] == [r["subject_id"] for r in dicom_rows]

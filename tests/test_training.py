@@ -1,9 +1,12 @@
 import numpy as np
 import pytest
+import torch
 
 from osteoscreen.errors import InputError
+from osteoscreen.features import frozen_features
 from osteoscreen.landmarks import GROUPS
-from osteoscreen.training import TrainConfig, fit, predict_proba
+from osteoscreen.training.config import TrainConfig
+from osteoscreen.training.fit import fit, predict_proba
 
 PLANTED_GROUP = "premolar"  # the group whose patches carry the label in the planted_cohort fixture
 
@@ -42,7 +45,7 @@ def test_finetune_runs_the_same_surface(planted_cohort):
 
 def test_frozen_features_are_computed_once(cohort):
     config = TrainConfig(views=1)
-    assert cohort.frozen_features(config) is cohort.frozen_features(config)
+    assert frozen_features(cohort, config) is frozen_features(cohort, config)
 
 
 @pytest.mark.parametrize("kwargs, message", [({"head": "svm"}, "unknown head"), ({"mode": "warm"}, "mode must be"),
@@ -60,7 +63,7 @@ def test_fit_needs_both_classes(cohort):
 def test_fold_standardisation_uses_each_folds_own_training_moments():
     import torch
 
-    from osteoscreen.training import _standardised_folds
+    from osteoscreen.training.stacked import _standardised_folds
 
     features = torch.randn(12, 3, 8, 5, generator=torch.Generator().manual_seed(0)) * 4 + 10  # [N, V, 8, T]
     index = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7], [4, 5, 6, 7, 8, 9, 10, 11]])  # 2 folds of 8 subjects
@@ -72,3 +75,43 @@ def test_fold_standardisation_uses_each_folds_own_training_moments():
         torch.testing.assert_close(std[fold], expected_std)
         torch.testing.assert_close(x[fold], (own - expected_mean) / expected_std)
     assert not torch.allclose(mean[0], mean[1])
+
+
+@pytest.mark.parametrize("head, clinical, weighting", [("group-attention", False, False), ("abmil", False, True),
+                                                       ("concat", True, False)])
+def test_stacked_fast_path_equals_the_plain_loop(planted_cohort, head, clinical, weighting):
+    from dataclasses import replace
+
+    from osteoscreen.training.head_loop import fit_head
+    from osteoscreen.training.stacked import fit_frozen_folds
+
+    small = planted_cohort(14, seed=5)
+    small.patches = [replace(p, age=50.0 + i, sex="FM"[i % 2]) for i, p in enumerate(small.patches)]
+    config = TrainConfig(head=head, views=3, epochs=12, batch_size=5, precision="fp32", clinical=clinical,
+                         class_weighting=weighting)
+    train_sets = [np.arange(10), np.arange(4, 14), np.array([0, 3, 5, 6, 8, 9, 11, 12, 13, 1])]
+    stacked = fit_frozen_folds(small, train_sets, config)
+    for train, model in zip(train_sets, stacked, strict=True):
+        plain = fit_head(small, train, config)
+        torch.testing.assert_close(model.feature_mean, plain.feature_mean, atol=1e-5, rtol=1e-5)
+        for name, value in plain.head.state_dict().items():
+            torch.testing.assert_close(model.head.state_dict()[name], value, atol=1e-4, rtol=1e-4, msg=name)
+        np.testing.assert_allclose(predict_proba(model, small, np.arange(14))[0],
+                                   predict_proba(plain, small, np.arange(14))[0], atol=1e-3)
+
+
+def test_feature_cache_tells_weights_files_apart(planted_cohort, tmp_path):
+    """Two weights files under the same name (the same provenance string) give their own features."""
+    from osteoscreen.models.backbones import Backbone
+
+    small = planted_cohort(3, seed=6)
+    small.cache_dir, small.data_hash = tmp_path, "same-data"
+    config = TrainConfig(views=1, weights="none")
+    first, second = Backbone("efficientnet_lite0", "none"), Backbone("efficientnet_lite0", "none")
+    with torch.no_grad():
+        for parameter in second.net.parameters():
+            parameter.mul_(0.5)
+    assert first.weights_source == second.weights_source
+    a = frozen_features(small, config, backbone=first)
+    b = frozen_features(small, config, backbone=second)
+    assert not torch.allclose(a, b) and len(list(tmp_path.glob("features-*.safetensors"))) == 2

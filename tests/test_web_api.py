@@ -16,7 +16,8 @@ from osteoscreen.cli import main
 from osteoscreen.data.dataset import single_image_dataset
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import LANDMARKS
-from osteoscreen.screening import load_model, predict
+from osteoscreen.model import Model
+from osteoscreen.screening import predict
 from osteoscreen.web.app import create_app
 
 
@@ -67,7 +68,7 @@ def test_screen_gives_what_osteoscreen_predict_gives(screening, web_model, small
     image.write_bytes(data)
     points = tmp_path / "points.json"
     points.write_text(json.dumps(landmarks))
-    rows = list(csv.DictReader(open(predict(load_model(web_model), single_image_dataset(image, points),
+    rows = list(csv.DictReader(open(predict(Model.load(web_model), single_image_dataset(image, points),
                                             tmp_path / "out", figures=False))))
     assert result["p_osteoporosis"] == pytest.approx(float(rows[0]["p_osteoporosis"]), abs=1e-6)
     assert result["decision"] == rows[0]["decision"] and result["threshold"] == 0.5
@@ -218,10 +219,10 @@ def test_an_unreadable_subject_image_is_422_on_every_annotation_endpoint(annotat
 
 
 def test_an_unexpected_error_is_a_500_with_one_log_line(web_model, small_png_cohort, monkeypatch, caplog, capsys):
-    import osteoscreen.screening
+    import osteoscreen.model
 
     client = local_client(create_app(model_dir=web_model))
-    monkeypatch.setattr(osteoscreen.screening, "predict_proba", lambda *a: (_ for _ in ()).throw(RuntimeError("x")))
+    monkeypatch.setattr(osteoscreen.model, "predict_proba", lambda *a: (_ for _ in ()).throw(RuntimeError("x")))
     data, landmarks, _ = subject_upload(small_png_cohort)
     response = client.post("/api/screen", files=upload(data), data={"landmarks": json.dumps(landmarks)})
     assert response.status_code == 500 and response.json() == {"error": "internal error (the server log has one "

@@ -22,7 +22,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from conftest import subject_upload
 from osteoscreen.data.dataset import single_image_dataset
 from osteoscreen.landmarks import LANDMARKS
-from osteoscreen.screening import load_model, predict
+from osteoscreen.model import Model
+from osteoscreen.screening import predict
 from osteoscreen.web.app import GROUP_NAMES, create_app
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or \
@@ -123,7 +124,7 @@ def test_upload_click_drag_and_screen(browser, web_model, small_png_cohort, tmp_
     # the page's probability is what `osteoscreen predict` gives for the page's final landmarks
     points = tmp_path / "points.json"
     points.write_text(json.dumps({name: list(p) for name, p in zip(LANDMARKS, moved.tolist(), strict=True)}))
-    rows = list(csv.DictReader(open(predict(load_model(web_model), single_image_dataset(image_file, points),
+    rows = list(csv.DictReader(open(predict(Model.load(web_model), single_image_dataset(image_file, points),
                                             tmp_path / "out", figures=False))))
     assert shown == f"p(osteoporosis) = {float(rows[0]['p_osteoporosis']):.3f}"
     assert browser.find_element(By.ID, "decision").text.startswith(f"→ {rows[0]['decision']}")

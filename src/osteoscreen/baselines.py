@@ -1,8 +1,7 @@
-"""The paper's texture baselines: uniform LBP histograms of the 8 patches, then scikit-learn pipelines.
+"""The paper's texture baselines and the clinical one, as scikit-learn pipelines on feature matrices.
 
-Features: for each patch (8-bit, native size, before any ImageNet normalisation) and each (P, R) in
-LBP_SETTINGS, a normalised histogram of skimage's uniform LBP codes (P + 2 bins); concatenated over patches.
-Classifiers (the scaler is fitted inside each training fold by the Pipeline):
+Features: the LBP histograms of the 8 patches (`features.lbp_features`) for the texture baselines; age and sex
+(`Cohort.covariates`) for `clinical`. Classifiers (the scaler is fitted inside each training fold by the Pipeline):
 - `knn-lbp`: StandardScaler + k-nearest neighbours (k = 5, a fixed choice; fewer on tiny training sets);
 - `ensemble-lbp`: a random forest of 300 trees, i.e. bagged decision trees with random feature subsets, the
   closest scikit-learn counterpart of MATLAB's bagged-tree ensemble that such LBP studies used; trees need no
@@ -14,8 +13,6 @@ Classifiers (the scaler is fitted inside each training fold by the Pipeline):
 
 from __future__ import annotations
 
-import numpy as np
-from skimage.feature import local_binary_pattern
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -25,26 +22,8 @@ from sklearn.preprocessing import StandardScaler
 
 from osteoscreen.errors import InputError
 
-LBP_SETTINGS: tuple[tuple[int, int], ...] = ((8, 1), (16, 2), (24, 3))
 BASELINES = ("majority", "knn-lbp", "ensemble-lbp")
 CLINICAL = "clinical"
-
-
-def lbp_histograms(patch: np.ndarray) -> np.ndarray:
-    """[H, W] uint8 patch -> concatenated normalised uniform-LBP histograms, sum(P + 2) values."""
-    if patch.dtype != np.uint8:
-        raise InputError(f"LBP needs integer (uint8) patches, got {patch.dtype}")
-    histograms = []
-    for points, radius in LBP_SETTINGS:
-        codes = local_binary_pattern(patch, points, radius, method="uniform")
-        counts = np.bincount(codes.astype(np.int64).ravel(), minlength=points + 2)
-        histograms.append(counts / counts.sum())
-    return np.concatenate(histograms)
-
-
-def lbp_features(patches: np.ndarray) -> np.ndarray:
-    """[8, H, W] uint8 -> [8 * sum(P + 2)] feature vector of one subject."""
-    return np.concatenate([lbp_histograms(patch) for patch in patches])
 
 
 def build_baseline(name: str, seed: int = 0, n_train: int | None = None) -> Pipeline:

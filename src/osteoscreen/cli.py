@@ -1,4 +1,4 @@
-"""Command line (DESIGN §5): argument parsing only; the work happens in the modules it calls.
+"""Command line (README "Command-line tour"): argument parsing only; the work happens in the modules it calls.
 
 Exit codes: 0 success, 2 bad input or usage, 1 internal error.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from osteoscreen import __version__
-from osteoscreen.allocator import keep_freed_memory
 from osteoscreen.errors import InputError, InputWarning
 from osteoscreen.models.heads import CLINICAL_HEADS, HEADS
+from osteoscreen.utils import keep_freed_memory
 
 
 def progress(description: str, unit: str = "subject") -> Callable:
@@ -116,15 +116,19 @@ def cmd_patches(args) -> None:
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    from osteoscreen.landmarks import DEFAULT_TASK, TASKS
+    from osteoscreen.models.backbones import BACKBONES
+    from osteoscreen.models.heads import ATTENTION_ACTIVATIONS
     from osteoscreen.models.octuplet import PATCH_FEATURES
-    from osteoscreen.tasks import DEFAULT_TASK, TASKS
-    from osteoscreen.training import TrainConfig
+    from osteoscreen.operating_point import CALIBRATIONS
+    from osteoscreen.precision import PRECISIONS
+    from osteoscreen.training.config import DEVICES, MODES, TrainConfig
 
     defaults = TrainConfig()
-    parser.add_argument("--mode", choices=["frozen", "finetune"], default=defaults.mode)
-    parser.add_argument("--backbone", choices=["efficientnet_lite0", "alexnet"], default=defaults.backbone)
+    parser.add_argument("--mode", choices=list(MODES), default=defaults.mode)
+    parser.add_argument("--backbone", choices=list(BACKBONES), default=defaults.backbone)
     parser.add_argument("--weights", default=defaults.weights, help="imagenet (default), none, a path or a URL")
-    parser.add_argument("--attention", choices=["softmax", "sigmoid"], default=defaults.attention,
+    parser.add_argument("--attention", choices=list(ATTENTION_ACTIVATIONS), default=defaults.attention,
                         help="group-attention weights: softmax (default) or sigmoid")
     parser.add_argument("--epochs", type=number(int, 1, 100_000), default=defaults.epochs,
                         help="default 100 (the paper)")
@@ -132,9 +136,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", type=number(int, 1, 64), default=defaults.views,
                         help="frozen mode: views per subject (1 plain + augmented), default 4")
     parser.add_argument("--class-weighting", action="store_true", help="weight the loss by inverse class frequency")
-    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="auto",
                         help="backbone arithmetic: bf16 autocast where the hardware has it natively (auto, default)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    parser.add_argument("--device", choices=list(DEVICES), default="auto",
                         help="auto (default): CUDA when available, else CPU")
     parser.add_argument("--native-res", action="store_true",
                         help="feed patches at their own resolution (--patch-px, 100) instead of upsampling to 224 "
@@ -148,7 +152,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
                         help="the binary question: osteoporosis-vs-normal (default, the paper's: osteopenia "
                              "excluded), osteoporosis-vs-rest (osteopenia negative) or low-bmd-vs-normal "
                              "(osteopenia positive)")
-    parser.add_argument("--calibrate", choices=["none", "platt", "temperature"], default="none",
+    parser.add_argument("--calibrate", choices=list(CALIBRATIONS), default="none",
                         help="recalibrate probabilities, fitted on inner out-of-fold scores of the training subjects "
                              "(default none)")
     parser.add_argument("--target-sensitivity", type=number(float, 0.01, 0.99), default=None, metavar="S",
@@ -158,7 +162,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args, head: str = "group-attention"):
-    from osteoscreen.training import TrainConfig
+    from osteoscreen.training.config import TrainConfig
 
     return TrainConfig(head=head, mode=args.mode, backbone=args.backbone, weights=args.weights,
                        attention=args.attention, epochs=args.epochs, batch_size=args.batch_size, views=args.views,
@@ -216,12 +220,12 @@ def _log(message: str) -> None:
 
 
 def _run_cv(data, out, config, backend=None) -> None:
-    from osteoscreen.evaluation.crossval import LocalBackend, default_workers
-    from osteoscreen.evaluation.experiment import cross_validate
+    from osteoscreen.evaluation.execution import LocalBackend, default_workers
+    from osteoscreen.evaluation.runs import run_cross_validation
 
     backend = backend or LocalBackend(default_workers(config.train.mode, config.train.device))
-    outcome = cross_validate(data, out, config, progress=lambda name: progress(name, unit="step"), backend=backend,
-                             log=_log)
+    outcome = run_cross_validation(data, out, config, progress=lambda name: progress(name, unit="step"),
+                                   backend=backend, log=_log)
     if outcome.padded_patches:
         print(f"warning: {outcome.padded_patches} patch(es) reached past the image border and were "
               "reflect-padded", file=sys.stderr)
@@ -230,7 +234,7 @@ def _run_cv(data, out, config, backend=None) -> None:
 
 
 def cmd_cv(args) -> None:
-    from osteoscreen.evaluation.crossval import LocalBackend, RayBackend
+    from osteoscreen.evaluation.execution import LocalBackend, RayBackend
 
     _backend_check(args)
     if args.backend == "ray" and args.workers is not None:
@@ -253,8 +257,8 @@ def _sex(text: str) -> str:
 
 
 def cmd_train(args) -> None:
+    from osteoscreen.model import train_model
     from osteoscreen.models.heads import head_of
-    from osteoscreen.screening import train_model
 
     head, clinical = head_of(args.method)
     config = replace(_train_config(args, head=head), clinical=clinical)
@@ -266,9 +270,10 @@ def cmd_train(args) -> None:
 
 def cmd_predict(args) -> None:
     from osteoscreen.data.dataset import load_dataset, single_image_dataset
-    from osteoscreen.screening import load_model, predict
+    from osteoscreen.model import Model
+    from osteoscreen.screening import predict
 
-    loaded = load_model(args.model)
+    model = Model.load(args.model)
     source = Path(args.input)
     if not source.exists():
         raise InputError(f"{source}: no such dataset directory or image file")
@@ -287,7 +292,7 @@ def cmd_predict(args) -> None:
         from osteoscreen.distributed import TaskResources
 
         resources = TaskResources(args.task_cpus, args.task_gpus)
-    path = predict(loaded, dataset, args.out, figures=not args.no_figures,
+    path = predict(model, dataset, args.out, figures=not args.no_figures,
                    progress=progress("screening", unit="shard" if resources else "subject"), ray=resources,
                    address=args.address)
     print(f"screened {len(dataset.subjects)} radiograph(s) with {args.model}: {path}"
@@ -305,7 +310,7 @@ def cmd_demo(args) -> None:
     from osteoscreen.data.phantom import PhantomConfig, synthesise
     from osteoscreen.evaluation.crossval import CVConfig
     from osteoscreen.patch_export import export_patches
-    from osteoscreen.training import TrainConfig
+    from osteoscreen.training.config import TrainConfig
 
     out = Path(args.out)
     data = out / "data"
@@ -372,6 +377,11 @@ def cmd_check_weights(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from osteoscreen.baselines import BASELINES, CLINICAL
+    from osteoscreen.evaluation.splits import PROTOCOLS
+    from osteoscreen.models.backbones import BACKBONES
+    from osteoscreen.models.heads import CLINICAL_SUFFIX
+
     parser = argparse.ArgumentParser(prog="osteoscreen", description="Research pre-screening of osteoporosis "
                                      "from dental panoramic radiographs (not a diagnostic device).")
     parser.add_argument("--version", action="version", version=f"osteoscreen {__version__}")
@@ -409,9 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     cv = commands.add_parser("cv", help="cross-validate every method on a dataset (resumable)")
     cv.add_argument("data")
     cv.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
-    cv.add_argument("--methods", default=None, help="comma-separated subset of: majority, knn-lbp, ensemble-lbp, "
-                    "concat, group-attention, abmil, gated-abmil (default: these), and clinical (age and sex only)")
-    cv.add_argument("--protocol", choices=["loo", "kfold"], default="loo")
+    cv.add_argument("--methods", default=None, help=f"comma-separated subset of: {', '.join((*BASELINES, *HEADS))} "
+                    f"(default: these), {CLINICAL} (age and sex only) and every head with {CLINICAL_SUFFIX}")
+    cv.add_argument("--protocol", choices=list(PROTOCOLS), default="loo")
     cv.add_argument("--folds", type=number(int, 2, 10_000), default=5, help="kfold: folds per repeat (default 5)")
     cv.add_argument("--repeats", type=number(int, 1, 10_000), default=10, help="kfold: repeats (default 10)")
     cv.add_argument("--workers", type=number(int, 1, 1024), default=None,
@@ -434,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one method on every subject of a dataset and save the model")
     train.add_argument("data")
     train.add_argument("--out", required=True, help="model directory to create")
-    train.add_argument("--method", choices=list(HEADS + CLINICAL_HEADS), default="group-attention")
+    train.add_argument("--method", choices=[*HEADS, *CLINICAL_HEADS], default="group-attention")
     train.add_argument("--cv", default=None, metavar="RUN",
                        help="a cv run on the same data: its metrics for the method go into the model card")
     _add_training_options(train)
@@ -461,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-weights", help="print a backbone's top-5 ImageNet classes for an image")
     check.add_argument("image", nargs="?", default=None, help="natural RGB image (default: a cat from scikit-image)")
-    check.add_argument("--backbone", default="efficientnet_lite0")
+    check.add_argument("--backbone", choices=list(BACKBONES), default="efficientnet_lite0")
     check.add_argument("--weights", default="imagenet", help="imagenet, none, a path or a URL")
     check.set_defaults(run=cmd_check_weights)
 

@@ -13,8 +13,8 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from osteoscreen.allocator import keep_freed_memory
 from osteoscreen.errors import InputError
+from osteoscreen.utils import keep_freed_memory
 
 INSTALL_HINT = "pip install 'osteoscreen[ray]' (make install does it)"
 

@@ -1,7 +1,14 @@
-"""The shared vocabulary: the 8 landmark names, their 4 left/right groups and the class names.
+"""The shared vocabulary: the 8 landmark names, their 4 left/right groups, the class names, the default decision
+threshold, and the tasks (the binary question a run or a model answers, from the three WHO classes):
+
+- `osteoporosis-vs-normal` (default, the paper's): osteoporosis positive, normal negative, osteopenia excluded;
+- `osteoporosis-vs-rest`: osteoporosis positive, osteopenia and normal negative;
+- `low-bmd-vs-normal`: osteopenia and osteoporosis positive, normal negative.
 
 Patient's right/left. On a panoramic radiograph the patient's right is on the image's left.
 """
+
+from osteoscreen.errors import InputError
 
 GROUPS: tuple[str, ...] = ("condyle", "angle", "premolar", "tuberosity")
 SIDES: tuple[str, ...] = ("right", "left")
@@ -16,10 +23,12 @@ POSITIVE = "osteoporosis"
 NEGATIVE = "normal"
 #: Class index 1 is the positive class everywhere.
 CLASSES: tuple[str, ...] = (NEGATIVE, POSITIVE)
+#: p(osteoporosis) at or above which a subject is flagged, unless a fitted decision rule says otherwise.
+THRESHOLD = 0.5
 
 
 #: The three WHO classes of bone mineral density, by DXA T-score (WHO 1994): normal T >= -1, osteopenia
-#: -2.5 < T < -1, osteoporosis T <= -2.5. A task (osteoscreen.tasks) maps them to the binary CLASSES.
+#: -2.5 < T < -1, osteoporosis T <= -2.5. A task (TASKS, below) maps them to the binary CLASSES.
 WHO_CLASSES: tuple[str, ...] = ("normal", "osteopenia", "osteoporosis")
 
 
@@ -36,3 +45,25 @@ def who_from_t_score(t_score: float) -> int:
     """The WHO class index of a T-score."""
     return 0 if t_score >= -1.0 else 2 if t_score <= -2.5 else 1
 
+
+#: task -> (WHO class indices counted positive, counted negative); the others are excluded.
+TASKS: dict[str, tuple[frozenset[int], frozenset[int]]] = {
+    "osteoporosis-vs-normal": (frozenset({2}), frozenset({0})),
+    "osteoporosis-vs-rest": (frozenset({2}), frozenset({0, 1})),
+    "low-bmd-vs-normal": (frozenset({1, 2}), frozenset({0})),
+}
+DEFAULT_TASK = "osteoporosis-vs-normal"
+
+
+def check_task(task: str) -> str:
+    if task not in TASKS:
+        raise InputError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+    return task
+
+
+def binary_label(who: int | None, task: str) -> int | None:
+    """1 (positive), 0 (negative) or None (unlabelled, or a class the task excludes) for a WHO class index."""
+    if who is None:
+        return None
+    positive, negative = TASKS[check_task(task)]
+    return 1 if who in positive else 0 if who in negative else None

@@ -16,14 +16,13 @@ import math
 import types
 import typing
 
-from osteoscreen.covariates import COVARIATES_NEEDED
+from osteoscreen.data.cohort import COVARIATES_NEEDED
 from osteoscreen.errors import InputError
 from osteoscreen.jsoninput import JsonValue
-from osteoscreen.landmarks import CLASSES
+from osteoscreen.landmarks import CLASSES, TASKS
 from osteoscreen.models.heads import CLINICAL_HEADS, HEADS, method_name
 from osteoscreen.operating_point import CALIBRATIONS
-from osteoscreen.tasks import TASKS
-from osteoscreen.training import MODES, TrainConfig
+from osteoscreen.training.config import MODES, TrainConfig
 
 BINDING_KEY = "model_json_sha256"
 _HEX64 = "0123456789abcdef"
@@ -102,7 +101,7 @@ def check_model_info(info: JsonValue) -> TrainConfig:
     info.object()
     for key in ("osteoscreen", "created"):
         info[key].string()
-    info["method"].string(HEADS + CLINICAL_HEADS)
+    info["method"].string((*HEADS, *CLINICAL_HEADS))
     info["mode"].string(MODES)
     config = read_config(info)
     if (method_name(config.head, config.clinical), config.mode) != (info["method"].value, info["mode"].value):

@@ -1,5 +1,6 @@
-"""Where commands write: safe, unique file names for subject ids, and output locations checked before any work
-and written whole or not at all.
+"""Where commands write: safe, unique file names for subject ids, output locations checked before any work and
+written whole or not at all, and atomic file writes (a reader, or a resumed run, sees the old file or the whole new
+one, never a part).
 
 Subject ids come from a user's CSV; they never become paths as they are. Every command that writes a file per
 subject (`patches`, `predict`) names it with `subject_file_names` and writes an `index.csv` (subject_id, file)
@@ -25,6 +26,24 @@ MAX_STEM = 80
 #: Device names Windows refuses as file names, whatever the extension.
 _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 INDEX_FILE = "index.csv"
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path to write; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as partial:
+        partial.write_text(text)
 
 
 def _cleaned(subject_id: str) -> str:

@@ -58,9 +58,9 @@ def screening_figure(pixels: np.ndarray, subject, patches, context: float, proba
     network saw them, un-augmented), the attention per landmark group, p(osteoporosis) against the threshold,
     and a warning line when the radiograph is unlike the model's training data (novelty check).
     """
-    from osteoscreen.atomic import atomic_path
     from osteoscreen.data.patches import normalise_intensity
     from osteoscreen.landmarks import GROUPS
+    from osteoscreen.outputs import atomic_path
 
     step = max(1, int(np.ceil(max(pixels.shape) / 1400)))
     figure = plt.figure(figsize=(12, 9.5), dpi=100)

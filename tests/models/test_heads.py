@@ -15,9 +15,10 @@ def test_head_output_shapes(name):
         assert output.attention is None
     else:
         assert output.attention.shape == (5, 4)
-    if name.endswith("abmil"):
-        assert output.patch_attention.shape == (5, 8)
-        torch.testing.assert_close(output.patch_attention.view(5, 4, 2).sum(-1), output.attention)
+    if name.endswith("abmil"):  # group attention = sum of the group's patch weights: a left/right swap keeps it
+        head, features = build_head(name, 16), torch.randn(5, 8, 16)
+        swapped = features.view(5, 4, 2, 16).flip(2).reshape(5, 8, 16)
+        torch.testing.assert_close(head(swapped).attention, head(features).attention)
 
 
 @pytest.mark.parametrize("name", ["group-attention", "abmil", "gated-abmil"])

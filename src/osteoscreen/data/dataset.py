@@ -8,7 +8,7 @@ import math
 import re
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +16,18 @@ import numpy as np
 from osteoscreen.data.imageio import Radiograph, read_radiograph
 from osteoscreen.errors import InputError, InputWarning
 from osteoscreen.jsoninput import read_json
-from osteoscreen.landmarks import LANDMARKS, WHO_CLASSES, who_from_t_score, who_index
-from osteoscreen.parallel import thread_map
-from osteoscreen.tasks import DEFAULT_TASK, binary_label, check_task
+from osteoscreen.landmarks import (
+    DEFAULT_TASK,
+    LANDMARKS,
+    WHO_CLASSES,
+    binary_label,
+    check_task,
+    who_from_t_score,
+    who_index,
+)
+from osteoscreen.utils import thread_map
 
 SUBJECT_COLUMNS = ("subject_id", "image", "label")
-OPTIONAL_SUBJECT_COLUMNS = ("t_score", "age", "sex", "pixel_spacing_mm")
 LANDMARK_COLUMNS = ("subject_id", "landmark", "x", "y")
 MAX_LANDMARK_JSON_BYTES = 1 << 20
 
@@ -51,7 +57,6 @@ class Subject:
     label: int | None
     landmarks: np.ndarray
     spacing_mm: float | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
     image_shape: tuple[int, int] | None = None
     who: int | None = None  # WHO class index (landmarks.WHO_CLASSES); label is the binary one of a task
     age: float | None = None  # years, from subjects.csv
@@ -78,7 +83,7 @@ class Dataset:
         return np.array([s.label for s in self.subjects], dtype=np.int64)
 
     def for_task(self, task: str) -> tuple[Dataset, dict[str, int]]:
-        """The subjects a task uses, labelled for it (tasks.TASKS), and how many of each WHO class it excluded
+        """The subjects a task uses, labelled for it (landmarks.TASKS), and how many of each WHO class it excluded
         ({class name: count}; unlabelled subjects are refused by `labels` as before, not excluded)."""
         check_task(task)
         kept, excluded = [], {}
@@ -231,7 +236,7 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
                  allow_shared_images: bool = True,
                  on_image: Callable[[Subject, Radiograph], None] | None = None,
                  progress: Callable[[Iterable], Iterable] = iter) -> Dataset:
-    """Parse and validate a dataset directory (DESIGN §1).
+    """Parse and validate a dataset directory (README "Dataset layout").
 
     check_images reads every image to check it decodes and that landmarks fall inside it; on_image(subject,
     radiograph) is then called (from the checking threads) with each radiograph that passed, so a caller that
@@ -282,10 +287,9 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
             problems.append(f"{where}: field image: file not found {image!r}")
         else:
             usable_images.add(sid)
-        metadata = {k: row[k] for k in OPTIONAL_SUBJECT_COLUMNS if row.get(k)}
         age, sex = _covariates(row, where, problems)
         subjects[sid] = Subject(sid, image_path, binary_label(who, DEFAULT_TASK),
-                                np.full((len(LANDMARKS), 2), np.nan), spacing, metadata, who=who, age=age, sex=sex)
+                                np.full((len(LANDMARKS), 2), np.nan), spacing, who=who, age=age, sex=sex)
 
     seen: set[tuple[str, str]] = set()
     for line, row in landmark_rows:

@@ -1,4 +1,4 @@
-"""Landmark patches (DESIGN §2): crop around each of the 8 landmarks, augment, resize.
+"""Landmark patches (README "The method"): crop around each of the 8 landmarks, augment, resize.
 
 A subject's patches are kept as *context crops*: squares somewhat larger than the patch, so that a stretched
 view (augmentation) still has real pixels to sample. A view is rendered from the context crops with one

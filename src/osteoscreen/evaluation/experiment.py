@@ -1,109 +1,123 @@
-"""`osteoscreen cv`: dataset -> cohort -> resumable folds -> predictions.csv, metrics.json, report.html."""
+"""Cross-validation in memory: every method on the same folds of every seed, then their metrics.
+
+`cross_validate(cohort, config)` returns a `CVResult`: the fold records, per-subject out-of-fold probabilities and
+attention, metrics per method and seed, comparisons with the reference method, training curves and decision
+curves. A `store` keeps finished folds (and leave-pair-out results) so that a rerun resumes: in memory by default;
+the RUN folder of `osteoscreen cv` (evaluation.runs) is one on disk. Jobs run on a backend (evaluation.execution).
+"""
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 
-from osteoscreen.atomic import atomic_path, write_text_atomic
 from osteoscreen.baselines import CLINICAL
-from osteoscreen.data.subject_patches import load_dataset_with_patches, select_task
-from osteoscreen.evaluation.crossval import (
-    CVConfig,
-    FoldRunner,
-    LocalBackend,
-    RayBackend,
-    check_covariates,
-    comparisons,
-    prepare_run,
-    run_folds,
-    summarise,
-    training_curves,
-)
+from osteoscreen.data.cohort import Cohort
+from osteoscreen.evaluation.aggregate import comparisons, summarise, training_curves
+from osteoscreen.evaluation.crossval import CVConfig, FoldRunner, Job, check_covariates
 from osteoscreen.evaluation.decision_curve import net_benefit
+from osteoscreen.evaluation.execution import LocalBackend, RayBackend
 from osteoscreen.evaluation.metrics import seed_spread
-from osteoscreen.evaluation.report import build_report, format_spread, format_table
-from osteoscreen.landmarks import CLASSES, GROUPS
+from osteoscreen.evaluation.report import format_spread, format_table
+from osteoscreen.evaluation.splits import Fold, check_no_leakage, make_folds
+from osteoscreen.features import frozen_features
 from osteoscreen.models.heads import head_of
-from osteoscreen.outputs import output_folder_in_place
-from osteoscreen.training import Cohort, clinical_covariates
+from osteoscreen.training.finetune import finetune_steps, time_finetune_step
+from osteoscreen.training.fitted import clinical_covariates
+from osteoscreen.training.stacked import FOLD_CHUNK
+from osteoscreen.utils import intra_op_threads
 
-ATTENTION_COLUMNS = [f"att_{group}" for group in GROUPS]
+
+class FoldStore(Protocol):
+    """Where finished fold records and leave-pair-out results are kept between runs."""
+
+    def fold(self, seed: int, method: str, fold: str) -> dict | None: ...
+    def save_fold(self, record: dict) -> None: ...
+    def lpo(self, seed: int, method: str) -> dict | None: ...
+    def save_lpo(self, seed: int, method: str, result: dict) -> None: ...
+
+
+class MemoryStore:
+    """A FoldStore in memory: pass the same one to a second `cross_validate` to resume it."""
+
+    def __init__(self):
+        self.folds: dict[tuple[int, str, str], dict] = {}
+        self.lpos: dict[tuple[int, str], dict] = {}
+
+    def fold(self, seed: int, method: str, fold: str) -> dict | None:
+        return self.folds.get((seed, method, fold))
+
+    def save_fold(self, record: dict) -> None:
+        self.folds[record["seed"], record["method"], record["fold"]] = record
+
+    def lpo(self, seed: int, method: str) -> dict | None:
+        return self.lpos.get((seed, method))
+
+    def save_lpo(self, seed: int, method: str, result: dict) -> None:
+        self.lpos[seed, method] = result
 
 
 @dataclass
-class CVOutcome:
-    run_dir: Path
-    table: str
-    metrics: dict
-    padded_patches: int
+class CVResult:
+    """What a cross-validation found.
 
-
-def write_predictions(path: Path, records: dict[int, dict], subject_ids: list[str], labels) -> None:
-    """records: {seed: {method: [fold records]}} -> one row per subject, method, fold and seed."""
-    with atomic_path(path) as partial, open(partial, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["subject_id", "method", "fold", "y_true", "p_osteoporosis", "y_pred", *ATTENTION_COLUMNS,
-                         "seed"])
-        for seed, by_method in records.items():
-            for method, folds in by_method.items():
-                for record in folds:
-                    attention = record["attention"] or [None] * len(record["test"])
-                    threshold = record.get("threshold", 0.5)  # the fold's fitted threshold, when a rule was fitted
-                    for index, probability, weights in zip(record["test"], record["p"], attention, strict=True):
-                        weights_text = [""] * len(GROUPS) if weights is None else [f"{w:.6f}" for w in weights]
-                        writer.writerow([subject_ids[index], method, record["fold"], CLASSES[labels[index]],
-                                         f"{probability:.6f}", CLASSES[int(probability >= threshold)], *weights_text,
-                                         seed])
-
-
-def _leave_pair_out(cohort: Cohort, config: CVConfig, seed: int, method: str, run_dir: Path,
-                    log: Callable[[str], None]) -> dict:
-    """The method's leave-pair-out AUROC, computed once and kept in RUN/lpo/seed-S/METHOD.json (resumable)."""
-    path = run_dir / "lpo" / f"seed-{seed}" / f"{method}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    log(f"leave-pair-out AUROC of {method} (seed {seed}): one fit per positive-negative pair")
-    result = FoldRunner(cohort, config, seed).leave_pair_out(method)
-    write_text_atomic(path, json.dumps(result) + "\n")
-    return result
-
-
-def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
-                   progress: Callable[[str], Callable] = lambda _: iter,
-                   backend: LocalBackend | RayBackend | None = None,
-                   log: Callable[[str], None] = lambda _: None) -> CVOutcome:
-    """Run (or resume) the whole cross-validation and write every output file of DESIGN §6.
-
-    backend: where folds run (default: this process; results do not depend on it); log: progress messages.
-    metrics.json's "methods" and "comparisons" are the first seed's; "seeds" holds every seed's metrics and
-    "spread" their mean, standard deviation, min and max.
+    records: {seed: {method: [fold records]}} in fold order (a record: method, fold, test positions, p, attention,
+    seed, wall time; with a fitted rule p_raw, threshold and calibration; fine-tuned: history). per_subject: the
+    first seed's {method: {"p": [n] out-of-fold p(osteoporosis), "attention": [n, 4] or None}} (mean over
+    repeats). metrics: the first seed's per method (evaluation.aggregate.summarise); seed_metrics: every seed's;
+    spread: mean, sd, min and max across seeds; comparisons: each method against group-attention (McNemar, DeLong);
+    training_curves: per fine-tuned method; decision_curves: net benefit per method at config.prevalence.
     """
-    data_dir, run_dir = Path(data_dir), output_folder_in_place(run_dir)
-    dataset, patches = load_dataset_with_patches(data_dir, config.train.patch, progress("patches"),
-                                                 allow_shared_images=False)
-    dataset, patches, dataset_info = select_task(dataset, patches, config.task)
-    labels = dataset.labels
-    record = prepare_run(run_dir, config, dataset_info)
-    cohort = Cohort(patches, config.train.patch, dataset_info["hash"], run_dir / "cache")
+
+    config: CVConfig
+    subject_ids: list[str]
+    labels: np.ndarray
+    records: dict[int, dict[str, list[dict]]]
+    per_subject: dict[str, dict]
+    metrics: dict[str, dict]
+    seed_metrics: dict[int, dict[str, dict]]
+    spread: dict
+    comparisons: list[dict]
+    training_curves: dict[str, dict]
+    decision_curves: dict[str, dict]
+
+    def probabilities(self, method: str) -> np.ndarray:
+        """[n] out-of-fold p(osteoporosis) of a method per subject (first seed, mean over repeats)."""
+        return self.per_subject[method]["p"]
+
+    def table(self) -> str:
+        """The Table-1-style comparison `osteoscreen cv` prints (and, with several seeds, their spread)."""
+        table = format_table(self.metrics, self.comparisons)
+        if len(self.config.seeds) > 1:
+            table = f"seed {self.config.seeds[0]}:\n{table}\n\n{format_spread(self.spread)}"
+        return table
+
+
+def cross_validate(cohort: Cohort, config: CVConfig | None = None, backend: LocalBackend | RayBackend | None = None,
+                   store: FoldStore | None = None, progress: Callable[[str], Callable] = lambda _: iter,
+                   log: Callable[[str], None] = lambda _: None) -> CVResult:
+    """Run (or, with a store that holds finished folds, resume) every method of config on every fold of every
+    seed; backend: where folds run (default: this process; results do not depend on it); log: progress messages."""
+    config = config or CVConfig()
+    if cohort.root is not cohort:
+        cohort = cohort.detached()
+    store = store if store is not None else MemoryStore()
+    labels, subject_ids = cohort.labels, cohort.subject_ids
     missing_covariates = int(np.isnan(cohort.covariates).any(axis=1).sum())
     if CLINICAL in config.methods:
         check_covariates(cohort.covariates)
         if missing_covariates:
             log(f"clinical: {missing_covariates} subject(s) lack age or sex; the clinical method scores them at "
                 "the training prevalence")
-    subject_ids = [s.subject_id for s in dataset.subjects]
     if any(head_of(m) is not None and head_of(m)[1] for m in config.methods):
         clinical_covariates(cohort, range(len(cohort)))  # every subject needs age and sex: refused before any work
     if config.train.mode == "frozen" and any(head_of(m) is not None for m in config.methods):
         for seed in config.seeds:  # once per seed, for every head and fold (Ray tasks receive them)
-            cohort.frozen_features(replace(config.train, seed=seed), progress=progress("features"))
-    records = run_folds(cohort, subject_ids, config, run_dir, progress=progress("folds"), backend=backend, log=log)
+            frozen_features(cohort, replace(config.train, seed=seed), progress=progress("features"))
+    records = run_folds(cohort, config, store, progress=progress("folds"), backend=backend, log=log)
     summaries = {seed: summarise(by_method, labels) for seed, by_method in records.items()}
     if CLINICAL in config.methods:
         for _, seed_metrics in summaries.values():
@@ -111,23 +125,84 @@ def cross_validate(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
     if config.leave_pair_out:
         for seed, (_, seed_metrics) in summaries.items():
             for method in config.methods:
-                seed_metrics[method]["auroc_lpo"] = _leave_pair_out(cohort, config, seed, method, run_dir, log)
+                seed_metrics[method]["auroc_lpo"] = _leave_pair_out(cohort, config, seed, method, store, log)
     per_subject, metrics = summaries[config.seeds[0]]
-    tests = comparisons(per_subject, labels)
-    spread = seed_spread([summaries[seed][1] for seed in config.seeds])
-    config_dict = {**asdict(config), "versions": record["versions"],
-                   "rule_text": None if config.rule.fixed else config.rule.describe()}
-    write_predictions(run_dir / "predictions.csv", records, subject_ids, labels)
-    curves = training_curves(records)
     decisions = {method: net_benefit(labels, result["p"], prevalence=config.prevalence)
                  for method, result in per_subject.items()}
-    payload = {"dataset": dataset_info, "config": asdict(config), "methods": metrics, "comparisons": tests,
-               "seeds": [{"seed": seed, "methods": summaries[seed][1]} for seed in config.seeds], "spread": spread,
-               "training_curves": curves, "decision_curves": decisions}
-    write_text_atomic(run_dir / "metrics.json", json.dumps(payload, indent=2) + "\n")
-    write_text_atomic(run_dir / "report.html", build_report(metrics, tests, per_subject, labels, subject_ids, cohort,
-                                                       config_dict, dataset_info, spread, curves, decisions))
-    table = format_table(metrics, tests)
-    if len(config.seeds) > 1:
-        table = f"seed {config.seeds[0]}:\n{table}\n\n{format_spread(spread)}"
-    return CVOutcome(run_dir, table, metrics, cohort.padded_patches)
+    return CVResult(config, subject_ids, labels, records, per_subject, metrics,
+                    {seed: summary[1] for seed, summary in summaries.items()},
+                    seed_spread([summaries[seed][1] for seed in config.seeds]), comparisons(per_subject, labels),
+                    training_curves(records), decisions)
+
+
+def _leave_pair_out(cohort: Cohort, config: CVConfig, seed: int, method: str, store: FoldStore,
+                    log: Callable[[str], None]) -> dict:
+    """The method's leave-pair-out AUROC, computed once and kept in the store."""
+    result = store.lpo(seed, method)
+    if result is None:
+        log(f"leave-pair-out AUROC of {method} (seed {seed}): one fit per positive-negative pair")
+        result = FoldRunner(cohort, config, seed).leave_pair_out(method)
+        store.save_lpo(seed, method, result)
+    return result
+
+
+def run_folds(cohort: Cohort, config: CVConfig, store: FoldStore, progress: Callable = iter,
+              backend: LocalBackend | RayBackend | None = None, log: Callable[[str], None] = lambda _: None
+              ) -> dict[int, dict[str, list[dict]]]:
+    """Every method on every fold of every seed; returns {seed: {method: [fold records]}} in fold order.
+
+    Finished folds come from the store; the rest run on `backend` (default: this process), each record saved as
+    it arrives; before fine-tuning starts, the projected time is logged.
+    """
+    backend = backend or LocalBackend()
+    done: dict[tuple[int, str, str], dict] = {}
+    jobs: list[Job] = []
+    folds_of: dict[int, list[Fold]] = {}
+    for seed in config.seeds:
+        folds = folds_of[seed] = make_folds(cohort.labels, config, seed)
+        check_no_leakage(folds, cohort.subject_ids)
+        for method in config.methods:
+            pending = []
+            for fold in folds:
+                record = store.fold(seed, method, fold.name)
+                if record is not None:
+                    done[seed, method, fold.name] = record
+                else:
+                    pending.append(fold)
+            batched = head_of(method) is not None and config.train.mode == "frozen"
+            chunk = FOLD_CHUNK if batched else (len(pending) or 1) if (
+                backend.whole_methods and head_of(method) is None) else 1
+            jobs += [Job(seed, method, tuple(pending[i:i + chunk])) for i in range(0, len(pending), chunk)]
+    with backend.session():
+        if config.train.mode == "finetune":
+            slots = backend.parallelism()
+            seconds = project_seconds(cohort, config, jobs, slots, backend.task_threads())
+            if seconds:
+                log(f"fine-tune: projected {_duration(seconds)} of training steps for the pending folds ({slots} at "
+                    "a time, timed on this machine; worker start-up not included); --epochs and --native-res "
+                    "shorten it")
+        for records in backend.execute(cohort, config, jobs, progress):
+            for record in records:
+                store.save_fold(record)
+                done[record["seed"], record["method"], record["fold"]] = record
+    return {seed: {method: [done[seed, method, fold.name] for fold in folds_of[seed]] for method in config.methods}
+            for seed in config.seeds}
+
+
+def project_seconds(cohort: Cohort, config: CVConfig, jobs: list[Job], parallelism: int, threads: int) -> float:
+    """Projected wall time of the pending fine-tune fits: one training step timed on this machine with the
+    threads a fold gets x steps / folds at a time."""
+    fits = [(job.method, fold) for job in jobs if head_of(job.method) is not None for fold in job.folds]
+    if not fits:
+        return 0.0
+    with intra_op_threads(threads):
+        head, clinical = head_of(fits[0][0])
+        step = time_finetune_step(cohort, replace(config.train, head=head, clinical=clinical))
+    steps = sum(finetune_steps(len(fold.train), config.train) for _, fold in fits)
+    return step * steps / parallelism
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"

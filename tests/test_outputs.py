@@ -1,6 +1,6 @@
 import pytest
 
-from osteoscreen.atomic import atomic_path, write_text_atomic
+from osteoscreen.outputs import atomic_path, write_text_atomic
 
 
 def test_replaces_the_file_whole(tmp_path):

@@ -1,0 +1,177 @@
+"""Every method as a scikit-learn estimator on a cohort's subjects.
+
+X is a `Cohort` (or a view of one: `cohort[positions]`), y its binary labels (default: the cohort's own). Each
+estimator has `fit(X, y=None)`, `predict_proba(X)` -> [n, 2] (columns: normal, osteoporosis), `predict(X)` -> [n]
+at THRESHOLD, and `scores(X)` -> (p_osteoporosis [n], group attention [n, 4] or None); CNN heads also have
+`attention(X)` -> [n, 4] over GROUPS (None for `concat`, which has none). Their parameters are plain values, so
+`sklearn.base.clone`, `cross_val_predict`, `GridSearchCV` and pipelines work on them; features are memoised in
+the cohort, so the folds of a cross-validation share them.
+
+- `Baseline(method)`: `majority`, `knn-lbp`, `ensemble-lbp` (on LBP features) and `clinical` (on age and sex);
+- `HeadClassifier(head, mode, ...)`: a CNN head (`concat`, `group-attention`, `abmil`, `gated-abmil`, or any head
+  registered in models.heads.HEADS) over the shared backbone, frozen or fine-tuned (training.fit).
+`make_estimator(method, train_config)` builds the estimator of a method name, as cross-validation runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from osteoscreen.baselines import BASELINES, CLINICAL, build_baseline
+from osteoscreen.data.cohort import Cohort
+from osteoscreen.errors import InputError
+from osteoscreen.features import lbp_features
+from osteoscreen.landmarks import THRESHOLD
+from osteoscreen.models.heads import head_of
+from osteoscreen.training.config import TrainConfig
+from osteoscreen.training.fit import fit, predict_proba
+
+
+def _cohort(X) -> Cohort:
+    if not isinstance(X, Cohort):
+        raise InputError(f"X: expected an osteoscreen Cohort (osteoscreen.load_dataset), got {type(X).__name__}")
+    return X
+
+
+def _labelled(X, y) -> Cohort:
+    """X with the labels y (scikit-learn passes them), or X as it is when y is None or equal to its labels."""
+    cohort = _cohort(X)
+    if y is None or np.array_equal(np.asarray(y), cohort.labels):
+        return cohort
+    return cohort.relabelled(y)
+
+
+class CohortClassifier(ClassifierMixin, BaseEstimator):
+    """What the estimators share: classes, predict_proba and predict from `scores`."""
+
+    def predict_proba(self, X) -> np.ndarray:
+        p = self.scores(X)[0]
+        return np.stack([1 - p, p], axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        return (self.scores(X)[0] >= THRESHOLD).astype(np.int64)
+
+    def _fitted(self):
+        if not hasattr(self, "classes_"):
+            raise InputError(f"this {type(self).__name__} is not fitted yet: call fit first")
+
+
+class Baseline(CohortClassifier):
+    """A baseline method (`majority`, `knn-lbp`, `ensemble-lbp`, `clinical`) on the cohort's LBP features or on age
+    and sex; seed: the random forest's. `clinical` fits on the training subjects that have age and sex, and scores a
+    subject without them at the training prevalence (it knows nothing of that subject), as it scores everyone when
+    those training subjects lack a class."""
+
+    def __init__(self, method: str = "knn-lbp", seed: int = 0):
+        self.method = method
+        self.seed = seed
+
+    def _features(self, cohort: Cohort) -> np.ndarray:
+        if self.method == CLINICAL:
+            return cohort.covariates
+        if self.method == "majority":
+            return np.zeros((len(cohort), 1))
+        return lbp_features(cohort)[cohort.positions]
+
+    def fit(self, X, y=None) -> Baseline:
+        if self.method not in BASELINES + (CLINICAL,):
+            raise InputError(f"unknown baseline {self.method!r}; choose one of {', '.join(BASELINES + (CLINICAL,))}")
+        cohort = _labelled(X, y)
+        features, labels = self._features(cohort), cohort.labels
+        self.classes_ = np.array([0, 1])
+        self.prevalence_ = float(labels.mean())
+        usable = ~np.isnan(features).any(axis=1)
+        self.pipeline_ = None
+        if len(np.unique(labels[usable])) == 2:
+            self.pipeline_ = build_baseline(self.method, self.seed, int(usable.sum()))
+            self.pipeline_.fit(features[usable], labels[usable])
+        elif self.method != CLINICAL:
+            raise InputError("training needs at least one subject of each class")
+        return self
+
+    def scores(self, X) -> tuple[np.ndarray, None]:
+        self._fitted()
+        features = self._features(_cohort(X))
+        p = np.full(len(features), self.prevalence_)
+        usable = ~np.isnan(features).any(axis=1)
+        if self.pipeline_ is not None and usable.any():
+            p[usable] = self.pipeline_.predict_proba(features[usable])[:, 1]
+        return p, None
+
+
+class HeadClassifier(CohortClassifier):
+    """A CNN head over the shared backbone (TrainConfig says what each parameter means; defaults: the paper's
+    optimiser and schedule, frozen mode, EfficientNet-Lite0 with ImageNet weights). activation: group attention's
+    softmax or sigmoid (TrainConfig.attention); clinical: the head's final layer also sees age and sex (the
+    `+clinical` methods). After fit: `model_` (training.fitted.FittedModel) and,
+    fine-tuned, `history_` (per-epoch training loss and accuracy)."""
+
+    def __init__(self, head: str = "group-attention", mode: str = "frozen", clinical: bool = False,
+                 backbone: str = "efficientnet_lite0", weights: str = "imagenet", activation: str = "softmax",
+                 epochs: int = 100, batch_size: int = 32, views: int = 4, class_weighting: bool = False,
+                 native_res: bool = False, patch_feature: str = "texture", precision: str = "auto",
+                 device: str = "auto", seed: int = 0, hidden: int = 128, lr_backbone: float = 1e-4,
+                 lr_head: float = 1e-2, momentum: float = 0.9, weight_decay: float = 1e-4,
+                 taps: tuple[int, ...] | None = None):
+        self.head = head
+        self.mode = mode
+        self.clinical = clinical
+        self.backbone = backbone
+        self.weights = weights
+        self.activation = activation
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.views = views
+        self.class_weighting = class_weighting
+        self.native_res = native_res
+        self.patch_feature = patch_feature
+        self.precision = precision
+        self.device = device
+        self.seed = seed
+        self.hidden = hidden
+        self.lr_backbone = lr_backbone
+        self.lr_head = lr_head
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.taps = taps
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> HeadClassifier:
+        """The estimator of a TrainConfig (its patch settings are the cohort's, not the estimator's)."""
+        return cls(**{name: getattr(config, "attention" if name == "activation" else name)
+                      for name in cls._get_param_names()})
+
+    def train_config(self, cohort: Cohort) -> TrainConfig:
+        """The TrainConfig of these parameters for patches cut as the cohort's were (validated here)."""
+        params = self.get_params()
+        activation = params.pop("activation")
+        return TrainConfig(**params, attention=activation, patch=cohort.patch_config)
+
+    def fit(self, X, y=None) -> HeadClassifier:
+        cohort = _labelled(X, y)
+        self.model_ = fit(cohort.root, cohort.positions, self.train_config(cohort))
+        self.history_ = self.model_.history
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def scores(self, X) -> tuple[np.ndarray, np.ndarray | None]:
+        self._fitted()
+        cohort = _cohort(X)
+        return predict_proba(self.model_, cohort.root, cohort.positions)
+
+    def attention(self, X) -> np.ndarray | None:
+        """[n, 4] attention over GROUPS (condyle, angle, premolar, tuberosity) per subject; None for `concat`."""
+        return self.scores(X)[1]
+
+
+def make_estimator(method: str, train: TrainConfig) -> Baseline | HeadClassifier:
+    """The unfitted estimator of a method name ("knn-lbp", "group-attention+clinical", ...) with the training
+    options and seed of `train`."""
+    parsed = head_of(method)
+    if parsed is None:
+        return Baseline(method, train.seed)
+    head, clinical = parsed
+    return HeadClassifier.from_config(replace(train, head=head, clinical=clinical))

@@ -1,0 +1,113 @@
+"""Where cross-validation jobs run: `LocalBackend` (this process; fine-tune folds in worker processes) or
+`RayBackend` (one Ray task per job, osteoscreen.distributed). Results do not depend on the backend."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+import torch
+
+from osteoscreen.data.cohort import Cohort
+from osteoscreen.distributed import TaskResources, cluster_slots, ray_map, ray_session
+from osteoscreen.evaluation.crossval import CVConfig, FoldRunner, Job, run_job
+from osteoscreen.models.heads import head_of
+
+_worker_state: dict = {}
+
+
+def _start_worker(cohort: Cohort, config: CVConfig, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _worker_state.update(cohort=cohort, config=config, runners={})
+
+
+def _runner(runners: dict[int, FoldRunner], cohort: Cohort, config: CVConfig, seed: int) -> FoldRunner:
+    if seed not in runners:
+        runners[seed] = FoldRunner(cohort, config, seed)
+    return runners[seed]
+
+
+def _run_in_worker(job: Job) -> list[dict]:
+    runner = _runner(_worker_state["runners"], _worker_state["cohort"], _worker_state["config"], job.seed)
+    return runner.run(job.method, list(job.folds))
+
+
+class LocalBackend:
+    """This machine: jobs in this process (sharing LBP and frozen features), fine-tune folds in `workers` spawned
+    processes when workers > 1 (results do not depend on it)."""
+
+    whole_methods = False  # cheap methods run fold by fold (a fold file each as it finishes)
+
+    def __init__(self, workers: int = 1):
+        self.workers = workers
+
+    def session(self):
+        return contextlib.nullcontext()
+
+    def parallelism(self) -> int:
+        return self.workers
+
+    def task_threads(self) -> int:
+        """Intra-op threads a fine-tune fold gets."""
+        return max(1, (os.cpu_count() or 1) // self.workers) if self.workers > 1 else torch.get_num_threads()
+
+    def execute(self, cohort: Cohort, config: CVConfig, jobs: list[Job], progress: Callable):
+        """Yield each job's records as it finishes."""
+        def in_workers(job: Job) -> bool:
+            return self.workers > 1 and head_of(job.method) is not None and config.train.mode == "finetune"
+
+        runners: dict[int, FoldRunner] = {}  # per seed: LBP features computed once
+        for job in progress([job for job in jobs if not in_workers(job)]):
+            yield _runner(runners, cohort, config, job.seed).run(job.method, list(job.folds))
+        parallel = [job for job in jobs if in_workers(job)]
+        if parallel:
+            threads = self.task_threads()
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(self.workers, context, _start_worker, (cohort, config, threads)) as pool:
+                futures = [pool.submit(_run_in_worker, job) for job in parallel]
+                for future in progress(as_completed(futures)):
+                    yield future.result()
+
+
+class RayBackend:
+    """A Ray cluster (`address`), or a local Ray instance when address is None: one Ray task per job, each asking
+    for `cpus` CPUs and `gpus` GPUs; a task whose worker dies is retried (`retries`). `task` is the function a
+    task runs (run_job)."""
+
+    whole_methods = True  # baselines: one task per method and seed, so LBP features are computed once per task
+
+    def __init__(self, address: str | None = None, cpus: float = 1, gpus: float = 0, retries: int = 3,
+                 task: Callable[[tuple[Cohort, CVConfig], Job], list[dict]] = run_job):
+        self.address, self.task = address, task
+        self.resources = TaskResources(cpus, gpus, retries)
+
+    def session(self):
+        return ray_session(self.address)
+
+    def parallelism(self) -> int:
+        return cluster_slots(self.resources)
+
+    def task_threads(self) -> int:
+        return max(1, int(self.resources.cpus))  # Ray sets a task's OMP_NUM_THREADS to its CPUs
+
+    def execute(self, cohort: Cohort, config: CVConfig, jobs: list[Job], progress: Callable):
+        for _, records in progress(ray_map(self.task, (cohort, config), jobs, self.resources)):
+            yield records
+
+
+FOLDS_PER_GPU = 8  # fine-tune folds training at once on one CUDA device (see docs/performance.md)
+
+
+def default_workers(mode: str, device: str = "cpu") -> int:
+    """Worker processes for fine-tune folds. On the CPU one per 4 cores (a fold's convolutions use 4 threads
+    well). On a GPU, FOLDS_PER_GPU processes share the device, each training its own folds exactly as alone: one
+    fold's batch of 256 patches leaves a large GPU mostly idle, waiting for the host between kernels, and the
+    processes fill those gaps with each other's work."""
+    if mode != "finetune":
+        return 1
+    if device.startswith("cuda"):
+        return max(1, min(FOLDS_PER_GPU, os.cpu_count() or 1))
+    return max(1, (os.cpu_count() or 1) // 4)

@@ -1,0 +1,194 @@
+"""The RUN folder of `osteoscreen cv`: cross-validation (evaluation.experiment) kept on disk, resumable, reported.
+
+RUN/config.json pins the configuration (a different one in the same RUN is refused; options added after a run
+was made are read at the value that means what it did). Each fold's record is written atomically to
+RUN/folds/seed-<seed>/<method>/<fold>.json as soon as it finishes, leave-pair-out results to
+RUN/lpo/seed-<seed>/<method>.json; a rerun of the same command skips what is there, so an interrupted run ends
+with the same files as an uninterrupted one, whichever backend ran which fold. At the end: predictions.csv,
+metrics.json and report.html; frozen features are cached in RUN/cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from osteoscreen import __version__
+from osteoscreen.data.cohort import Cohort
+from osteoscreen.errors import InputError
+from osteoscreen.evaluation.crossval import CVConfig
+from osteoscreen.evaluation.execution import LocalBackend, RayBackend
+from osteoscreen.evaluation.experiment import cross_validate
+from osteoscreen.evaluation.report import build_report
+from osteoscreen.landmarks import CLASSES, DEFAULT_TASK, GROUPS, THRESHOLD
+from osteoscreen.operating_point import DecisionRule
+from osteoscreen.outputs import atomic_path, output_folder_in_place, write_text_atomic
+from osteoscreen.training.config import TrainConfig
+
+ATTENTION_COLUMNS = [f"att_{group}" for group in GROUPS]
+
+
+@dataclass
+class CVOutcome:
+    run_dir: Path
+    table: str
+    metrics: dict
+    padded_patches: int
+
+
+class RunFolder:
+    """The FoldStore of a RUN folder: fold records and leave-pair-out results as JSON files."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def _fold_path(self, seed: int, method: str, fold: str) -> Path:
+        return self.run_dir / "folds" / f"seed-{seed}" / method / f"{fold}.json"
+
+    def _lpo_path(self, seed: int, method: str) -> Path:
+        return self.run_dir / "lpo" / f"seed-{seed}" / f"{method}.json"
+
+    def fold(self, seed: int, method: str, fold: str) -> dict | None:
+        path = self._fold_path(seed, method, fold)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save_fold(self, record: dict) -> None:
+        _write_json(self._fold_path(record["seed"], record["method"], record["fold"]), record)
+
+    def lpo(self, seed: int, method: str) -> dict | None:
+        path = self._lpo_path(seed, method)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save_lpo(self, seed: int, method: str, result: dict) -> None:
+        write_text_atomic(self._lpo_path(seed, method), json.dumps(result) + "\n")
+
+
+def run_cross_validation(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
+                         progress: Callable[[str], Callable] = lambda _: iter,
+                         backend: LocalBackend | RayBackend | None = None,
+                         log: Callable[[str], None] = lambda _: None) -> CVOutcome:
+    """Run (or resume) the whole cross-validation of DATA in RUN and write every output file.
+
+    metrics.json's "methods" and "comparisons" are the first seed's; "seeds" holds every seed's metrics and
+    "spread" their mean, standard deviation, min and max.
+    """
+    data_dir, run_dir = Path(data_dir), output_folder_in_place(run_dir)
+    cohort = Cohort.load(data_dir, config.train.patch, config.task, cache_dir=run_dir / "cache",
+                         allow_shared_images=False, progress=progress("patches"))
+    record = prepare_run(run_dir, config, cohort.info)
+    result = cross_validate(cohort, config, backend, RunFolder(run_dir), progress, log)
+    labels, subject_ids = result.labels, result.subject_ids
+    config_dict = {**asdict(config), "versions": record["versions"],
+                   "rule_text": None if config.rule.fixed else config.rule.describe()}
+    write_predictions(run_dir / "predictions.csv", result.records, subject_ids, labels)
+    payload = {"dataset": cohort.info, "config": asdict(config), "methods": result.metrics,
+               "comparisons": result.comparisons,
+               "seeds": [{"seed": seed, "methods": result.seed_metrics[seed]} for seed in config.seeds],
+               "spread": result.spread, "training_curves": result.training_curves,
+               "decision_curves": result.decision_curves}
+    write_text_atomic(run_dir / "metrics.json", json.dumps(payload, indent=2) + "\n")
+    write_text_atomic(run_dir / "report.html", build_report(
+        result.metrics, result.comparisons, result.per_subject, labels, subject_ids, cohort, config_dict,
+        cohort.info, result.spread, result.training_curves, result.decision_curves))
+    return CVOutcome(run_dir, result.table(), result.metrics, cohort.padded_patches)
+
+
+def write_predictions(path: Path, records: dict[int, dict], subject_ids: list[str], labels) -> None:
+    """records: {seed: {method: [fold records]}} -> one row per subject, method, fold and seed."""
+    with atomic_path(path) as partial, open(partial, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["subject_id", "method", "fold", "y_true", "p_osteoporosis", "y_pred", *ATTENTION_COLUMNS,
+                         "seed"])
+        for seed, by_method in records.items():
+            for method, folds in by_method.items():
+                for record in folds:
+                    attention = record["attention"] or [None] * len(record["test"])
+                    threshold = record.get("threshold", THRESHOLD)  # the fold's fitted threshold, if any
+                    for index, probability, weights in zip(record["test"], record["p"], attention, strict=True):
+                        weights_text = [""] * len(GROUPS) if weights is None else [f"{w:.6f}" for w in weights]
+                        writer.writerow([subject_ids[index], method, record["fold"], CLASSES[labels[index]],
+                                         f"{probability:.6f}", CLASSES[int(probability >= threshold)], *weights_text,
+                                         seed])
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    names = ["torch", "numpy", "scipy", "scikit-learn", "scikit-image", "pydicom", "pillow", "safetensors"]
+    return {"python": platform.python_version(), "osteoscreen": __version__, **{n: version(n) for n in names}}
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def prepare_run(run_dir: Path, config: CVConfig, dataset_info: dict) -> dict:
+    """Write RUN/config.json, or check that an existing one holds the same configuration."""
+    identity = {"dataset_hash": dataset_info["hash"], "cv": asdict(config)}
+    identity = json.loads(json.dumps(identity))  # tuples -> lists, as read back from disk
+    path = run_dir / "config.json"
+    if path.exists():
+        previous = _with_later_options(json.loads(path.read_text()).get("identity"))
+        if previous != identity:
+            differing = sorted(k for k in set(previous or {}) | set(identity)
+                               if (previous or {}).get(k) != identity.get(k))
+            detail = _first_difference(previous or {}, identity)
+            raise InputError(f"{run_dir} holds results of a different configuration ({', '.join(differing)}"
+                             f"{': ' + detail if detail else ''}); use another --out or delete it")
+        return json.loads(path.read_text())
+    record = {"identity": identity, "dataset": dataset_info, "versions": package_versions(),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    _write_json(path, record)
+    return record
+
+
+def _later_options() -> dict:
+    """CVConfig options added after runs existed, with the value that means what such a run did."""
+    return json.loads(json.dumps({"prevalence": None, "rule": asdict(DecisionRule()), "leave_pair_out": False,
+                                  "task": DEFAULT_TASK}))
+
+
+def _with_later_options(identity: dict | None) -> dict | None:
+    """A stored run identity with options it predates filled in at their neutral value, so that a run made before
+    an option existed resumes (and its report is rebuilt) when the option is left at that value."""
+    if not isinstance(identity, dict) or not isinstance(identity.get("cv"), dict):
+        return identity
+    cv = {**_later_options(), **identity["cv"]}
+    train = cv.get("train")
+    if isinstance(train, dict):
+        later = {"clinical": False}  # a run before +clinical methods trained plain heads
+        if train.get("mode") == "frozen":
+            later["patch_feature"] = TrainConfig().patch_feature  # frozen mode never read it
+        cv["train"] = {**later, **train}
+    return {**identity, "cv": cv}
+
+
+def _first_difference(a, b, prefix="") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            found = _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return ""
+    return f"{prefix.rstrip('.')} was {a!r}, now {b!r}" if a != b else ""
+
+
+def run_metrics(run_dir: Path, method: str, data_hash: str) -> dict:
+    """The cross-validated metrics of `method` from a cv RUN on the same data (refused otherwise)."""
+    path = Path(run_dir) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: cannot read cross-validation metrics ({error})") from None
+    if metrics.get("dataset", {}).get("hash") != data_hash:
+        raise InputError(f"{run_dir}: cross-validated on other data than DATA (dataset hashes differ)")
+    if method not in metrics.get("methods", {}):
+        raise InputError(f"{run_dir}: has no results for method {method!r} "
+                         f"(it has {', '.join(metrics.get('methods', {})) or 'none'})")
+    return {"run": str(run_dir), "protocol": metrics["config"]["protocol"], "config": metrics["config"]["train"],
+            "metrics": metrics["methods"][method]}

@@ -1,0 +1,141 @@
+"""Features computed once per cohort and shared by every fold and method, memoised in the cohort.
+
+- Frozen backbone features (`frozen_features`): texture statistics [N, V, 8, T] of V views per subject (view 0
+  plain, the rest augmented), extracted by a fused copy of the backbone (`Backbone.for_inference`) in small batches
+  under the config's precision, and cached on disk (cohort.cache_dir) keyed by the data's hash, the backbone's
+  parameters (a digest of its tensors: two weights files with the same name never share features), taps, views,
+  seed, precision and resolution.
+- LBP histograms (`lbp_features`) for the texture baselines: for each patch (8-bit, native size, before any
+  ImageNet normalisation) and each (P, R) in LBP_SETTINGS, a normalised histogram of skimage's uniform LBP codes
+  (P + 2 bins), concatenated over the 8 patches.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage.feature import local_binary_pattern
+
+from osteoscreen.data.cohort import Cohort
+from osteoscreen.data.patches import to_uint8
+from osteoscreen.errors import InputError
+from osteoscreen.landmarks import LANDMARKS
+from osteoscreen.models.backbones import Backbone
+from osteoscreen.outputs import atomic_path
+from osteoscreen.precision import autocast
+from osteoscreen.training.config import TrainConfig
+
+FEATURE_BATCH = 8  # patches per backbone call extracting frozen features: small calls keep activations in cache
+# (EfficientNet-Lite0, bf16, 2240 patches on the 2-core VM: 8.0 s at 8, 11.0 s at 32, 15.6 s at 64)
+LBP_SETTINGS: tuple[tuple[int, int], ...] = ((8, 1), (16, 2), (24, 3))
+
+
+@functools.lru_cache(maxsize=4)
+def frozen_backbone(name: str, weights: str, taps: tuple[int, ...] | None) -> Backbone:
+    """The frozen-mode backbone of a config, built once per process (building one reads and hashes its weights
+    file, about 80 ms; every fold's fit and prediction asks for it). Frozen backbones are never trained."""
+    return Backbone(name, weights, taps).eval()
+
+
+
+def frozen_features(cohort: Cohort, config: TrainConfig, progress: Callable = iter, backbone: Backbone | None = None
+                    ) -> torch.Tensor:
+    """[N, V, 8, T] fp32 texture features of every subject's V views (view 0 plain) of the cohort's root; computed
+    once per cohort (memo) and, with a cache_dir, once per data (disk).
+
+    backbone: a loaded one (a saved model's); by default the one config names, with its weights.
+    """
+    cohort = cohort.root
+    backbone = backbone or frozen_backbone(config.backbone, config.weights, config.taps)
+    key = _feature_key(cohort, config, backbone)
+    if key in cohort.memo:
+        return cohort.memo[key]
+    cache_file = None if cohort.cache_dir is None or cohort.data_hash is None else (
+        Path(cohort.cache_dir) / f"features-{key[:24]}.safetensors")
+    if cache_file is not None and cache_file.exists():
+        from safetensors.torch import load_file
+
+        features = load_file(cache_file)["features"]
+    else:
+        features = _extract(cohort, backbone, config, progress)
+        if cache_file is not None:
+            from safetensors.torch import save_file
+
+            with atomic_path(cache_file) as partial:
+                save_file({"features": features.contiguous()}, str(partial))
+    cohort.memo[key] = features
+    return features
+
+
+def forget_frozen_features(cohort: Cohort) -> None:
+    """Drop the memoised frozen features (the next call extracts them again; the disk cache stays)."""
+    for key in [k for k in cohort.root.memo if k.startswith("frozen:")]:
+        del cohort.root.memo[key]
+
+
+def _extract(cohort: Cohort, backbone: Backbone, config: TrainConfig, progress: Callable) -> torch.Tensor:
+    backbone = backbone.for_inference().to(config.device)  # fused afresh: the backbone may have changed
+    size = config.input_size(backbone)
+    out = torch.empty(len(cohort), config.views, len(LANDMARKS), backbone.texture_dim)
+    with torch.inference_mode(), autocast(config.precision, config.device):
+        for index in progress(range(len(cohort))):
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + index)
+            views = [cohort.render([index], size, device=config.device)[0]]
+            views += [cohort.render([index], size, generator, config.device)[0] for _ in range(config.views - 1)]
+            patches = torch.cat(views)  # [V*8, 1, H, W]
+            chunks = [backbone.texture_features(chunk).float().cpu() for chunk in patches.split(FEATURE_BATCH)]
+            out[index] = torch.cat(chunks).view(config.views, len(LANDMARKS), -1)
+    return out
+
+
+def parameter_digest(backbone: Backbone) -> str:
+    """SHA-256 of the backbone's parameters and buffers (names, shapes, dtypes, values); computed once per backbone
+    object (about 20 ms for EfficientNet-Lite0)."""
+    if getattr(backbone, "_parameter_digest", None) is None:
+        digest = hashlib.sha256()
+        for name, tensor in backbone.net.state_dict().items():
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+        backbone._parameter_digest = digest.hexdigest()
+    return backbone._parameter_digest
+
+
+def _feature_key(cohort: Cohort, config: TrainConfig, backbone: Backbone) -> str:
+    identity = {"data": cohort.identity, "backbone": config.backbone, "parameters": parameter_digest(backbone),
+                "taps": backbone.taps, "views": config.views, "seed": config.seed,
+                "patch": asdict(cohort.patch_config), "precision": config.precision,
+                "size": config.input_size(backbone), "format": 6}
+    return "frozen:" + hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def lbp_histograms(patch: np.ndarray) -> np.ndarray:
+    """[H, W] uint8 patch -> concatenated normalised uniform-LBP histograms, sum(P + 2) values."""
+    if patch.dtype != np.uint8:
+        raise InputError(f"LBP needs integer (uint8) patches, got {patch.dtype}")
+    histograms = []
+    for points, radius in LBP_SETTINGS:
+        codes = local_binary_pattern(patch, points, radius, method="uniform")
+        counts = np.bincount(codes.astype(np.int64).ravel(), minlength=points + 2)
+        histograms.append(counts / counts.sum())
+    return np.concatenate(histograms)
+
+
+def subject_lbp(patches: np.ndarray) -> np.ndarray:
+    """[8, H, W] uint8 -> [8 * sum(P + 2)] feature vector of one subject."""
+    return np.concatenate([lbp_histograms(patch) for patch in patches])
+
+
+def lbp_features(cohort: Cohort) -> np.ndarray:
+    """[N, 8 * sum(P + 2)] LBP features of every subject of the cohort's root, computed once per cohort."""
+    root = cohort.root
+    if "lbp" not in root.memo:
+        root.memo["lbp"] = np.stack([subject_lbp(to_uint8(root.plain_views(i))) for i in range(len(root))])
+    return root.memo["lbp"]

@@ -1,0 +1,59 @@
+"""Process-level helpers: an order-preserving thread map, the intra-op thread count of torch, and glibc's allocator
+setting.
+
+Allocator: frozen-mode training allocates and frees tensors of a few MiB at every step (weight gradients, casts,
+activations of 70 stacked folds). glibc's malloc gives freed memory above its trim threshold back to the
+system and takes it again at the next step: a page fault per 4 KiB page, about 3.2 M of them in the 4 heads of
+a frozen leave-one-out (measured: docs/performance.md). Keeping freed memory for reuse (`keep_freed_memory`, called
+by the `osteoscreen` command, the benchmarks and Ray tasks) removes most of them and about a tenth of the heads'
+time; the price is that the process's resident size does not shrink after its peak, which it has reached once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 * 2**20  # glibc's largest: blocks up to 32 MiB come from the reusable heap
+TRIM_THRESHOLD = 2**30  # give memory back to the system only when 1 GiB lies free at the heap's top
+
+
+def thread_map(function: Callable, items: Sequence, progress: Callable[[Iterable], Iterable] = iter,
+               threads: int | None = None) -> list:
+    """[function(item) for item in items] on up to `threads` threads (default: one per core), in order; for
+    I/O-bound work (image decoding releases the GIL). An exception in any call is raised here, as the loop would
+    raise it."""
+    threads = threads or os.cpu_count() or 1
+    if threads == 1 or len(items) < 2:
+        return [function(item) for item in progress(items)]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(progress(pool.map(function, items)))
+
+
+class intra_op_threads:
+    """Run with a given number of torch intra-op threads (tiny head steps are fastest on one: no fork/join)."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def __enter__(self):
+        self.previous = torch.get_num_threads()
+        torch.set_num_threads(self.count)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.previous)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse; False where the C library is not glibc."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))

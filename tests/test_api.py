@@ -1,0 +1,102 @@
+"""The public Python API: the README's examples run as written, and the estimators behave as scikit-learn's."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import cross_val_predict
+
+import osteoscreen
+from osteoscreen.errors import InputError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def api_examples() -> str:
+    """The Python blocks of the README's "Python API" section, in order."""
+    text = README.read_text()
+    section = text[text.index("## Python API"):]
+    section = section[:section.index("\n## ", 1)]
+    return "\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S))
+
+
+def test_readme_python_api_examples_run(tmp_path, monkeypatch, capsys):
+    code = api_examples()
+    assert code.count("osteoscreen.") >= 10
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert (tmp_path / "runs/api/model/model.json").is_file()
+    assert "(4, 2) (4, 4)" in printed and "group-attention" in printed
+    assert namespace["p"].shape == (16,) and np.all((namespace["p"] >= 0) & (namespace["p"] <= 1))
+    assert len(namespace["finetuned"].history_["loss"]) == 2
+    assert namespace["result"].decision in ("normal", "osteoporosis")
+    screened = {s.subject_id: s.probability for s in namespace["model"].predict(namespace["cohort"])}
+    assert screened[namespace["first"]] == pytest.approx(namespace["result"].probability, abs=1e-6)
+
+
+def test_everything_in_all_imports():
+    for name in osteoscreen.__all__:
+        assert getattr(osteoscreen, name) is not None, name
+    with pytest.raises(AttributeError):
+        osteoscreen.not_a_name  # noqa: B018
+
+
+@pytest.fixture(scope="module")
+def cohort(planted_cohort):
+    return planted_cohort(12, seed=4)
+
+
+def test_views_index_like_arrays_and_share_features(cohort):
+    view = cohort[np.array([5, 1, 7])]
+    assert view.subject_ids == [cohort.subject_ids[i] for i in (5, 1, 7)]
+    assert list(view[1:].positions) == [1, 7] and view.memo is cohort.memo
+    assert len(cohort[cohort.labels == 1]) == int(cohort.labels.sum())
+    np.testing.assert_array_equal(view.render([0, 2], 32).numpy(), cohort.render([5, 7], 32).numpy())
+
+
+def test_head_estimator_equals_the_internal_fit_and_clones(cohort):
+    from osteoscreen.training.config import TrainConfig
+    from osteoscreen.training.fit import fit, predict_proba
+
+    estimator = osteoscreen.HeadClassifier("abmil", epochs=10, views=2)
+    train, test = np.arange(8), np.arange(8, 12)
+    fitted = clone(estimator).fit(cohort[train])
+    model = fit(cohort, train, TrainConfig(head="abmil", epochs=10, views=2, patch=cohort.patch_config))
+    expected, attention = predict_proba(model, cohort, test)
+    np.testing.assert_allclose(fitted.predict_proba(cohort[test])[:, 1], expected)
+    np.testing.assert_allclose(fitted.attention(cohort[test]), attention)
+    assert clone(estimator).get_params() == estimator.get_params()
+    assert osteoscreen.HeadClassifier("concat", epochs=2, views=1).fit(cohort[train]).attention(cohort[test]) is None
+
+
+def test_estimators_use_the_y_they_are_given(cohort):
+    flipped = 1 - cohort.labels
+    baseline = osteoscreen.Baseline("majority").fit(cohort, flipped)
+    assert baseline.predict_proba(cohort)[0, 1] == pytest.approx(flipped.mean())
+    assert osteoscreen.Baseline("majority").fit(cohort).predict_proba(cohort)[0, 1] == pytest.approx(
+        cohort.labels.mean())
+
+
+def test_cross_val_predict_matches_a_hand_written_loop(cohort):
+    from sklearn.model_selection import StratifiedKFold
+
+    estimator = osteoscreen.Baseline("knn-lbp")
+    splits = list(StratifiedKFold(3).split(np.zeros(len(cohort)), cohort.labels))
+    predicted = cross_val_predict(estimator, cohort, cohort.labels, cv=splits, method="predict_proba")
+    by_hand = np.zeros(len(cohort))
+    for train, test in splits:
+        by_hand[test] = clone(estimator).fit(cohort[train]).predict_proba(cohort[test])[:, 1]
+    np.testing.assert_allclose(predicted[:, 1], by_hand)
+
+
+def test_bad_use_is_an_input_error(cohort):
+    with pytest.raises(InputError, match="not fitted"):
+        osteoscreen.Baseline().predict(cohort)
+    with pytest.raises(InputError, match="Cohort"):
+        osteoscreen.Baseline().fit(np.zeros((3, 2)), [0, 1, 0])
+    with pytest.raises(InputError, match="unknown head"):
+        osteoscreen.HeadClassifier("no-such-head").fit(cohort)
