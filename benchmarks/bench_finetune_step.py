@@ -3,7 +3,7 @@
 Both train the same OctupletNet (AlexNet backbone, the paper's, randomly initialised: weights do not change
 the arithmetic; group-attention head) on one batch of 32 subjects = 256 patches at 224 px, all layers trained.
 - reference (written here): fp32, NCHW, one forward/backward over the whole batch;
-- ours: osteoscreen.training.finetune_step: bf16 autocast where native, channels-last, and the first
+- ours: osteoscreen.training.finetune.finetune_step: bf16 autocast where native, channels-last, and the first
   convolution computed exactly on the one grey channel instead of three identical ones (Backbone.stem).
 FLOPs of one step are counted by torch's FlopCounterMode (forward + backward), so GFLOP/s are achieved rates.
 """

@@ -54,11 +54,12 @@ def frozen_features(cohort: Cohort, config: TrainConfig, progress: Callable = it
     """
     cohort = cohort.root
     backbone = backbone or frozen_backbone(config.backbone, config.weights, config.taps)
-    key = _feature_key(cohort, config, backbone)
+    digest = _feature_digest(cohort, config, backbone)
+    key = f"frozen:{digest}"
     if key in cohort.memo:
         return cohort.memo[key]
     cache_file = None if cohort.cache_dir is None or cohort.data_hash is None else (
-        Path(cohort.cache_dir) / f"features-{key[:24]}.safetensors")
+        Path(cohort.cache_dir) / f"features-{digest[:24]}.safetensors")
     if cache_file is not None and cache_file.exists():
         from safetensors.torch import load_file
 
@@ -108,12 +109,12 @@ def parameter_digest(backbone: Backbone) -> str:
     return backbone._parameter_digest
 
 
-def _feature_key(cohort: Cohort, config: TrainConfig, backbone: Backbone) -> str:
+def _feature_digest(cohort: Cohort, config: TrainConfig, backbone: Backbone) -> str:
     identity = {"data": cohort.identity, "backbone": config.backbone, "parameters": parameter_digest(backbone),
                 "taps": backbone.taps, "views": config.views, "seed": config.seed,
                 "patch": asdict(cohort.patch_config), "precision": config.precision,
                 "size": config.input_size(backbone), "format": 6}
-    return "frozen:" + hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def lbp_histograms(patch: np.ndarray) -> np.ndarray:

@@ -37,6 +37,8 @@ from osteoscreen.data.dataset import Subject, read_landmark_file
 from osteoscreen.data.imageio import Radiograph, read_radiograph
 from osteoscreen.data.subject_patches import SubjectPatches, cut_subject_patches
 from osteoscreen.errors import InputError
+from osteoscreen.evaluation.crossval import CVConfig, FoldRunner
+from osteoscreen.evaluation.runs import run_metrics
 from osteoscreen.features import frozen_backbone, frozen_features
 from osteoscreen.jsoninput import read_json
 from osteoscreen.landmarks import CLASSES, DEFAULT_TASK, LANDMARKS
@@ -115,8 +117,6 @@ class Model:
         TrainConfig()), with its decision rule: calibration and threshold fitted on inner out-of-fold scores of
         all the subjects (operating_point), or the fixed 0.5; and its novelty reference. cross_validation: the
         cv metrics to record (runs.run_metrics)."""
-        from osteoscreen.evaluation.crossval import CVConfig, FoldRunner
-
         parsed = head_of(method)
         if parsed is None:
             raise InputError(f"a model is a CNN head: choose one of {', '.join(HEADS)} (optionally +clinical), "
@@ -232,8 +232,6 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
                 progress: Callable[[str], Callable] = lambda _: iter) -> Path:
     """`osteoscreen train`: the subjects of DATA the task uses, `Model.fit`, saved as MODEL/ (checked before any
     work; written whole or not at all). cv_run: a cv RUN on the same data whose metrics go into the model card."""
-    from osteoscreen.evaluation.runs import run_metrics
-
     with output_folder(out_dir) as folder:
         cohort = Cohort.load(data_dir, config.patch, task, progress=progress("patches"))
         cross_validation = None if cv_run is None else run_metrics(Path(cv_run), config.head, cohort.info["hash"])

@@ -29,9 +29,9 @@ from sklearn.model_selection import StratifiedKFold
 
 from osteoscreen.errors import InputError
 from osteoscreen.evaluation.calibration import CLIP
+from osteoscreen.landmarks import THRESHOLD
 
 CALIBRATIONS = ("none", "platt", "temperature")
-FIXED_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -129,13 +129,13 @@ class FittedRule:
         return {"calibration": self.calibration, "threshold": self.threshold, "rule": self.rule}
 
 
-FIXED_RULE = FittedRule({"method": "none"}, FIXED_THRESHOLD, DecisionRule().describe())
+FIXED_RULE = FittedRule({"method": "none"}, THRESHOLD, DecisionRule().describe())
 
 
 def fit_rule(labels: np.ndarray, inner_p: np.ndarray, rule: DecisionRule) -> FittedRule:
     """The rule fitted on inner out-of-fold scores of training subjects (labels [n], inner_p [n])."""
     calibration = fit_calibration(labels, inner_p, rule.calibration)
     calibrated = apply_calibration(inner_p, calibration)
-    threshold = (FIXED_THRESHOLD if rule.target_sensitivity is None
+    threshold = (THRESHOLD if rule.target_sensitivity is None
                  else sensitivity_threshold(labels, calibrated, rule.target_sensitivity))
     return FittedRule(calibration, threshold, rule.describe())

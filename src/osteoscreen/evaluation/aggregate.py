@@ -23,7 +23,7 @@ REFERENCE_METHOD = "group-attention"  # the paper's model: every other method is
 
 def summarise(records: dict[str, list[dict]], labels: np.ndarray) -> tuple[dict, dict]:
     """Per method: out-of-fold probability and attention per subject (mean over repeats) and metrics (the
-    screening metrics at p = 0.5, PPV and NPV included; under "calibration" those of
+    screening metrics at THRESHOLD, PPV and NPV included; under "calibration" those of
     calibration.calibration_metrics; for repeated k-fold under "auroc_repeats" the per-repeat AUROC with its
     bootstrap interval, metrics.repeat_auroc)."""
     per_subject, metrics = {}, {}

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from osteoscreen.landmarks import CLASSES, GROUPS  # noqa: E402
+from osteoscreen.landmarks import CLASSES, GROUPS, THRESHOLD  # noqa: E402
 from osteoscreen.visualise import CLASS_COLOURS, subject_montage  # noqa: E402
 
 PAPER_TABLE_1 = {"knn-lbp": (0.653, 0.429, 0.586), "ensemble-lbp": (0.796, 0.191, 0.614),
@@ -151,7 +151,7 @@ def _number(value: float, digits: int = 3) -> str:
 def _operating_html(metrics: dict, rule_text: str | None) -> str:
     rows = []
     for method, m in metrics.items():
-        points = [("0.5", m)]
+        points = [(f"{THRESHOLD:g}", m)]
         if "at_rule_threshold" in m:
             spread = m["at_rule_threshold"]["threshold"]
             points.append((f"fitted per fold: median {spread['median']:.3f} [{spread['min']:.3f}–{spread['max']:.3f}]",
@@ -164,7 +164,8 @@ def _operating_html(metrics: dict, rule_text: str | None) -> str:
             "inner out-of-fold scores of that fold's training subjects only, and applied to its test subjects; "
             "with repeated k-fold the table gives the first repeat (each repeat flags every subject once) and "
             "metrics.json every repeat's OPA and NOPA.</p>" if rule_text else
-            "<p>Only the fixed threshold 0.5 was run. <code>--target-sensitivity 0.9</code> chooses a threshold "
+            f"<p>Only the fixed threshold {THRESHOLD:g} was run. <code>--target-sensitivity 0.9</code> chooses a "
+            "threshold "
             "for a sensitivity inside each training fold (inner cross-validation), and "
             "<code>--calibrate platt|temperature</code> recalibrates the probabilities the same way.</p>")
     return ("<table><tr><th>method</th><th>threshold</th><th>OPA % [95% CI]</th><th>NOPA % [95% CI]</th>"
@@ -209,14 +210,14 @@ def _checklist_html(config: dict, dataset: dict, metrics: dict) -> str:
          "the software (see the items below)", "Configuration (dataset)"),
         ("Data partition and subject overlap", f"{partition}, seed(s) {seeds}; every fold checked: no subject id "
          "on both the training and the test side, no radiograph shared by two subjects", "Configuration"),
-        ("2x2 tables", "per method, at threshold 0.5 and at the operating point",
+        ("2x2 tables", f"per method, at threshold {THRESHOLD:g} and at the operating point",
          "Confusion matrices; Operating point"),
         ("Estimates with uncertainty", "OPA, NOPA, OA, PPV, NPV with Wilson 95 % intervals; AUROC pooled, and per "
          "repeat with a bootstrap interval for repeated k-fold; exact McNemar tests against group-attention",
          "Comparison; Operating point"),
         ("Calibration", "Brier score, calibration intercept and slope, reliability diagram", "Calibration"),
-        ("Operating point and how it was chosen", config.get("rule_text") or "fixed threshold 0.5, chosen in advance",
-         "Operating point"),
+        ("Operating point and how it was chosen",
+         config.get("rule_text") or f"fixed threshold {THRESHOLD:g}, chosen in advance", "Operating point"),
         ("Clinical usefulness", "decision curves (net benefit) at the stated prevalence", "Decision curves"),
         ("Model and training details", f"methods {', '.join(metrics)}; every hyperparameter fixed in advance, none "
          "tuned on test folds; training curves for fine-tuned methods", "Configuration; Training curves"),
@@ -324,13 +325,13 @@ def _curves_figure(curves: dict):
 
 def _example_subjects(result: dict, labels: np.ndarray) -> list[tuple[str, int]]:
     """Up to one subject per outcome (TP, TN, FN, FP): the most confident one."""
-    prediction = (result["p"] >= 0.5).astype(int)
+    prediction = (result["p"] >= THRESHOLD).astype(int)
     examples = []
     for name, truth, predicted in (("true positive", 1, 1), ("true negative", 0, 0),
                                    ("false negative", 1, 0), ("false positive", 0, 1)):
         candidates = np.flatnonzero((labels == truth) & (prediction == predicted))
         if len(candidates):
-            confidence = np.abs(result["p"][candidates] - 0.5)
+            confidence = np.abs(result["p"][candidates] - THRESHOLD)
             examples.append((name, int(candidates[np.argmax(confidence)])))
     return examples
 
@@ -386,7 +387,8 @@ def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labe
         "Comparison": table + "<p>OPA: sensitivity for osteoporosis; NOPA: specificity; OA: accuracy; BA: balanced "
                       "accuracy. Intervals: Wilson 95%. AUROC is computed once on pooled out-of-fold scores; under "
                       "leave-one-out it is biased (a model that outputs the training-fold prevalence scores far "
-                      "from 0.5), so read it beside balanced accuracy and, where run, the repeated k-fold protocol. "
+                      f"from {THRESHOLD:g}), so read it beside balanced accuracy and, where run, the repeated k-fold "
+                      "protocol. "
                       "DeLong's test compares each method's pooled AUROC with group-attention's on the same "
                       "subjects (DeLong et al. 1988). The repeated k-fold protocol's per-repeat AUROC (each repeat "
                       "scores every subject once; the mean over repeats, its interval from 2,000 bootstrap "
