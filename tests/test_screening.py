@@ -284,3 +284,35 @@ def test_the_screening_figure_carries_the_novelty_warning(monkeypatch, web_model
     noise = noise_copy(small_png_cohort, tmp_path / "noise")
     assert main(["predict", str(web_model), str(noise), "--out", str(tmp_path / "o")]) == 0
     assert seen == [True] * 4 and len(list((tmp_path / "o" / "figures").glob("*.png"))) == 4
+
+
+def test_screening_one_radiograph_extracts_only_its_plain_view(small_png_cohort, tmp_path, monkeypatch):
+    """A model trained on 3 views per subject screens a radiograph from its plain view alone (the web page and
+    `predict` take this path): one view's features are extracted, and the result equals `predict` on a cohort."""
+    import osteoscreen.features
+    from osteoscreen.model import train_model
+
+    model = Model.load(train_model(small_png_cohort, tmp_path / "model", TrainConfig(views=3, epochs=5)))
+    assert model.config.views == 3
+    extracted = []
+    original = osteoscreen.features._extract
+    monkeypatch.setattr(osteoscreen.features, "_extract",
+                        lambda cohort, backbone, config, progress: extracted.append(config.views) or original(
+                            cohort, backbone, config, progress))
+    subject = load_dataset(small_png_cohort).subjects[0]
+    points = dict(zip(LANDMARKS, subject.landmarks.tolist(), strict=True))
+    one = model.screen(subject.image_path, points)
+    assert extracted == [1]
+    cohort = Cohort.load(small_png_cohort)
+    batch = {s.subject_id: s for s in model.predict(cohort)}[subject.subject_id]
+    assert one.probability == pytest.approx(batch.probability, abs=1e-6) and one.decision == batch.decision
+    np.testing.assert_allclose(one.attention, batch.attention, atol=1e-6)
+
+
+def test_model_screen_names_what_is_wrong_with_its_landmarks(web_model, small_png_cohort):
+    model = Model.load(web_model)
+    subject = load_dataset(small_png_cohort).subjects[0]
+    with pytest.raises(InputError, match="missing condyle_left"):
+        model.screen(subject.image_path, {name: (10.0, 10.0) for name in LANDMARKS if name != "condyle_left"})
+    with pytest.raises(InputError, match="8 \\(x, y\\) points"):
+        model.screen(subject.image_path, np.zeros((7, 2)))
