@@ -355,8 +355,7 @@ def cmd_serve(args) -> None:
 def cmd_check_weights(args) -> None:
     import numpy as np
 
-    from osteoscreen.models.backbones import Backbone
-    from osteoscreen.models.imagenet_check import imagenet_top5
+    from osteoscreen.models.backbones import Backbone, imagenet_top5
 
     if args.image is None:
         from skimage import data

@@ -4,7 +4,7 @@ X is a `Cohort` (or a view of one: `cohort[positions]`), y its binary labels (de
 estimator has `fit(X, y=None)`, `predict_proba(X)` -> [n, 2] (columns: normal, osteoporosis), `predict(X)` -> [n]
 at THRESHOLD, and `scores(X)` -> (p_osteoporosis [n], group attention [n, 4] or None); CNN heads also have
 `attention(X)` -> [n, 4] over GROUPS (None for `concat`, which has none). Their parameters are plain values, so
-`sklearn.base.clone`, `cross_val_predict`, `GridSearchCV` and pipelines work on them; features are memoised in
+`sklearn.base.clone`, `cross_val_predict` and `train_test_split` work on them; features are memoised in
 the cohort, so the folds of a cross-validation share them.
 
 - `Baseline(method)`: `majority`, `knn-lbp`, `ensemble-lbp` (on LBP features) and `clinical` (on age and sex);
@@ -39,7 +39,8 @@ def _cohort(X) -> Cohort:
 def _labelled(X, y) -> Cohort:
     """X with the labels y (scikit-learn passes them), or X as it is when y is None or equal to its labels."""
     cohort = _cohort(X)
-    if y is None or np.array_equal(np.asarray(y), cohort.labels):
+    labelled = all(p.label is not None for p in cohort.patches)
+    if y is None or (labelled and np.array_equal(np.asarray(y), cohort.labels)):
         return cohort
     return cohort.relabelled(y)
 

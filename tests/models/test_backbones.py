@@ -4,8 +4,7 @@ from skimage import data
 
 from osteoscreen.errors import InputError
 from osteoscreen.models import backbones
-from osteoscreen.models.backbones import AlexNet, Backbone
-from osteoscreen.models.imagenet_check import imagenet_top5
+from osteoscreen.models.backbones import AlexNet, Backbone, imagenet_top5
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

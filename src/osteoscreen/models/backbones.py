@@ -19,9 +19,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -305,6 +307,24 @@ class Backbone(nn.Module):
             flat = activation.flatten(2)
             stats += [flat.mean(dim=2), flat.std(dim=2)]
         return torch.cat(stats, dim=1)
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet class names in index order."""
+    return resources.files("osteoscreen.resources").joinpath("imagenet_classes.txt").read_text().split()
+
+
+def imagenet_top5(backbone: Backbone, rgb: np.ndarray) -> list[tuple[int, str, float]]:
+    """rgb: [H, W, 3] uint8 -> the 5 most probable ImageNet classes as (index, name, probability): proof that
+    backbone weights are real ImageNet weights (`osteoscreen check-weights`)."""
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    image = F.interpolate(image, size=(backbone.input_size, backbone.input_size), mode="bilinear",
+                          antialias=True, align_corners=False)
+    with torch.inference_mode():
+        probabilities = backbone.eval().net.logits((image - backbone.mean) / backbone.std).softmax(dim=1)[0]
+    values, indices = probabilities.topk(5)
+    names = imagenet_class_names()
+    return [(int(i), names[int(i)], float(v)) for v, i in zip(values, indices, strict=True)]
 
 
 def hub_checkpoint_dir() -> Path:
