@@ -30,7 +30,7 @@ from osteoscreen.evaluation.crossval import CVConfig
 from osteoscreen.evaluation.splits import make_folds
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fit import fit, predict_proba
-cohort, _ = load(Path({data!r}))
+cohort = load(Path({data!r}))
 fold = make_folds(cohort.labels, CVConfig())[0]
 config = TrainConfig(mode="finetune", backbone={backbone!r}, weights="none", epochs=1, batch_size=32)
 predict_proba(fit(cohort, fold.train, config), cohort, fold.test)
