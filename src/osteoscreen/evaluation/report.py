@@ -43,14 +43,13 @@ def _with_interval(metrics: dict, key: str) -> str:
 def format_table(metrics: dict, comparisons: list[dict]) -> str:
     """Plain-text Table 1: OPA, NOPA, OA in % with Wilson 95% intervals, BA, pooled AUROC, McNemar p."""
     p_values = {c["method"]: c["p_value"] for c in comparisons}
-    width = max(16, *(len(method) + 1 for method in metrics))  # "group-attention+clinical" fits too
-    header = (f"{'method':<{width}} {'OPA % [95% CI]':<20} {'NOPA % [95% CI]':<20} {'OA % [95% CI]':<20} "
+    header = (f"{'method':<16} {'OPA % [95% CI]':<20} {'NOPA % [95% CI]':<20} {'OA % [95% CI]':<20} "
               f"{'BA %':>6} {'AUROC*':>7} {'McNemar p':>10}")
     lines = [header, "-" * len(header)]
     for method, m in metrics.items():
         p_value = f"{p_values[method]:.3g}" if method in p_values else "ref" if method == "group-attention" else ""
         auroc = "n/a" if math.isnan(m["auroc"]) else f"{m['auroc']:.3f}"
-        lines.append(f"{method:<{width}} {_with_interval(m, 'OPA'):<20} {_with_interval(m, 'NOPA'):<20} "
+        lines.append(f"{method:<16} {_with_interval(m, 'OPA'):<20} {_with_interval(m, 'NOPA'):<20} "
                      f"{_with_interval(m, 'OA'):<20} {_percent(m['balanced_accuracy']):>6} {auroc:>7} {p_value:>10}")
     lines.append("* AUROC on pooled out-of-fold scores (biased under leave-one-out; see the report).")
     return "\n".join(lines)
