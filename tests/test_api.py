@@ -100,3 +100,27 @@ def test_bad_use_is_an_input_error(cohort):
         osteoscreen.Baseline().fit(np.zeros((3, 2)), [0, 1, 0])
     with pytest.raises(InputError, match="unknown head"):
         osteoscreen.HeadClassifier("no-such-head").fit(cohort)
+
+
+def test_cross_validate_in_memory_resumes_from_its_store(cohort, monkeypatch):
+    from osteoscreen.evaluation import crossval
+    from osteoscreen.evaluation.experiment import MemoryStore
+
+    config = osteoscreen.CVConfig(methods=("majority", "knn-lbp", "concat"), protocol="kfold", folds=3, repeats=1,
+                                  train=osteoscreen.TrainConfig(epochs=5, views=1))
+    store = MemoryStore()
+    first = osteoscreen.cross_validate(cohort, config, store=store)
+    assert isinstance(first, osteoscreen.CVResult) and len(store.folds) == 3 * 3
+    assert first.probabilities("concat").shape == (len(cohort),) and set(first.metrics) == set(config.methods)
+    assert [r["fold"] for r in first.records[0]["knn-lbp"]] == ["r00-f00", "r00-f01", "r00-f02"]
+    monkeypatch.setattr(crossval.FoldRunner, "run", lambda *a: pytest.fail("a finished fold ran again"))
+    again = osteoscreen.cross_validate(cohort, config, store=store)
+    assert again.table() == first.table() and again.metrics == first.metrics
+
+
+def test_fine_tuned_heads_compose_with_cross_val_predict(planted_cohort):
+    small = planted_cohort(8, seed=7)
+    estimator = osteoscreen.HeadClassifier("group-attention", mode="finetune", backbone="alexnet", weights="none",
+                                           epochs=1, batch_size=4, native_res=True)
+    p = cross_val_predict(estimator, small, small.labels, cv=2, method="predict_proba")
+    assert p.shape == (8, 2) and np.allclose(p.sum(axis=1), 1)

@@ -16,6 +16,8 @@ The public Python API (README "Python API"); names load on first use, so `import
   `METRICS`; `InputError` for bad input.
 """
 
+from osteoscreen.landmarks import DEFAULT_TASK
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -41,7 +43,7 @@ _EXPORTS = {
 __all__ = ["__version__", "load_dataset", *_EXPORTS]
 
 
-def load_dataset(path, patch=None, task: str = "osteoporosis-vs-normal", cache_dir=None):
+def load_dataset(path, patch=None, task: str = DEFAULT_TASK, cache_dir=None):
     """A dataset directory (README "Dataset layout") as a `Cohort`: validated, each radiograph decoded once and cut
     into its 8 patches, the subjects `task` uses labelled for it; cache_dir: where frozen features are kept on disk
     (default: memory only). Same as `Cohort.load`."""

@@ -18,7 +18,7 @@ from sklearn.covariance import LedoitWolf
 
 
 def subject_features(head_features: torch.Tensor) -> np.ndarray:
-    """Subjects' `training.head_features` [m, 8, D] -> [m, D] float64: the mean over their 8 patches."""
+    """Subjects' `training.fit.head_features` [m, 8, D] -> [m, D] float64: the mean over their 8 patches."""
     return head_features.float().mean(dim=1).cpu().numpy().astype(np.float64)
 
 

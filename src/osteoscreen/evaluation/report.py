@@ -340,7 +340,7 @@ def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labe
                  subject_ids: list[str], cohort, config: dict, dataset: dict, spread: dict | None = None,
                  curves: dict | None = None, decisions: dict | None = None) -> str:
     """The whole report.html as a string; spread (metrics.seed_spread) adds the across-seeds table, curves
-    (crossval.training_curves) the training curves of fine-tuned methods, decisions ({method:
+    (aggregate.training_curves) the training curves of fine-tuned methods, decisions ({method:
     decision_curve.net_benefit}) the decision curves."""
     p_values = {c["method"]: c for c in comparisons}
     rows = []
