@@ -124,3 +124,16 @@ def test_fine_tuned_heads_compose_with_cross_val_predict(planted_cohort):
                                            epochs=1, batch_size=4, native_res=True)
     p = cross_val_predict(estimator, small, small.labels, cv=2, method="predict_proba")
     assert p.shape == (8, 2) and np.allclose(p.sum(axis=1), 1)
+
+
+def test_a_model_fitted_on_a_view_records_that_view(tmp_path):
+    from osteoscreen.data.patches import PatchConfig
+
+    path = osteoscreen.synth(tmp_path / "data", n=10, positives=5, seed=2)
+    cohort = osteoscreen.load_dataset(path, patch=PatchConfig(patch_px=64))
+    view = cohort[np.array([0, 1, 2, 3, 4, 5, 6])]
+    model = osteoscreen.Model.fit(view, "concat", osteoscreen.TrainConfig(epochs=3, views=1))
+    data = model.info["training_data"]
+    assert (data["n"], data["positives"], data["negatives"]) == (7, int(view.labels.sum()), 7 - view.labels.sum())
+    assert data["hash"] == cohort.info["hash"] and model.config.patch.patch_px == 64  # the cohort's patches
+    assert osteoscreen.Model.load(model.save(tmp_path / "model")).info["training_data"]["n"] == 7

@@ -129,3 +129,15 @@ def test_the_web_page_asks_a_clinical_model_for_age_and_sex(clinical_model, smal
     screened = client.post("/api/screen", files=files, data={"landmarks": json.dumps(landmarks), "age": "58",
                                                             "sex": "F"})
     assert screened.status_code == 200 and 0 <= screened.json()["p_osteoporosis"] <= 1
+
+
+def test_a_clinical_model_card_carries_its_own_cross_validated_metrics(small_png_cohort, tmp_path):
+    run = tmp_path / "run"
+    assert main(["cv", str(small_png_cohort), "--out", str(run), "--methods", "concat+clinical", "--protocol",
+                 "kfold", "--folds", "2", "--repeats", "1", "--views", "1", "--epochs", "5"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())["methods"]
+    assert main(["train", str(small_png_cohort), "--out", str(tmp_path / "model"), "--method", "concat+clinical",
+                 "--views", "1", "--epochs", "5", "--cv", str(run)]) == 0
+    recorded = json.loads((tmp_path / "model" / "model.json").read_text())["cross_validation"]["metrics"]
+    assert recorded["auroc"] == pytest.approx(metrics["concat+clinical"]["auroc"])
+    assert recorded["OPA"] == pytest.approx(metrics["concat+clinical"]["OPA"])

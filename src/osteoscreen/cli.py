@@ -377,6 +377,7 @@ def cmd_check_weights(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from osteoscreen.baselines import BASELINES, CLINICAL
+    from osteoscreen.data.dataset import MAX_AGE
     from osteoscreen.evaluation.splits import PROTOCOLS
     from osteoscreen.models.backbones import BACKBONES
     from osteoscreen.models.heads import CLINICAL_SUFFIX
@@ -455,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--landmarks", default=None, help="landmarks of the single image: CSV landmark,x,y or JSON")
     predict.add_argument("--out", required=True)
     predict.add_argument("--no-figures", action="store_true", help="write predictions.csv only")
-    predict.add_argument("--age", type=number(float, 0, 130), default=None,
+    predict.add_argument("--age", type=number(float, 0, MAX_AGE), default=None,
                          help="single image: the patient's age in years (models trained with +clinical need it)")
     predict.add_argument("--sex", type=_sex, default=None, help="single image: F or M (+clinical models need it)")
     _add_backend_options(predict, "shard of radiographs")

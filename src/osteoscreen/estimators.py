@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from osteoscreen.baselines import BASELINES, CLINICAL, build_baseline
@@ -28,6 +29,7 @@ from osteoscreen.landmarks import THRESHOLD
 from osteoscreen.models.heads import head_of
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fit import fit, predict_proba
+from osteoscreen.training.fitted import check_both_classes
 
 
 def _cohort(X) -> Cohort:
@@ -84,13 +86,13 @@ class Baseline(CohortClassifier):
         features, labels = self._features(cohort), cohort.labels
         self.classes_ = np.array([0, 1])
         self.prevalence_ = float(labels.mean())
+        if self.method != CLINICAL:  # clinical scores everyone at the prevalence instead
+            check_both_classes(torch.from_numpy(labels))
         usable = ~np.isnan(features).any(axis=1)
         self.pipeline_ = None
         if len(np.unique(labels[usable])) == 2:
             self.pipeline_ = build_baseline(self.method, self.seed, int(usable.sum()))
             self.pipeline_.fit(features[usable], labels[usable])
-        elif self.method != CLINICAL:
-            raise InputError("training needs at least one subject of each class")
         return self
 
     def scores(self, X) -> tuple[np.ndarray, None]:

@@ -110,7 +110,7 @@ def parameter_digest(backbone: Backbone) -> str:
 
 
 def _feature_digest(cohort: Cohort, config: TrainConfig, backbone: Backbone) -> str:
-    identity = {"data": cohort.identity, "backbone": config.backbone, "parameters": parameter_digest(backbone),
+    identity = {"data": cohort.data_hash, "backbone": config.backbone, "parameters": parameter_digest(backbone),
                 "taps": backbone.taps, "views": config.views, "seed": config.seed,
                 "patch": asdict(cohort.patch_config), "precision": config.precision,
                 "size": config.input_size(backbone), "format": 6}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -121,7 +121,7 @@ class Model:
         if parsed is None:
             raise InputError(f"a model is a CNN head: choose one of {', '.join(HEADS)} (optionally +clinical), "
                              f"got {method!r}")
-        config = replace(config or TrainConfig(patch=cohort.patch_config), head=parsed[0], clinical=parsed[1])
+        config = replace(config or TrainConfig(), head=parsed[0], clinical=parsed[1], patch=cohort.patch_config)
         cohort = cohort if cohort.root is cohort else cohort.detached()
         everyone = np.arange(len(cohort))
         if config.mode == "frozen":
@@ -132,7 +132,7 @@ class Model:
             runner = FoldRunner(cohort, CVConfig(methods=(config.head,), rule=rule, train=config), config.seed)
             fitted_rule = fit_rule(cohort.labels, runner.inner_scores(config.head, [everyone])[0], rule)
         novelty = fit_novelty(subject_features(head_features(fitted, cohort, everyone)))
-        return cls(fitted, fitted_rule, novelty, cohort.info, cross_validation)
+        return cls(fitted, fitted_rule, novelty, cohort.summary(), cross_validation)
 
     @classmethod
     def load(cls, path: str | Path) -> Model:
@@ -151,6 +151,9 @@ class Model:
         from safetensors.torch import save_file
 
         info = {key: value for key, value in self.info.items() if key != "weights_sha256"}
+        if "hash" not in info["training_data"]:
+            raise InputError("a saved model records its training data: fit it on a cohort loaded from a dataset "
+                             "directory (osteoscreen.load_dataset)")
         state = _state(self.fitted, _backbone(self.fitted))
         if self.novelty is not None:
             state |= {f"novelty.{key}": torch.from_numpy(np.asarray(self.novelty[key], np.float64)).contiguous()
@@ -161,8 +164,8 @@ class Model:
         (folder / INFO_FILE).write_text(json.dumps(info, indent=2, allow_nan=False) + "\n")
         (folder / CARD_FILE).write_text(model_card(info))
 
-    def check_covariates(self, subjects: list[Subject]) -> None:
-        """Refuse subjects without age or sex when the model needs them (naming them)."""
+    def check_covariates(self, subjects: Sequence[Subject | SubjectPatches]) -> None:
+        """Refuse subjects (of a dataset or a cohort) without age or sex when the model needs them (naming them)."""
         if not self.covariates:
             return
         lacking = [s.subject_id for s in subjects if s.age is None or s.sex is None]
@@ -174,11 +177,6 @@ class Model:
 
     def predict(self, cohort: Cohort) -> list[Screening]:
         """Screen every subject of a cohort (its labels are not used)."""
-        if self.covariates and np.isnan(cohort.covariates).any():
-            lacking = [p.subject_id for p, row in zip(cohort.patches, cohort.covariates, strict=True)
-                       if np.isnan(row).any()]
-            raise InputError(f"this model ({self.method}) needs age and sex for every subject; {len(lacking)} lack "
-                             f"them ({', '.join(map(repr, lacking[:5]))})")
         return self._screen(cohort)
 
     def screen(self, image: str | Path | Radiograph | np.ndarray, landmarks: Mapping | np.ndarray | str | Path,
@@ -208,12 +206,12 @@ class Model:
 
     def screen_subject(self, subject: Subject, radiograph: Radiograph) -> Screening:
         """Screen a dataset subject's decoded radiograph (its 8 landmarks, and age and sex for +clinical models)."""
-        self.check_covariates([subject])
         patches = cut_subject_patches(subject, radiograph, self.config.patch)
         return self._screen(Cohort([patches], self.config.patch))[0]
 
     def _screen(self, cohort: Cohort) -> list[Screening]:
         """Prediction, rule and novelty check of every subject of a cohort, from one backbone pass each."""
+        self.check_covariates(cohort.patches)
         cohort = cohort if cohort.root is cohort else cohort.detached()
         everyone = np.arange(len(cohort))
         features = head_features(self._predictor, cohort, everyone)
@@ -232,11 +230,11 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
                 progress: Callable[[str], Callable] = lambda _: iter) -> Path:
     """`osteoscreen train`: the subjects of DATA the task uses, `Model.fit`, saved as MODEL/ (checked before any
     work; written whole or not at all). cv_run: a cv RUN on the same data whose metrics go into the model card."""
+    method = method_name(config.head, config.clinical)
     with output_folder(out_dir) as folder:
         cohort = Cohort.load(data_dir, config.patch, task, progress=progress("patches"))
-        cross_validation = None if cv_run is None else run_metrics(Path(cv_run), config.head, cohort.info["hash"])
-        Model.fit(cohort, method_name(config.head, config.clinical), config, rule, cross_validation,
-                  progress).write(folder)
+        cross_validation = None if cv_run is None else run_metrics(Path(cv_run), method, cohort.info["hash"])
+        Model.fit(cohort, method, config, rule, cross_validation, progress).write(folder)
     return Path(out_dir)
 
 

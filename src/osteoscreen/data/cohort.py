@@ -14,7 +14,6 @@ level a model could confuse with a missing value; a row is NaN where the subject
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -63,7 +62,6 @@ class Cohort:
         self.info = info or {}
         self.root = self
         self.positions = np.arange(len(self.patches))
-        self.identity = data_hash or uuid.uuid4().hex  # what memoised features are keyed by
         self.memo: dict = {}  # features computed from this cohort (osteoscreen.features), shared by its views
 
     @classmethod
@@ -75,7 +73,7 @@ class Cohort:
         are cached on disk (default: memory only); allow_shared_images=False refuses two subjects sharing a file."""
         patch = patch or PatchConfig()
         dataset, patches = load_dataset_with_patches(path, patch, progress, allow_shared_images=allow_shared_images)
-        dataset, patches, info = select_task(dataset, patches, task)
+        patches, info = select_task(dataset, patches, task)
         return cls(patches, patch, info["hash"], None if cache_dir is None else Path(cache_dir), info)
 
     @classmethod
@@ -113,12 +111,19 @@ class Cohort:
         for position, label in zip(self.positions, labels, strict=True):
             patches[position] = replace(patches[position], label=int(label))
         root = Cohort(patches, self.patch_config, self.data_hash, self.cache_dir, self.info)
-        root.identity, root.memo = self.root.identity, self.root.memo
+        root.memo = self.root.memo
         return root[self.positions]
 
     def detached(self) -> Cohort:
         """A root cohort of this view's subjects, in its order (features are computed afresh for it)."""
         return Cohort(self.patches, self.patch_config, None, None, self.info)
+
+    def summary(self) -> dict:
+        """What runs and models record of these subjects: the dataset's record (`info`: path, hash, task, ...) with
+        the class counts of these subjects (a view's, not its dataset's)."""
+        labels = self.labels
+        return {**self.info, "n": len(labels), "positives": int(labels.sum()),
+                "negatives": int(len(labels) - labels.sum())}
 
     def __getstate__(self) -> dict:
         """Pickled for worker processes without the device copies (each process uploads its own)."""
@@ -189,7 +194,7 @@ class Cohort:
         """Every subject's context crops on `device`, uploaded on first use: ({crop side S: [n_S, 8, S, S]},
         [(S, row) per subject]). Subjects share one stack when their crops have the same side (always, unless
         --patch-mm meets differing pixel spacings)."""
-        key = f"device:{torch.device(device)}:{self.identity}"
+        key = f"device:{torch.device(device)}"
         if key not in self.memo:
             where, members = [], {}
             for subject in self.patches:

@@ -194,13 +194,14 @@ def _who_class(row: dict[str, str], where: str, require_labels: bool, ignore_unk
     return who
 
 
+MAX_AGE = 130  # years: an age above it is a typing error
 SEXES = {"f": "F", "female": "F", "w": "F", "woman": "F", "m": "M", "male": "M", "man": "M"}
 
 
 def parse_age(text: str) -> float | None:
-    """An age in years in [0, 130] from text; None when it is not one."""
+    """An age in years in [0, MAX_AGE] from text; None when it is not one."""
     age = _parse_float(text)
-    return age if age is not None and 0 <= age <= 130 else None
+    return age if age is not None and 0 <= age <= MAX_AGE else None
 
 
 def parse_sex(text: str) -> str | None:
@@ -209,13 +210,13 @@ def parse_sex(text: str) -> str | None:
 
 
 def _covariates(row: dict[str, str], where: str, problems: list[str]) -> tuple[float | None, str | None]:
-    """(age in years, sex "F"/"M") of a row; empty fields give None, values that are not an age in [0, 130] or a
+    """(age in years, sex "F"/"M") of a row; empty fields give None, values that are not an age in [0, MAX_AGE] or a
     sex (F, M, female, male; any case) are problems."""
     age = sex = None
     if row.get("age"):
         age = parse_age(row["age"])
         if age is None:
-            problems.append(f"{where}: field age: not an age in years (0-130) {row['age']!r}")
+            problems.append(f"{where}: field age: not an age in years (0-{MAX_AGE}) {row['age']!r}")
     if row.get("sex"):
         sex = parse_sex(row["sex"])
         if sex is None:

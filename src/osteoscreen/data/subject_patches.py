@@ -54,15 +54,14 @@ def load_dataset_with_patches(data_dir: str | Path, config: PatchConfig, progres
     return dataset, patches
 
 
-def select_task(dataset: Dataset, patches: list[SubjectPatches], task: str
-                ) -> tuple[Dataset, list[SubjectPatches], dict]:
-    """The dataset and patches of the subjects a task uses (Dataset.for_task), patches relabelled for it, and the
-    summary runs and models record: Dataset.summary of those subjects plus the task, how many subjects the
-    dataset listed and how many of each WHO class the task excluded."""
+def select_task(dataset: Dataset, patches: list[SubjectPatches], task: str) -> tuple[list[SubjectPatches], dict]:
+    """The patches of the subjects a task uses (Dataset.for_task), relabelled for it, and the summary runs and
+    models record: Dataset.summary of those subjects plus the task, how many subjects the dataset listed and how
+    many of each WHO class the task excluded."""
     chosen, excluded = dataset.for_task(task)
     by_id = {p.subject_id: p for p in patches}
     summary = {**chosen.summary(), "task": task, "listed": len(dataset.subjects), "excluded": excluded}
-    return chosen, [replace(by_id[s.subject_id], label=s.label) for s in chosen.subjects], summary
+    return [replace(by_id[s.subject_id], label=s.label) for s in chosen.subjects], summary
 
 
 def load_subject_patches(subject: Subject, config: PatchConfig) -> SubjectPatches:

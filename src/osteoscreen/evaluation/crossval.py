@@ -63,6 +63,11 @@ class CVConfig:
             raise InputError(f"--seeds needs distinct seeds >= 0, got {','.join(map(str, self.seeds)) or '(none)'}")
 
 
+def batched(method: str, config: CVConfig) -> bool:
+    """True when the method's folds train together as one stacked computation (frozen-mode CNN heads)."""
+    return head_of(method) is not None and config.train.mode == "frozen"
+
+
 @dataclass(frozen=True)
 class Job:
     """One unit of work: a method on some folds of one seed."""
@@ -85,10 +90,6 @@ class FoldRunner:
     def train_config(self, method: str) -> TrainConfig:
         head, clinical = head_of(method)
         return replace(self.config.train, head=head, clinical=clinical, seed=self.seed)
-
-    def batched(self, method: str) -> bool:
-        """True when the method's folds train together as one stacked computation."""
-        return head_of(method) is not None and self.config.train.mode == "frozen"
 
     def run(self, method: str, folds: list[Fold]) -> list[dict]:
         """One record per fold, each with its wall time (for batched folds: their share of the batch's). With a
@@ -140,7 +141,7 @@ class FoldRunner:
     def _fit_predict(self, method: str, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple]:
         """For each (training subjects, test subjects): a fresh model trained on the first scores the second:
         (p [m], attention [m, 4] or None, training curve or None)."""
-        if self.batched(method):
+        if batched(method, self.config):
             models = fit_frozen_folds(self.cohort, [train for train, _ in pairs], self.train_config(method))
             return [(*predict_proba(model, self.cohort, test), None)
                     for (_, test), model in zip(pairs, models, strict=True)]

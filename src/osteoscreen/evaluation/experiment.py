@@ -17,7 +17,7 @@ import numpy as np
 from osteoscreen.baselines import CLINICAL
 from osteoscreen.data.cohort import Cohort
 from osteoscreen.evaluation.aggregate import comparisons, summarise, training_curves
-from osteoscreen.evaluation.crossval import CVConfig, FoldRunner, Job, check_covariates
+from osteoscreen.evaluation.crossval import CVConfig, FoldRunner, Job, batched, check_covariates
 from osteoscreen.evaluation.decision_curve import net_benefit
 from osteoscreen.evaluation.execution import LocalBackend, RayBackend
 from osteoscreen.evaluation.metrics import seed_spread
@@ -105,10 +105,10 @@ def cross_validate(cohort: Cohort, config: CVConfig | None = None, backend: Loca
     if cohort.root is not cohort:
         cohort = cohort.detached()
     store = store if store is not None else MemoryStore()
-    labels, subject_ids = cohort.labels, cohort.subject_ids
-    missing_covariates = int(np.isnan(cohort.covariates).any(axis=1).sum())
+    labels, subject_ids, covariates = cohort.labels, cohort.subject_ids, cohort.covariates
+    missing_covariates = int(np.isnan(covariates).any(axis=1).sum())
     if CLINICAL in config.methods:
-        check_covariates(cohort.covariates)
+        check_covariates(covariates)
         if missing_covariates:
             log(f"clinical: {missing_covariates} subject(s) lack age or sex; the clinical method scores them at "
                 "the training prevalence")
@@ -169,8 +169,7 @@ def run_folds(cohort: Cohort, config: CVConfig, store: FoldStore, progress: Call
                     done[seed, method, fold.name] = record
                 else:
                     pending.append(fold)
-            batched = head_of(method) is not None and config.train.mode == "frozen"
-            chunk = FOLD_CHUNK if batched else (len(pending) or 1) if (
+            chunk = FOLD_CHUNK if batched(method, config) else (len(pending) or 1) if (
                 backend.whole_methods and head_of(method) is None) else 1
             jobs += [Job(seed, method, tuple(pending[i:i + chunk])) for i in range(0, len(pending), chunk)]
     with backend.session():

@@ -39,8 +39,8 @@ def fit_frozen_folds(cohort: Cohort, train_sets: Sequence[Sequence[int]], config
     """One frozen-mode model per training set, trained together; returns them in the order given.
 
     Training sets of equal size are stacked (up to FOLD_CHUNK at a time) and trained by one vmapped step; every
-    fold gets the initialisation, view draws and batch order that `fit` on that set alone gives it, so the
-    results do not depend on which folds share a batch (up to float summation order).
+    fold gets the initialisation, view draws and batch order that the plain loop (head_loop.fit_head) gives that
+    set alone, so the results do not depend on which folds share a batch (up to float summation order).
     """
     features = frozen_features(cohort, config)
     labels = torch.from_numpy(cohort.labels)

@@ -145,14 +145,12 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
                age: Annotated[str, Form()] = "", sex: Annotated[str, Form()] = "") -> dict:
         model = need_model()
         payload = parse_json(landmarks, "landmarks", max_bytes=MAX_JSON_BYTES).value
-        patient_age, patient_sex = parse_covariates(age, sex, needed=bool(model.info["covariates"]))
+        patient_age, patient_sex = parse_covariates(age, sex, needed=bool(model.covariates))
         with slots():
             radiograph = decode_upload(file.file.read())
             height, width = radiograph.pixels.shape
             points = parse_landmarks(payload, width, height)
-            subject = Subject("upload", Path("upload"), None, points, radiograph.spacing_mm, age=patient_age,
-                              sex=patient_sex)
-            result = model.screen_subject(subject, radiograph)
+            result = model.screen(radiograph, points, patient_age, patient_sex, subject_id="upload")
         views = result.patches.plain_views(model.config.patch.context)
         attention = None if result.attention is None else dict(zip(GROUPS, map(float, result.attention),
                                                                    strict=True))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from osteoscreen.data.dataset import parse_age, parse_sex
+from osteoscreen.data.dataset import MAX_AGE, parse_age, parse_sex
 from osteoscreen.data.imageio import STRIP_ROWS, Radiograph, image_kind, read_radiograph
 from osteoscreen.errors import InputError
 
@@ -85,7 +85,7 @@ def parse_covariates(age: str, sex: str, needed: bool) -> tuple[float | None, st
         raise UploadError(422, "this model needs the patient's age and sex: fill both fields")
     years = parse_age(age) if age else None
     if age and years is None:
-        raise UploadError(422, f"age: expected years between 0 and 130, got {age[:20]!r}")
+        raise UploadError(422, f"age: expected years between 0 and {MAX_AGE}, got {age[:20]!r}")
     code = parse_sex(sex) if sex else None
     if sex and code is None:
         raise UploadError(422, f"sex: expected F or M, got {sex[:20]!r}")
