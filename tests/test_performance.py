@@ -19,7 +19,6 @@ from osteoscreen.evaluation.runs import RunFolder
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import build_head
 from osteoscreen.models.octuplet import OctupletNet
-from osteoscreen.precision import bf16_native, resolve_precision
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.finetune import finetune_step
 from osteoscreen.training.fit import fit, predict_proba
@@ -76,11 +75,20 @@ def test_training_mode_keeps_batchnorm_statistics_frozen():
     assert norms and not any(m.training for m in norms) and net.head.training
 
 
-def test_precision_auto_follows_the_hardware():
-    assert resolve_precision("auto") == ("bf16" if bf16_native() else "fp32")
-    assert TrainConfig(precision="fp32").precision == "fp32"
-    with pytest.raises(InputError, match="precision"):
-        TrainConfig(precision="fp16")
+@pytest.mark.parametrize("native", [True, False])
+def test_the_default_precision_does_not_follow_the_hardware(monkeypatch, native):
+    monkeypatch.setattr("osteoscreen.precision.bf16_native", lambda device="cpu": native)
+    assert TrainConfig().precision == "fp32"
+    if native:
+        assert TrainConfig(precision="bf16").precision == "bf16"
+    else:
+        with pytest.warns(UserWarning, match="no native bf16"):
+            assert TrainConfig(precision="bf16").precision == "bf16"
+    for bad in ("fp16", "auto"):
+        with pytest.raises(InputError, match="precision must be one of fp32, bf16"):
+            TrainConfig(precision=bad)
+    with pytest.raises(InputError, match="threads must be 1 to 256"):
+        TrainConfig(threads=0)
 
 
 def test_native_res_feeds_patches_at_their_own_size(cohort, monkeypatch):

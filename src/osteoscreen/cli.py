@@ -122,7 +122,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     from osteoscreen.models.octuplet import PATCH_FEATURES
     from osteoscreen.operating_point import CALIBRATIONS
     from osteoscreen.precision import PRECISIONS
-    from osteoscreen.training.config import DEVICES, MODES, TrainConfig
+    from osteoscreen.training.config import DEVICES, MAX_THREADS, MODES, TrainConfig
 
     defaults = TrainConfig()
     parser.add_argument("--mode", choices=list(MODES), default=defaults.mode)
@@ -136,8 +136,13 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", type=number(int, 1, 64), default=defaults.views,
                         help="frozen mode: views per subject (1 plain + augmented), default 4")
     parser.add_argument("--class-weighting", action="store_true", help="weight the loss by inverse class frequency")
-    parser.add_argument("--precision", choices=list(PRECISIONS), default="auto",
-                        help="backbone arithmetic: bf16 autocast where the hardware has it natively (auto, default)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default=defaults.precision,
+                        help="arithmetic: fp32 (default, the same results on every CPU) or bf16 autocast (a speed "
+                             "option, about 2x where the CPU or GPU has native bf16; changes the results)")
+    parser.add_argument("--threads", type=number(int, 1, MAX_THREADS), default=defaults.threads,
+                        help="intra-op threads of each computation (default 1, so results do not depend on the "
+                             "number of cores: independent computations run side by side instead); more speeds up "
+                             "a single long fit and changes the last digits of its results")
     parser.add_argument("--device", choices=list(DEVICES), default="auto",
                         help="auto (default): CUDA when available, else CPU")
     parser.add_argument("--native-res", action="store_true",
@@ -167,6 +172,7 @@ def _train_config(args, head: str = "group-attention"):
     return TrainConfig(head=head, mode=args.mode, backbone=args.backbone, weights=args.weights,
                        attention=args.attention, epochs=args.epochs, batch_size=args.batch_size, views=args.views,
                        class_weighting=args.class_weighting, seed=args.seed, precision=args.precision,
+                       threads=args.threads,
                        device=args.device, native_res=args.native_res, patch_feature=args.patch_feature,
                        patch=_patch_config(args))
 
@@ -223,7 +229,7 @@ def _run_cv(data, out, config, backend=None) -> None:
     from osteoscreen.evaluation.execution import LocalBackend, default_workers
     from osteoscreen.evaluation.runs import run_cross_validation
 
-    backend = backend or LocalBackend(default_workers(config.train.mode, config.train.device))
+    backend = backend or LocalBackend(default_workers(config.train.mode, config.train.device, config.train.threads))
     outcome = run_cross_validation(data, out, config, progress=lambda name: progress(name, unit="step"),
                                    backend=backend, log=_log)
     if outcome.padded_patches:

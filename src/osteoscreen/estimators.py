@@ -115,8 +115,8 @@ class HeadClassifier(CohortClassifier):
     def __init__(self, head: str = "group-attention", mode: str = "frozen", clinical: bool = False,
                  backbone: str = "efficientnet_lite0", weights: str = "imagenet", activation: str = "softmax",
                  epochs: int = 100, batch_size: int = 32, views: int = 4, class_weighting: bool = False,
-                 native_res: bool = False, patch_feature: str = "texture", precision: str = "auto",
-                 device: str = "auto", seed: int = 0, hidden: int = 128, lr_backbone: float = 1e-4,
+                 native_res: bool = False, patch_feature: str = "texture", precision: str = "fp32",
+                 threads: int = 1, device: str = "auto", seed: int = 0, hidden: int = 128, lr_backbone: float = 1e-4,
                  lr_head: float = 1e-2, momentum: float = 0.9, weight_decay: float = 1e-4,
                  taps: tuple[int, ...] | None = None):
         self.head = head
@@ -132,6 +132,7 @@ class HeadClassifier(CohortClassifier):
         self.native_res = native_res
         self.patch_feature = patch_feature
         self.precision = precision
+        self.threads = threads
         self.device = device
         self.seed = seed
         self.hidden = hidden

@@ -1,6 +1,12 @@
 """Process-level helpers: an order-preserving thread map, the intra-op thread count of torch, and glibc's allocator
 setting.
 
+Threads: float sums in torch's kernels (convolution weight gradients, reductions, even some forward passes) are
+split across intra-op threads, so their last bits depend on the thread count. Every computation that decides a
+number therefore runs under `intra_op_threads(config.threads)` (TrainConfig.threads, default 1) whichever process
+runs it (this one, a fold worker or a Ray task), and the tool uses more cores by running independent computations
+side by side (`side_by_side`): results do not depend on the number of cores.
+
 Allocator: frozen-mode training allocates and frees tensors of a few MiB at every step (weight gradients, casts,
 activations of 70 stacked folds). glibc's malloc gives freed memory above its trim threshold back to the
 system and takes it again at the next step: a page fault per 4 KiB page, about 3.2 M of them in the 4 heads of
@@ -37,7 +43,8 @@ def thread_map(function: Callable, items: Sequence, progress: Callable[[Iterable
 
 
 class intra_op_threads:
-    """Run with a given number of torch intra-op threads (tiny head steps are fastest on one: no fork/join)."""
+    """Run with a given number of torch intra-op threads. Also valid in a thread of `thread_map`: OpenMP and MKL
+    keep the count per calling thread, so each thread sets its own."""
 
     def __init__(self, count: int):
         self.count = count
@@ -48,6 +55,19 @@ class intra_op_threads:
 
     def __exit__(self, *exc):
         torch.set_num_threads(self.previous)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and Ray narrow), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def side_by_side(threads: int) -> int:
+    """How many computations of `threads` intra-op threads each fill this machine's cores."""
+    return max(1, available_cores() // threads)
 
 
 def keep_freed_memory() -> bool:

@@ -15,12 +15,13 @@ from osteoscreen.data.cohort import Cohort
 from osteoscreen.distributed import TaskResources, cluster_slots, ray_map, ray_session
 from osteoscreen.evaluation.crossval import CVConfig, FoldRunner, Job, run_job
 from osteoscreen.models.heads import head_of
+from osteoscreen.utils import available_cores, side_by_side
 
 _worker_state: dict = {}
 
 
-def _start_worker(cohort: Cohort, config: CVConfig, threads: int) -> None:
-    torch.set_num_threads(threads)
+def _start_worker(cohort: Cohort, config: CVConfig) -> None:
+    torch.set_num_threads(config.train.threads)  # what every fit sets again: the same threads as in one process
     _worker_state.update(cohort=cohort, config=config, runners={})
 
 
@@ -50,10 +51,6 @@ class LocalBackend:
     def parallelism(self) -> int:
         return self.workers
 
-    def task_threads(self) -> int:
-        """Intra-op threads a fine-tune fold gets."""
-        return max(1, (os.cpu_count() or 1) // self.workers) if self.workers > 1 else torch.get_num_threads()
-
     def execute(self, cohort: Cohort, config: CVConfig, jobs: list[Job], progress: Callable):
         """Yield each job's records as it finishes."""
         def in_workers(job: Job) -> bool:
@@ -64,9 +61,8 @@ class LocalBackend:
             yield _runner(runners, cohort, config, job.seed).run(job.method, list(job.folds))
         parallel = [job for job in jobs if in_workers(job)]
         if parallel:
-            threads = self.task_threads()
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(self.workers, context, _start_worker, (cohort, config, threads)) as pool:
+            with ProcessPoolExecutor(self.workers, context, _start_worker, (cohort, config)) as pool:
                 futures = [pool.submit(_run_in_worker, job) for job in parallel]
                 for future in progress(as_completed(futures)):
                     yield future.result()
@@ -90,24 +86,23 @@ class RayBackend:
     def parallelism(self) -> int:
         return cluster_slots(self.resources)
 
-    def task_threads(self) -> int:
-        return max(1, int(self.resources.cpus))  # Ray sets a task's OMP_NUM_THREADS to its CPUs
-
     def execute(self, cohort: Cohort, config: CVConfig, jobs: list[Job], progress: Callable):
         for _, records in progress(ray_map(self.task, (cohort, config), jobs, self.resources)):
             yield records
 
 
 FOLDS_PER_GPU = 8  # fine-tune folds training at once on one CUDA device (see docs/performance.md)
+FOLD_MEMORY = 4 * 2**30  # bytes a fine-tune fold may take on the CPU (measured peaks 1.9-3.6 GiB: performance.md)
 
 
-def default_workers(mode: str, device: str = "cpu") -> int:
-    """Worker processes for fine-tune folds. On the CPU one per 4 cores (a fold's convolutions use 4 threads
-    well). On a GPU, FOLDS_PER_GPU processes share the device, each training its own folds exactly as alone: one
-    fold's batch of 256 patches leaves a large GPU mostly idle, waiting for the host between kernels, and the
-    processes fill those gaps with each other's work."""
+def default_workers(mode: str, device: str = "cpu", threads: int = 1) -> int:
+    """Worker processes for fine-tune folds. On the CPU as many folds of `threads` intra-op threads as fill the
+    cores, within FOLD_MEMORY each of the machine's memory. On a GPU, FOLDS_PER_GPU processes share the device,
+    each training its own folds exactly as alone: one fold's batch of 256 patches leaves a large GPU mostly idle,
+    waiting for the host between kernels, and the processes fill those gaps with each other's work."""
     if mode != "finetune":
         return 1
     if device.startswith("cuda"):
-        return max(1, min(FOLDS_PER_GPU, os.cpu_count() or 1))
-    return max(1, (os.cpu_count() or 1) // 4)
+        return max(1, min(FOLDS_PER_GPU, available_cores()))
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, min(side_by_side(threads), memory // FOLD_MEMORY))

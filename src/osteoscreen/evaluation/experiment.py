@@ -175,7 +175,7 @@ def run_folds(cohort: Cohort, config: CVConfig, store: FoldStore, progress: Call
     with backend.session():
         if config.train.mode == "finetune":
             slots = backend.parallelism()
-            seconds = project_seconds(cohort, config, jobs, slots, backend.task_threads())
+            seconds = project_seconds(cohort, config, jobs, slots)
             if seconds:
                 log(f"fine-tune: projected {_duration(seconds)} of training steps for the pending folds ({slots} at "
                     "a time, timed on this machine; worker start-up not included); --epochs and --native-res "
@@ -188,13 +188,13 @@ def run_folds(cohort: Cohort, config: CVConfig, store: FoldStore, progress: Call
             for seed in config.seeds}
 
 
-def project_seconds(cohort: Cohort, config: CVConfig, jobs: list[Job], parallelism: int, threads: int) -> float:
+def project_seconds(cohort: Cohort, config: CVConfig, jobs: list[Job], parallelism: int) -> float:
     """Projected wall time of the pending fine-tune fits: one training step timed on this machine with the
-    threads a fold gets x steps / folds at a time."""
+    threads a fold gets (config.train.threads) x steps / folds at a time."""
     fits = [(job.method, fold) for job in jobs if head_of(job.method) is not None for fold in job.folds]
     if not fits:
         return 0.0
-    with intra_op_threads(threads):
+    with intra_op_threads(config.train.threads):
         head, clinical = head_of(fits[0][0])
         step = time_finetune_step(cohort, replace(config.train, head=head, clinical=clinical))
     steps = sum(finetune_steps(len(fold.train), config.train) for _, fold in fits)

@@ -11,10 +11,11 @@ from osteoscreen.errors import InputError
 from osteoscreen.models.backbones import BACKBONES, Backbone
 from osteoscreen.models.heads import HEADS
 from osteoscreen.models.octuplet import PATCH_FEATURES
-from osteoscreen.precision import PRECISIONS, resolve_precision
+from osteoscreen.precision import DEFAULT_PRECISION, PRECISIONS, warn_if_emulated
 
 MODES = ("frozen", "finetune")
 DEVICES = ("auto", "cpu", "cuda")
+MAX_THREADS = 256
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class TrainConfig:
     views: int = 4
     taps: tuple[int, ...] | None = None
     seed: int = 0
-    precision: str = "auto"
+    precision: str = DEFAULT_PRECISION
+    threads: int = 1  # intra-op threads of each computation, whichever process runs it (osteoscreen.utils)
     device: str = "auto"
     native_res: bool = False
     patch_feature: str = "texture"
@@ -45,7 +47,7 @@ class TrainConfig:
     patch: PatchConfig = field(default_factory=PatchConfig)
 
     def __post_init__(self):
-        """Validates every field; resolves precision and device `auto` to what this machine runs."""
+        """Validates every field; resolves device `auto` to what this machine runs."""
         checks = [(self.head in HEADS, f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}"),
                   (self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}"),
                   (self.backbone in BACKBONES, f"unknown backbone {self.backbone!r}; choose one of "
@@ -54,7 +56,9 @@ class TrainConfig:
                   (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
                   (self.views >= 1, f"views must be >= 1, got {self.views}"),
                   (min(self.lr_backbone, self.lr_head) > 0, "learning rates must be positive"),
-                  (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+                  (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got "
+                                                 f"{self.precision!r}"),
+                  (1 <= self.threads <= MAX_THREADS, f"threads must be 1 to {MAX_THREADS}, got {self.threads}"),
                   (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}"),
                   (self.patch_feature in PATCH_FEATURES, f"patch feature must be one of {', '.join(PATCH_FEATURES)}"
                                                          f", got {self.patch_feature!r}")]
@@ -65,7 +69,7 @@ class TrainConfig:
             object.__setattr__(self, "device", "cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise InputError("--device cuda: no CUDA device is available to this torch build")
-        object.__setattr__(self, "precision", resolve_precision(self.precision, self.device))
+        warn_if_emulated(self.precision, self.device)
 
     def input_size(self, backbone: Backbone) -> int:
         """Side in px of the patches fed to the backbone: the backbone's 224, or patch_px with native_res."""

@@ -5,7 +5,8 @@
   plain loop it equals is `training.head_loop`).
 - `finetune`: the paper's protocol, the whole network trained (`training.finetune`).
 
-Every fit builds its model, optimizer and scaler from scratch and seeds them from the config.
+Every fit builds its model, optimizer and scaler from scratch and seeds them from the config; fits and
+predictions run on config.threads intra-op threads (osteoscreen.utils), whichever process runs them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.finetune import fit_finetune
 from osteoscreen.training.fitted import FittedModel, check_both_classes, clinical_covariates
 from osteoscreen.training.stacked import fit_frozen_folds
+from osteoscreen.utils import intra_op_threads
 
 
 def fit(cohort: Cohort, train_indices: Sequence[int], config: TrainConfig) -> FittedModel:
@@ -31,7 +33,8 @@ def fit(cohort: Cohort, train_indices: Sequence[int], config: TrainConfig) -> Fi
     indices = np.asarray(train_indices)
     labels = torch.from_numpy(cohort.labels[indices])
     check_both_classes(labels)
-    return fit_finetune(cohort, indices, labels, config)
+    with intra_op_threads(config.threads):
+        return fit_finetune(cohort, indices, labels, config)
 
 
 def head_features(model: FittedModel, cohort: Cohort, indices: Sequence[int]) -> torch.Tensor:
@@ -40,7 +43,7 @@ def head_features(model: FittedModel, cohort: Cohort, indices: Sequence[int]) ->
     backbone call). Prediction and the novelty check both start from it."""
     indices = np.asarray(indices)
     config = model.config
-    with torch.inference_mode():
+    with torch.inference_mode(), intra_op_threads(config.threads):
         if model.net is None:
             features = frozen_features(cohort, config, backbone=model.backbone)[torch.from_numpy(indices), 0]
             return (features - model.feature_mean) / model.feature_std
@@ -57,7 +60,7 @@ def predict_proba(model: FittedModel, cohort: Cohort, indices: Sequence[int], fe
     indices = np.asarray(indices)
     config = model.config
     features = head_features(model, cohort, indices) if features is None else features
-    with torch.inference_mode():
+    with torch.inference_mode(), intra_op_threads(config.threads):
         covariates = clinical_covariates(cohort, indices) if config.clinical else None
         if model.net is None:
             inputs = [features]

@@ -55,7 +55,7 @@ def fit_frozen_folds(cohort: Cohort, train_sets: Sequence[Sequence[int]], config
             check_both_classes(labels[index])
             covariates = clinical_covariates(cohort, index.flatten()).view(*index.shape, -1) if config.clinical \
                 else None
-            with intra_op_threads(1 if len(chunk) == 1 else torch.get_num_threads()):
+            with intra_op_threads(config.threads):
                 fitted = _train_stacked_heads(features, index, labels, config, covariates)
             for position, model in zip(chunk, fitted, strict=True):
                 models[position] = model
