@@ -16,6 +16,7 @@ The public Python API (README "Python API"); names load on first use, so `import
   `METRICS`; `InputError` for bad input.
 """
 
+from osteoscreen import kernels  # noqa: F401  (first: pins the CPU kernels before numpy and torch load)
 from osteoscreen.landmarks import DEFAULT_TASK
 
 __version__ = "0.1.0"

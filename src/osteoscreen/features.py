@@ -31,7 +31,7 @@ from osteoscreen.models.backbones import Backbone
 from osteoscreen.outputs import atomic_path
 from osteoscreen.precision import autocast
 from osteoscreen.training.config import TrainConfig
-from osteoscreen.utils import intra_op_threads, side_by_side, thread_map
+from osteoscreen.utils import available_cores, intra_op_threads, side_by_side, thread_map
 
 FEATURE_BATCH = 8  # patches per backbone call extracting frozen features: small calls keep activations in cache
 # (EfficientNet-Lite0, bf16, 2240 patches on the 2-core VM: 8.0 s at 8, 11.0 s at 32, 15.6 s at 64)
@@ -99,7 +99,8 @@ def _extract(cohort: Cohort, backbone: Backbone, config: TrainConfig, progress: 
             out[index] = torch.cat(chunks).view(config.views, len(LANDMARKS), -1)
 
     on_cuda = config.device.startswith("cuda")
-    thread_map(subject, range(len(cohort)), progress, threads=1 if on_cuda else side_by_side(config.threads))
+    with intra_op_threads(config.threads):  # this thread's count stays what every subject sets
+        thread_map(subject, range(len(cohort)), progress, threads=1 if on_cuda else side_by_side(config.threads))
     return out
 
 
@@ -141,9 +142,11 @@ def subject_lbp(patches: np.ndarray) -> np.ndarray:
     return np.concatenate([lbp_histograms(patch) for patch in patches])
 
 
-def lbp_features(cohort: Cohort) -> np.ndarray:
-    """[N, 8 * sum(P + 2)] LBP features of every subject of the cohort's root, computed once per cohort."""
+def lbp_features(cohort: Cohort, progress: Callable = iter) -> np.ndarray:
+    """[N, 8 * sum(P + 2)] LBP features of every subject of the cohort's root, computed once per cohort (subjects
+    side by side on the cores: skimage's LBP releases the GIL)."""
     root = cohort.root
     if "lbp" not in root.memo:
-        root.memo["lbp"] = np.stack([subject_lbp(to_uint8(root.plain_views(i))) for i in range(len(root))])
+        root.memo["lbp"] = np.stack(thread_map(lambda i: subject_lbp(to_uint8(root.plain_views(i))),
+                                               range(len(root)), progress, threads=available_cores()))
     return root.memo["lbp"]

@@ -76,6 +76,9 @@ def _typed(value: JsonValue, kind: object) -> object:
     raise TypeError(f"no JSON reading for {kind!r}")
 
 
+LATER_FIELDS = {"TrainConfig": {"threads": 1}}  # fields added after models existed: the value such a model meant
+
+
 def _dataclass(value: JsonValue, cls: type, **overrides: object) -> object:
     """An instance of dataclass `cls` from a JSON object holding exactly its fields (each type-checked); the
     class's own checks (ranges, choices) are reported at the object's path."""
@@ -84,7 +87,10 @@ def _dataclass(value: JsonValue, cls: type, **overrides: object) -> object:
     unknown = sorted(set(value.object()) - set(names))
     if unknown:
         raise value.error(f"unknown member(s) {', '.join(unknown)}")
-    arguments = {name: _typed(value[name], hints[name]) for name in names}
+    members = value.object()
+    arguments = {name: _typed(value[name], hints[name]) for name in names
+                 if name in members or name not in LATER_FIELDS.get(cls.__name__, {})}
+    arguments = {**LATER_FIELDS.get(cls.__name__, {}), **arguments}
     try:
         return cls(**{**arguments, **overrides})
     except InputError as error:

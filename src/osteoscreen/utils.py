@@ -17,8 +17,10 @@ time; the price is that the process's resident size does not shrink after its pe
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -39,7 +41,20 @@ def thread_map(function: Callable, items: Sequence, progress: Callable[[Iterable
     if threads == 1 or len(items) < 2:
         return [function(item) for item in progress(items)]
     with ThreadPoolExecutor(threads) as pool:
-        return list(progress(pool.map(function, items)))
+        return list(progress(Counted(pool.map(function, items), len(items))))
+
+
+class Counted:
+    """An iterator with a known length, so that a progress bar over `pool.map` or `as_completed` shows a total."""
+
+    def __init__(self, iterator: Iterable, count: int):
+        self.iterator, self.count = iterator, count
+
+    def __iter__(self):
+        return iter(self.iterator)
+
+    def __len__(self) -> int:
+        return self.count
 
 
 class intra_op_threads:
@@ -55,6 +70,18 @@ class intra_op_threads:
 
     def __exit__(self, *exc):
         torch.set_num_threads(self.previous)
+
+
+_GLOBAL_RNG = threading.Lock()
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """torch's global generator seeded, held by this thread alone until the block ends: computations side by side
+    in threads (`side_by_side`) each draw their initialisation as they would alone."""
+    with _GLOBAL_RNG:
+        torch.manual_seed(seed)
+        yield
 
 
 def available_cores() -> int:

@@ -7,7 +7,7 @@ import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 
 import torch
 
@@ -15,7 +15,7 @@ from osteoscreen.data.cohort import Cohort
 from osteoscreen.distributed import TaskResources, cluster_slots, ray_map, ray_session
 from osteoscreen.evaluation.crossval import CVConfig, FoldRunner, Job, run_job
 from osteoscreen.models.heads import head_of
-from osteoscreen.utils import available_cores, side_by_side
+from osteoscreen.utils import Counted, available_cores, intra_op_threads, side_by_side
 
 _worker_state: dict = {}
 
@@ -25,20 +25,17 @@ def _start_worker(cohort: Cohort, config: CVConfig) -> None:
     _worker_state.update(cohort=cohort, config=config, runners={})
 
 
-def _runner(runners: dict[int, FoldRunner], cohort: Cohort, config: CVConfig, seed: int) -> FoldRunner:
-    if seed not in runners:
-        runners[seed] = FoldRunner(cohort, config, seed)
-    return runners[seed]
-
-
 def _run_in_worker(job: Job) -> list[dict]:
-    runner = _runner(_worker_state["runners"], _worker_state["cohort"], _worker_state["config"], job.seed)
-    return runner.run(job.method, list(job.folds))
+    runners = _worker_state["runners"]
+    if job.seed not in runners:
+        runners[job.seed] = FoldRunner(_worker_state["cohort"], _worker_state["config"], job.seed)
+    return runners[job.seed].run(job.method, list(job.folds))
 
 
 class LocalBackend:
-    """This machine: jobs in this process (sharing LBP and frozen features), fine-tune folds in `workers` spawned
-    processes when workers > 1 (results do not depend on it)."""
+    """This machine: frozen heads and baselines in this process, side by side on threads (`side_by_side`: each job
+    on config.train.threads intra-op threads, sharing LBP and frozen features), fine-tune folds in `workers`
+    spawned processes when workers > 1, else one after another here. Results do not depend on either."""
 
     whole_methods = False  # cheap methods run fold by fold (a fold file each as it finishes)
 
@@ -53,18 +50,30 @@ class LocalBackend:
 
     def execute(self, cohort: Cohort, config: CVConfig, jobs: list[Job], progress: Callable):
         """Yield each job's records as it finishes."""
-        def in_workers(job: Job) -> bool:
-            return self.workers > 1 and head_of(job.method) is not None and config.train.mode == "finetune"
+        def finetuned(job: Job) -> bool:
+            return head_of(job.method) is not None and config.train.mode == "finetune"
 
-        runners: dict[int, FoldRunner] = {}  # per seed: LBP features computed once
-        for job in progress([job for job in jobs if not in_workers(job)]):
-            yield _runner(runners, cohort, config, job.seed).run(job.method, list(job.folds))
-        parallel = [job for job in jobs if in_workers(job)]
-        if parallel:
+        runners = {seed: FoldRunner(cohort, config, seed) for seed in {job.seed for job in jobs}}
+        threads = 1 if config.train.device.startswith("cuda") else side_by_side(config.train.threads)
+        # longest first (a frozen head's stacked folds), so the cheap folds fill the other threads around them
+        side = sorted((job for job in jobs if not finetuned(job)), key=lambda job: -len(job.folds))
+        in_workers = [job for job in jobs if finetuned(job)] if self.workers > 1 else []
+        here = [job for job in jobs if finetuned(job) and not in_workers]
+        pool = ThreadPoolExecutor(threads)
+        try:
+            with intra_op_threads(config.train.threads):  # this thread's count stays what every job sets
+                futures = [pool.submit(runners[job.seed].run, job.method, list(job.folds)) for job in side]
+                for future in progress(Counted(as_completed(futures), len(futures))) if futures else ():
+                    yield future.result()
+        finally:
+            pool.shutdown(cancel_futures=True)
+        for job in progress(here) if here else ():  # fine-tune fits draw dropout from torch's global generator
+            yield runners[job.seed].run(job.method, list(job.folds))
+        if in_workers:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(self.workers, context, _start_worker, (cohort, config)) as pool:
-                futures = [pool.submit(_run_in_worker, job) for job in parallel]
-                for future in progress(as_completed(futures)):
+                futures = [pool.submit(_run_in_worker, job) for job in in_workers]
+                for future in progress(Counted(as_completed(futures), len(futures))):
                     yield future.result()
 
 

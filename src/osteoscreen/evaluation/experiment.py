@@ -23,7 +23,7 @@ from osteoscreen.evaluation.execution import LocalBackend, RayBackend
 from osteoscreen.evaluation.metrics import seed_spread
 from osteoscreen.evaluation.report import format_spread, format_table
 from osteoscreen.evaluation.splits import Fold, check_no_leakage, make_folds
-from osteoscreen.features import frozen_features
+from osteoscreen.features import frozen_features, lbp_features
 from osteoscreen.models.heads import head_of
 from osteoscreen.training.finetune import finetune_steps, time_finetune_step
 from osteoscreen.training.fitted import clinical_covariates
@@ -114,8 +114,11 @@ def cross_validate(cohort: Cohort, config: CVConfig | None = None, backend: Loca
                 "the training prevalence")
     if any(head_of(m) is not None and head_of(m)[1] for m in config.methods):
         clinical_covariates(cohort, range(len(cohort)))  # every subject needs age and sex: refused before any work
+    # shared inputs, computed once before any fold (Ray tasks receive them; local jobs then run side by side)
+    if any(method.endswith("-lbp") for method in config.methods):
+        lbp_features(cohort, progress=progress("LBP"))
     if config.train.mode == "frozen" and any(head_of(m) is not None for m in config.methods):
-        for seed in config.seeds:  # once per seed, for every head and fold (Ray tasks receive them)
+        for seed in config.seeds:  # once per seed, for every head and fold
             frozen_features(cohort, replace(config.train, seed=seed), progress=progress("features"))
     records = run_folds(cohort, config, store, progress=progress("folds"), backend=backend, log=log)
     summaries = {seed: summarise(by_method, labels) for seed, by_method in records.items()}

@@ -223,6 +223,7 @@ def _checklist_html(config: dict, dataset: dict, metrics: dict) -> str:
          "tuned on test folds; training curves for fine-tuned methods", "Configuration; Training curves"),
         ("Software versions and seeds", ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; seeds {seeds}",
          "Configuration"),
+        ("Numerics (what decides the last digits)", _numerics_text(config), "Configuration (kernels)"),
     ]
     rows = "".join(f"<tr><td>{html.escape(item)}</td><td>{html.escape(str(answer))}</td><td>{html.escape(where)}"
                    "</td></tr>" for item, answer, where in items)
@@ -230,6 +231,14 @@ def _checklist_html(config: dict, dataset: dict, metrics: dict) -> str:
     return ("<p>Items of STARD-AI (2025), TRIPOD+AI (2024) and CLAIM (2024) that this run can answer, filled from "
             "it, and where the report answers them.</p><table><tr><th>item</th><th>from this run</th>"
             f"<th>where</th></tr>{rows}</table><p>Items no software run can answer:</p><ul>{authors}</ul>")
+
+
+def _numerics_text(config: dict) -> str:
+    train, kernels = config.get("train", {}), config.get("kernels") or {}
+    pinned = ("AVX2 kernels pinned (the same bits on any x86-64 CPU with AVX2)" if kernels.get("pinned") else
+              "the libraries' own kernels (not pinned: other CPUs may differ in the last digits)")
+    return (f"precision {train.get('precision')}, {train.get('threads')} intra-op thread(s) per computation, "
+            f"torch CPU capability {kernels.get('torch_cpu_capability')}, {pinned}; CPU {kernels.get('cpu')}")
 
 
 def _calibration_html(metrics: dict) -> str:

@@ -25,6 +25,7 @@ from osteoscreen.evaluation.crossval import CVConfig
 from osteoscreen.evaluation.execution import LocalBackend, RayBackend
 from osteoscreen.evaluation.experiment import cross_validate
 from osteoscreen.evaluation.report import build_report
+from osteoscreen.kernels import kernel_record
 from osteoscreen.landmarks import CLASSES, DEFAULT_TASK, GROUPS, THRESHOLD
 from osteoscreen.operating_point import DecisionRule
 from osteoscreen.outputs import atomic_path, output_folder_in_place, write_text_atomic
@@ -83,10 +84,11 @@ def run_cross_validation(data_dir: str | Path, run_dir: str | Path, config: CVCo
     record = prepare_run(run_dir, config, cohort.info)
     result = cross_validate(cohort, config, backend, RunFolder(run_dir), progress, log)
     labels, subject_ids = result.labels, result.subject_ids
-    config_dict = {**asdict(config), "versions": record["versions"],
+    config_dict = {**asdict(config), "versions": record["versions"], "kernels": kernel_record(),
                    "rule_text": None if config.rule.fixed else config.rule.describe()}
     write_predictions(run_dir / "predictions.csv", result.records, subject_ids, labels)
-    payload = {"dataset": cohort.info, "config": asdict(config), "methods": result.metrics,
+    payload = {"dataset": cohort.info, "config": asdict(config), "kernels": config_dict["kernels"],
+               "methods": result.metrics,
                "comparisons": result.comparisons,
                "seeds": [{"seed": seed, "methods": result.seed_metrics[seed]} for seed in config.seeds],
                "spread": result.spread, "training_curves": result.training_curves,
@@ -141,7 +143,7 @@ def prepare_run(run_dir: Path, config: CVConfig, dataset_info: dict) -> dict:
             raise InputError(f"{run_dir} holds results of a different configuration ({', '.join(differing)}"
                              f"{': ' + detail if detail else ''}); use another --out or delete it")
         return json.loads(path.read_text())
-    record = {"identity": identity, "dataset": dataset_info, "versions": package_versions(),
+    record = {"identity": identity, "dataset": dataset_info, "versions": package_versions(), "kernels": kernel_record(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _write_json(path, record)
     return record
@@ -161,7 +163,8 @@ def _with_later_options(identity: dict | None) -> dict | None:
     cv = {**_later_options(), **identity["cv"]}
     train = cv.get("train")
     if isinstance(train, dict):
-        later = {"clinical": False}  # a run before +clinical methods trained plain heads
+        later = {"clinical": False, "threads": 1}  # a run before +clinical methods trained plain heads; before
+        # TrainConfig.threads, 1 is the nearest meaning (frozen heads of one fold already trained on one thread)
         if train.get("mode") == "frozen":
             later["patch_feature"] = TrainConfig().patch_feature  # frozen mode never read it
         cv["train"] = {**later, **train}

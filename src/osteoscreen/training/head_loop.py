@@ -29,6 +29,7 @@ from osteoscreen.training.fitted import (
     clinical_covariates,
     covariate_scale,
 )
+from osteoscreen.utils import seeded
 
 
 def fit_head(cohort: Cohort, train: Sequence[int], config: TrainConfig) -> FittedModel:
@@ -47,9 +48,9 @@ def fit_head(cohort: Cohort, train: Sequence[int], config: TrainConfig) -> Fitte
         covariates = (covariates - covariate_mean) / covariate_std
     weight = class_weights(labels, config.class_weighting)  # [2] or None
 
-    torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    head = build_head(config.head, features.shape[-1], config.hidden, config.attention, config.clinical)
+    with seeded(config.seed):
+        head = build_head(config.head, features.shape[-1], config.hidden, config.attention, config.clinical)
     optimizer = torch.optim.SGD(head.parameters(), lr=config.lr_head, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     for _ in range(config.epochs):

@@ -29,7 +29,7 @@ from osteoscreen.training.fitted import (
     clinical_covariates,
     covariate_scale,
 )
-from osteoscreen.utils import intra_op_threads
+from osteoscreen.utils import intra_op_threads, seeded
 
 FOLD_CHUNK = 70  # folds whose heads train as one stacked computation (measured: docs/performance.md)
 
@@ -99,9 +99,10 @@ def _train_stacked_heads(features: torch.Tensor, index: torch.Tensor, labels: to
     x = x.to(device, dtype).flatten(1, 2)  # [F, n*V, 8, T]
     y = labels[index].to(device)  # [F, n]
     weight = class_weights(y, config.class_weighting)  # [F, 2] or None
-    torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # on the CPU: the same draws on every device
-    head = build_head(config.head, features.shape[-1], config.hidden, config.attention, config.clinical).to(device)
+    with seeded(config.seed):
+        head = build_head(config.head, features.shape[-1], config.hidden, config.attention, config.clinical)
+    head = head.to(device)
     storage = {name: _stacked_layout(p.detach().expand(folds, *p.shape)).contiguous().requires_grad_()
                for name, p in head.named_parameters()}
     optimizer = torch.optim.SGD(list(storage.values()), lr=config.lr_head, momentum=config.momentum,
