@@ -31,8 +31,17 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
+# The emulation of an ordinary x86-64 CPU (AVX2, no AVX-512, no native bf16) with one thread: the variables
+# osteoscreen.kernels sets, set from outside, and OMP_NUM_THREADS=1 (docs/performance.md).
+AVX2_EMULATION := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+	OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=1
+
+# The suite on this machine's defaults, then the tests that compare results across processes, thread counts
+# and kernels once more under the AVX2 emulation with one thread.
 test: lint
 	$(PY) -m pytest
+	env $(AVX2_EMULATION) $(PY) -m pytest tests/test_portability.py tests/test_distributed.py \
+		"tests/test_performance.py::test_finetune_workers_give_the_same_records_and_a_projection"
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -7,6 +7,7 @@ cycles per second) in a tiny C function compiled with the system's `cc`; without
 FLOP per cycle per core, fp32: FMA units x fp32 lanes per unit x 2 (multiply and add). AMD Zen 4 executes
 AVX-512 on two 256-bit FMA pipes (8 lanes each); Intel server cores with AVX-512 have two 512-bit FMA units
 (16 lanes); AVX2 cores two 256-bit units. bf16 (AVX512-BF16 VDPBF16PS: two bf16 products per fp32 lane) doubles it.
+With the AVX2 kernel pin (osteoscreen.kernels, the default) the peak is that of the AVX2 kernels in use.
 """
 
 from __future__ import annotations
@@ -95,6 +96,12 @@ def measured_clock_ghz() -> float | None:
 
 
 def _vector_units(flags: set[str], vendor: str, family: int) -> tuple[int, str]:
+    """fp32 FLOP per cycle per core of the kernels in use: with osteoscreen.kernels' AVX2 pin in effect (torch's
+    CPU capability AVX2), those of AVX2 whatever wider units the CPU has."""
+    import torch
+
+    if torch.backends.cpu.get_cpu_capability() == "AVX2" and "avx2" in flags and "fma" in flags:
+        return 2 * 8 * 2, "2 AVX2 FMA units x 8 fp32 lanes x 2 (the pinned AVX2 kernels)"
     if "avx512f" in flags and vendor == "AuthenticAMD" and family == 25:
         return 2 * 8 * 2, "Zen 4: 2 FMA pipes x 8 fp32 lanes (AVX-512 as 2x256 bit) x 2"
     if "avx512f" in flags:
@@ -108,7 +115,8 @@ def peak() -> Peak:
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
     per_cycle, note = _vector_units(flags, info.get("vendor_id", ""), int(info.get("cpu family", "0") or 0))
-    bf16 = per_cycle * 2 if "avx512_bf16" in flags or "amx_bf16" in flags else per_cycle
+    native_bf16 = ("avx512_bf16" in flags or "amx_bf16" in flags) and os.environ.get("ONEDNN_MAX_CPU_ISA") != "AVX2"
+    bf16 = per_cycle * 2 if native_bf16 else per_cycle
     clock = measured_clock_ghz()
     source = "measured, dependent-add chain"
     if clock is None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import osteoscreen.kernels  # noqa: F401  (first: the AVX2 kernel pin, before torch and numpy load)
+
+# isort: split
 import platform
 import sys
 
