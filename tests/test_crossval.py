@@ -94,8 +94,8 @@ def test_cv_command_writes_every_output(small_png_cohort, tmp_path, capsys):
                       "att_tuberosity,seed")
     assert len((run / "predictions.csv").read_text().splitlines()) == 1 + 4 * len(METHODS)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"dataset", "config", "methods", "comparisons", "seeds", "spread", "training_curves",
-                            "decision_curves"}
+    assert set(metrics) == {"dataset", "config", "kernels", "methods", "comparisons", "seeds", "spread",
+                            "training_curves", "decision_curves"}
     assert metrics["training_curves"] == {}  # frozen heads record none
     calibration = metrics["methods"]["group-attention"]["calibration"]
     assert set(calibration) == {"brier", "brier_prevalence", "calibration_intercept", "calibration_slope",
