@@ -64,7 +64,8 @@ fine_tune() {  # method, run folder, seconds allowed
     utilisation "$2.util" & SAMPLER=$!
     local began=$(date +%s)
     timeout "$3" python3 -m osteoscreen.cli cv "$WORK/data" --out "$2" --mode finetune --methods "$1" \
-        --protocol loo --epochs "$EPOCHS" --device "$DEVICE" $WORKER_OPTION 2>&1 | grep -v "it/s\]$" | tail -14
+        --protocol loo --epochs "$EPOCHS" --device "$DEVICE" --precision "${PRECISION:-bf16}" $WORKER_OPTION 2>&1 \
+        | grep -v "it/s\]$" | tail -14  # bf16: the GPU speed option (the default is fp32 on every machine)
     echo "$1: wall $(( $(date +%s) - began )) s for $(ls "$2"/folds/seed-0/"$1" 2>/dev/null | wc -l) of $N folds"
     kill $SAMPLER 2>/dev/null; wait $SAMPLER 2>/dev/null
     summarise_utilisation "$2.util"
