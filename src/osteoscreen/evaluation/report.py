@@ -235,7 +235,7 @@ def _checklist_html(config: dict, dataset: dict, metrics: dict) -> str:
 
 def _numerics_text(config: dict) -> str:
     train, kernels = config.get("train", {}), config.get("kernels") or {}
-    pinned = ("AVX2 kernels pinned (the same bits on any x86-64 CPU with AVX2)" if kernels.get("pinned") else
+    pinned = ("AVX2 kernels pinned (the same code on any x86-64 CPU with AVX2)" if kernels.get("pinned") else
               "the libraries' own kernels (not pinned: other CPUs may differ in the last digits)")
     return (f"precision {train.get('precision')}, {train.get('threads')} intra-op thread(s) per computation, "
             f"torch CPU capability {kernels.get('torch_cpu_capability')}, {pinned}; CPU {kernels.get('cpu')}")
