@@ -21,6 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from osteoscreen.kernels import cpu_name, cpuinfo
+from osteoscreen.precision import bf16_native
+
 CHAIN_C = """
 void chain(long n) {
     long x = 0;
@@ -54,22 +57,6 @@ class Peak:
         return (f"peak = {self.cores} cores x {self.clock_ghz:.2f} GHz ({self.clock_source}) x "
                 f"{self.fp32_flop_per_cycle} fp32 FLOP/cycle ({self.vector_note}) = {self.fp32_gflops:.0f} GFLOP/s "
                 f"fp32; bf16 x{self.bf16_flop_per_cycle // self.fp32_flop_per_cycle} = {self.bf16_gflops:.0f} GFLOP/s")
-
-
-def _cpuinfo() -> dict[str, str]:
-    info = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return info
-
-
-def cpu_name() -> str:
-    info = _cpuinfo()
-    return info.get("model name") or platform.processor() or platform.machine()
 
 
 def measured_clock_ghz() -> float | None:
@@ -112,11 +99,10 @@ def _vector_units(flags: set[str], vendor: str, family: int) -> tuple[int, str]:
 
 
 def peak() -> Peak:
-    info = _cpuinfo()
+    info = cpuinfo()
     flags = set(info.get("flags", "").split())
     per_cycle, note = _vector_units(flags, info.get("vendor_id", ""), int(info.get("cpu family", "0") or 0))
-    native_bf16 = ("avx512_bf16" in flags or "amx_bf16" in flags) and os.environ.get("ONEDNN_MAX_CPU_ISA") != "AVX2"
-    bf16 = per_cycle * 2 if native_bf16 else per_cycle
+    bf16 = per_cycle * 2 if bf16_native() else per_cycle  # as oneDNN reports it, under the kernel pin
     clock = measured_clock_ghz()
     source = "measured, dependent-add chain"
     if clock is None:

@@ -30,7 +30,7 @@ def cohort(planted_cohort):
 
 def _machine(monkeypatch, cores: int, torch_threads: int) -> None:
     """Pretend this process runs on `cores` cores with `torch_threads` torch threads set by its caller."""
-    for module in ("osteoscreen.utils", "osteoscreen.features", "osteoscreen.evaluation.execution"):
+    for module in ("osteoscreen.utils", "osteoscreen.evaluation.execution"):
         monkeypatch.setattr(f"{module}.available_cores", lambda: cores)
     torch.set_num_threads(torch_threads)
 

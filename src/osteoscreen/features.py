@@ -31,7 +31,7 @@ from osteoscreen.models.backbones import Backbone
 from osteoscreen.outputs import atomic_path
 from osteoscreen.precision import autocast
 from osteoscreen.training.config import TrainConfig
-from osteoscreen.utils import available_cores, intra_op_threads, side_by_side, thread_map
+from osteoscreen.utils import intra_op_threads, side_by_side, thread_map
 
 FEATURE_BATCH = 8  # patches per backbone call extracting frozen features: small calls keep activations in cache
 # (EfficientNet-Lite0, bf16, 2240 patches on the 2-core VM: 8.0 s at 8, 11.0 s at 32, 15.6 s at 64)
@@ -148,5 +148,5 @@ def lbp_features(cohort: Cohort, progress: Callable = iter) -> np.ndarray:
     root = cohort.root
     if "lbp" not in root.memo:
         root.memo["lbp"] = np.stack(thread_map(lambda i: subject_lbp(to_uint8(root.plain_views(i))),
-                                               range(len(root)), progress, threads=available_cores()))
+                                               range(len(root)), progress))
     return root.memo["lbp"]

@@ -11,7 +11,7 @@ AVX2), where results may differ in the last digits.
 
 Variables already set by the user are left as they are. `OSTEOSCREEN_KERNELS=native` keeps every library's own
 choice: what `--precision bf16` needs to run at native bf16 speed (oneDNN's bf16 kernels are AVX-512 or AMX).
-`kernel_record()` says what is in effect; runs and models record it.
+`kernel_record()` says what is in effect; cv runs record it (config.json, metrics.json, the report).
 """
 
 from __future__ import annotations
@@ -31,16 +31,26 @@ PINNED = {
 NUMPY_AVX512 = "X86_V4 AVX512_ICL AVX512_SPR"  # NumPy >= 2.4's dispatch targets above AVX2
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields of Linux's /proc/cpuinfo (empty elsewhere)."""
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return set()
+    return info
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+    return set(cpuinfo().get("flags", "").split())
+
+
+def cpu_name() -> str:
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def pin_kernels() -> dict[str, str]:
@@ -75,22 +85,11 @@ def kernel_record() -> dict:
     import torch
 
     flags = cpu_flags()
-    return {"machine": platform.machine(), "cpu": _cpu_model(),
+    return {"machine": platform.machine(), "cpu": cpu_name(),
             "cpu_avx512": "avx512f" in flags, "cpu_bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "pinned": _PINNED_AT_IMPORT, "variables": {name: os.environ.get(name) for name in
                                                       [*PINNED, "NPY_DISABLE_CPU_FEATURES", NATIVE_SWITCH]}}
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _pinned_at_import() -> bool:

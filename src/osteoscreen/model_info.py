@@ -76,7 +76,7 @@ def _typed(value: JsonValue, kind: object) -> object:
     raise TypeError(f"no JSON reading for {kind!r}")
 
 
-LATER_FIELDS = {"TrainConfig": {"threads": 1}}  # fields added after models existed: the value such a model meant
+LATER_FIELDS = {TrainConfig: {"threads": 1}}  # fields added after models existed: the value such a model meant
 
 
 def _dataclass(value: JsonValue, cls: type, **overrides: object) -> object:
@@ -84,13 +84,12 @@ def _dataclass(value: JsonValue, cls: type, **overrides: object) -> object:
     class's own checks (ranges, choices) are reported at the object's path."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(value.object()) - set(names))
+    members, later = value.object(), LATER_FIELDS.get(cls, {})
+    unknown = sorted(set(members) - set(names))
     if unknown:
         raise value.error(f"unknown member(s) {', '.join(unknown)}")
-    members = value.object()
-    arguments = {name: _typed(value[name], hints[name]) for name in names
-                 if name in members or name not in LATER_FIELDS.get(cls.__name__, {})}
-    arguments = {**LATER_FIELDS.get(cls.__name__, {}), **arguments}
+    arguments = {name: later[name] if name in later and name not in members else _typed(value[name], hints[name])
+                 for name in names}
     try:
         return cls(**{**arguments, **overrides})
     except InputError as error:

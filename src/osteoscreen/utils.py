@@ -34,10 +34,10 @@ TRIM_THRESHOLD = 2**30  # give memory back to the system only when 1 GiB lies fr
 
 def thread_map(function: Callable, items: Sequence, progress: Callable[[Iterable], Iterable] = iter,
                threads: int | None = None) -> list:
-    """[function(item) for item in items] on up to `threads` threads (default: one per core), in order; for
-    I/O-bound work (image decoding releases the GIL). An exception in any call is raised here, as the loop would
-    raise it."""
-    threads = threads or os.cpu_count() or 1
+    """[function(item) for item in items] on up to `threads` threads (default: one per available core), in order;
+    for work that releases the GIL (image decoding, LBP, torch kernels). An exception in any call is raised here,
+    as the loop would raise it."""
+    threads = threads or available_cores()
     if threads == 1 or len(items) < 2:
         return [function(item) for item in progress(items)]
     with ThreadPoolExecutor(threads) as pool:
