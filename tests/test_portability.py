@@ -106,3 +106,12 @@ def test_importing_osteoscreen_pins_the_avx2_kernels_unless_told_otherwise():
     record = kernels.kernel_record()
     assert record["pinned"] == (pinnable and os.environ.get("ATEN_CPU_CAPABILITY") == "avx2")
     assert set(kernels.PINNED) <= set(record["variables"])
+
+
+def test_the_kernel_fingerprint_is_recorded_and_does_not_follow_the_callers_threads():
+    code = ("import osteoscreen, torch; torch.set_num_threads({}); from osteoscreen import kernels; "
+            "print(kernels.fingerprint())")
+    one, two = (subprocess.run([sys.executable, "-c", code.format(n)], capture_output=True, text=True, check=True)
+                .stdout.strip() for n in (1, 2))
+    assert one == two and len(one) == 12
+    assert kernels.kernel_record()["fingerprint"] == kernels.fingerprint()

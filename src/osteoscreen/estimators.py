@@ -25,7 +25,7 @@ from osteoscreen.baselines import BASELINES, CLINICAL, build_baseline
 from osteoscreen.data.cohort import Cohort
 from osteoscreen.errors import InputError
 from osteoscreen.features import lbp_features
-from osteoscreen.landmarks import THRESHOLD
+from osteoscreen.landmarks import flagged
 from osteoscreen.models.heads import head_of
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fit import fit, predict_proba
@@ -55,7 +55,7 @@ class CohortClassifier(ClassifierMixin, BaseEstimator):
         return np.stack([1 - p, p], axis=1)
 
     def predict(self, X) -> np.ndarray:
-        return (self.scores(X)[0] >= THRESHOLD).astype(np.int64)
+        return flagged(self.scores(X)[0]).astype(np.int64)
 
     def _fitted(self):
         if not hasattr(self, "classes_"):

@@ -5,9 +5,11 @@ else AVX2), and kernels of different widths sum in different orders: the same fp
 digits on another CPU, which a 100-epoch fit and a pooled AUROC turn into other printed figures (measured:
 docs/performance.md). `pin_kernels`, run when `osteoscreen` is imported, asks each library for its AVX2 kernels
 before it loads them, so a computation runs the same code, and gives the same bits, on any x86-64 CPU with AVX2
-(Intel or AMD, with AVX-512 or without), given the same intra-op thread count (osteoscreen.utils). On the demo
-this costs no measurable time (docs/performance.md). Nothing is pinned on other CPUs (ARM, or x86-64 without
-AVX2), where results may differ in the last digits.
+(Intel or AMD, with AVX-512 or without), given the same intra-op thread count (osteoscreen.utils). MKL's matrix
+products take its COMPATIBLE branch, the one MKL keeps identical on Intel and AMD CPUs (its AVX2 branch holds on
+Intel only), which costs the demo's heads about a fifth more time (docs/performance.md). `fingerprint()` hashes
+a small computation through each of these libraries, so two runs' records show whether their kernels agreed.
+Nothing is pinned on other CPUs (ARM, or x86-64 without AVX2), where results may differ in the last digits.
 
 Variables already set by the user are left as they are. `OSTEOSCREEN_KERNELS=native` keeps every library's own
 choice: what `--precision bf16` needs to run at native bf16 speed (oneDNN's bf16 kernels are AVX-512 or AMX).
@@ -24,7 +26,10 @@ NATIVE_SWITCH = "OSTEOSCREEN_KERNELS"
 PINNED = {
     "ATEN_CPU_CAPABILITY": "avx2",  # PyTorch's own vectorised kernels (read when torch loads)
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's convolutions and matmuls (read at the first one)
-    "MKL_CBWR": "AVX2",  # MKL's conditional numerical reproducibility branch (read when MKL loads)
+    # MKL's conditional numerical reproducibility branch (read when MKL loads). Not AVX2: that branch holds on
+    # Intel CPUs only (on AMD MKL runs its AUTO branch instead; measured: the same bits as unset on an AMD EPYC);
+    # COMPATIBLE is the branch MKL keeps identical on Intel and non-Intel CPUs (torch's fp32 matmuls: the heads).
+    "MKL_CBWR": "COMPATIBLE",
     "MKL_ENABLE_INSTRUCTIONS": "AVX2",
     "OPENBLAS_CORETYPE": "Haswell",  # NumPy's OpenBLAS: its AVX2 kernels (read when numpy loads)
 }
@@ -79,9 +84,37 @@ def _numpy_version() -> tuple[int, ...]:
         return (0,)
 
 
+def fingerprint() -> str:
+    """12 hex digits of the SHA-256 of fixed computations through each library that decides our numbers: torch's
+    matrix product (MKL), a convolution and a depthwise one (oneDNN), torch's vectorised exp and sum (ATen),
+    NumPy's matrix product (OpenBLAS) and its exp, log and sin (NumPy's SIMD loops), on one intra-op thread.
+    Two machines with the same fingerprint ran the same kernels on these operations; a different one says where
+    last digits may differ. About 10 ms."""
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    from osteoscreen.utils import intra_op_threads
+
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.rand(96, 200, generator=generator), torch.rand(200, 48, generator=generator)
+    image = torch.rand(2, 8, 24, 24, generator=generator)
+    weight, depthwise = torch.rand(16, 8, 3, 3, generator=generator), torch.rand(8, 1, 3, 3, generator=generator)
+    x = np.random.default_rng(0).random((96, 200))
+    with intra_op_threads(1), torch.inference_mode():
+        results = [a @ b, torch.nn.functional.conv2d(image, weight, padding=1),
+                   torch.nn.functional.conv2d(image, depthwise, padding=1, groups=8), torch.exp(a).sum(1)]
+        arrays = [t.numpy() for t in results] + [x @ x.T, np.exp(x), np.log1p(x), np.sin(x.astype(np.float32))]
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:12]
+
+
 def kernel_record() -> dict:
     """What decides the kernels of this process: the CPU, torch's CPU capability in use, the variables of PINNED
-    as set, and whether torch and numpy loaded after the pin (pinned) or before it."""
+    as set, whether torch and numpy loaded after the pin (pinned) or before it, and the kernels' fingerprint."""
     import torch
 
     flags = cpu_flags()
@@ -89,7 +122,8 @@ def kernel_record() -> dict:
             "cpu_avx512": "avx512f" in flags, "cpu_bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "pinned": _PINNED_AT_IMPORT, "variables": {name: os.environ.get(name) for name in
-                                                      [*PINNED, "NPY_DISABLE_CPU_FEATURES", NATIVE_SWITCH]}}
+                                                      [*PINNED, "NPY_DISABLE_CPU_FEATURES", NATIVE_SWITCH]},
+            "fingerprint": fingerprint()}
 
 
 def _pinned_at_import() -> bool:

@@ -8,6 +8,8 @@ threshold, and the tasks (the binary question a run or a model answers, from the
 Patient's right/left. On a panoramic radiograph the patient's right is on the image's left.
 """
 
+import numpy as np
+
 from osteoscreen.errors import InputError
 
 GROUPS: tuple[str, ...] = ("condyle", "angle", "premolar", "tuberosity")
@@ -25,6 +27,26 @@ NEGATIVE = "normal"
 CLASSES: tuple[str, ...] = (NEGATIVE, POSITIVE)
 #: p(osteoporosis) at or above which a subject is flagged, unless a fitted decision rule says otherwise.
 THRESHOLD = 0.5
+
+
+
+def flagged(probability, threshold: float = THRESHOLD, what: str = "p(osteoporosis)") -> np.ndarray:
+    """[n] bool (or a 0-d bool for a scalar): probability >= threshold, the decision for the positive class. Every
+    decision goes through here: a probability or threshold that is not a finite number is refused (InputError naming
+    `what`), because a NaN compares False and would otherwise be decided "normal"."""
+    p = np.asarray(probability, dtype=np.float64)
+    bad = ~np.isfinite(p)
+    if bad.any() or not np.isfinite(threshold):
+        value = p[bad].flat[0] if bad.any() else threshold
+        where = f" ({int(bad.sum())} of {p.size})" if p.ndim and bad.any() else ""
+        raise InputError(f"{what} is {value} (not a finite number){where}: no decision is made; the input image, "
+                         "an argument or the model holds non-finite values")
+    return p >= threshold
+
+
+def decision(probability: float, threshold: float = THRESHOLD, what: str = "p(osteoporosis)") -> str:
+    """The class name decided for one probability (flagged)."""
+    return CLASSES[int(flagged(probability, threshold, what))]
 
 
 #: The three WHO classes of bone mineral density, by DXA T-score (WHO 1994): normal T >= -1, osteopenia

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -33,15 +34,15 @@ import torch
 
 from osteoscreen import __version__
 from osteoscreen.data.cohort import COVARIATES_NEEDED, Cohort
-from osteoscreen.data.dataset import Subject, read_landmark_file
-from osteoscreen.data.imageio import Radiograph, read_radiograph
+from osteoscreen.data.dataset import Subject, checked_covariates, read_landmark_file
+from osteoscreen.data.imageio import Radiograph, radiograph_from_array, read_radiograph
 from osteoscreen.data.subject_patches import SubjectPatches, cut_subject_patches
 from osteoscreen.errors import InputError
 from osteoscreen.evaluation.crossval import CVConfig, FoldRunner
 from osteoscreen.evaluation.runs import run_metrics
 from osteoscreen.features import frozen_backbone, frozen_features
 from osteoscreen.jsoninput import read_json
-from osteoscreen.landmarks import CLASSES, DEFAULT_TASK, LANDMARKS
+from osteoscreen.landmarks import CLASSES, DEFAULT_TASK, LANDMARKS, decision
 from osteoscreen.model_card import model_card
 from osteoscreen.model_info import BINDING_KEY, canonical_digest, check_model_info, finite_or_null
 from osteoscreen.models.backbones import Backbone
@@ -185,12 +186,16 @@ class Model:
         """Screen one radiograph. image: a file (DICOM, PNG, JPEG, TIFF), a decoded Radiograph, or [H, W] pixels in
         [0, 1]; landmarks: {landmark: (x, y)} in pixels, an [8, 2] array in LANDMARKS order, or a landmark file
         (CSV landmark,x,y or JSON); age and sex: for +clinical models."""
+        age, sex = checked_covariates(age, sex)
+        if spacing_mm is not None and not (isinstance(spacing_mm, int | float) and math.isfinite(spacing_mm)
+                                           and spacing_mm > 0):
+            raise InputError(f"spacing_mm: expected a positive number of millimetres, got {spacing_mm!r}")
         if isinstance(image, Radiograph):
-            radiograph = image
-        elif isinstance(image, np.ndarray):
-            radiograph = Radiograph(np.asarray(image, dtype=np.float32), spacing_mm)
-        else:
+            radiograph = radiograph_from_array(image.pixels, image.spacing_mm)
+        elif isinstance(image, str | Path):
             radiograph = read_radiograph(image)
+        else:
+            radiograph = radiograph_from_array(image, spacing_mm)
         if isinstance(landmarks, str | Path):
             landmarks = read_landmark_file(Path(landmarks))
         if isinstance(landmarks, Mapping):
@@ -198,9 +203,14 @@ class Model:
             if missing:
                 raise InputError(f"landmarks: missing {', '.join(missing)}")
             landmarks = [landmarks[name] for name in LANDMARKS]
-        points = np.asarray(landmarks, dtype=np.float64)
+        try:
+            points = np.asarray(landmarks, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"landmarks: expected {len(LANDMARKS)} (x, y) points as numbers") from None
         if points.shape != (len(LANDMARKS), 2):
             raise InputError(f"landmarks: expected {len(LANDMARKS)} (x, y) points, got shape {points.shape}")
+        if not np.isfinite(points).all():
+            raise InputError("landmarks: every coordinate must be a finite number")
         subject = Subject(subject_id, Path(subject_id), None, points, spacing_mm, age=age, sex=sex)
         return self.screen_subject(subject, radiograph)
 
@@ -218,7 +228,8 @@ class Model:
         probability, attention = predict_proba(self._predictor, cohort, everyone, features)
         probability = self.rule.probability(probability)
         distance = None if self.novelty is None else novelty_distance(subject_features(features), self.novelty)
-        return [Screening(patches.subject_id, float(p), CLASSES[int(p >= self.rule.threshold)],
+        return [Screening(patches.subject_id, float(p),
+                          decision(p, self.rule.threshold, f"{patches.subject_id}: p(osteoporosis)"),
                           None if attention is None else attention[i], patches,
                           None if distance is None else float(distance[i]),
                           None if distance is None else bool(distance[i] > self.novelty["threshold"]))

@@ -209,6 +209,23 @@ def parse_sex(text: str) -> str | None:
     return SEXES.get(text.strip().lower())
 
 
+def checked_covariates(age: object, sex: object) -> tuple[float | None, str | None]:
+    """A caller's age (years, a number or text) and sex (F, M, female, male; any case) -> (age, "F"/"M"), None for
+    None; InputError naming the argument otherwise (what the CSV, the command line and the page accept)."""
+    years = code = None
+    if age is not None:
+        years = (parse_age(age) if isinstance(age, str) else
+                 float(age) if isinstance(age, int | float | np.number) and not isinstance(age, bool)
+                 and math.isfinite(age) and 0 <= age <= MAX_AGE else None)
+        if years is None:
+            raise InputError(f"age: expected years between 0 and {MAX_AGE}, got {age!r}")
+    if sex is not None:
+        code = parse_sex(sex) if isinstance(sex, str) else None
+        if code is None:
+            raise InputError(f"sex: expected F or M (or female, male), got {sex!r}")
+    return years, code
+
+
 def _covariates(row: dict[str, str], where: str, problems: list[str]) -> tuple[float | None, str | None]:
     """(age in years, sex "F"/"M") of a row; empty fields give None, values that are not an age in [0, MAX_AGE] or a
     sex (F, M, female, male; any case) are problems."""

@@ -82,14 +82,42 @@ def read_radiograph(path: str | Path) -> Radiograph:
         raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
     suffix = path.suffix.lower()
     if kind == "dicom" or (kind is None and (suffix in DICOM_SUFFIXES or not suffix)):
-        return _read_dicom(path)
+        return _finite(path, _read_dicom(path))
     if kind is not None:
-        return Radiograph(_read_raster(path), None)
+        return _finite(path, Radiograph(_read_raster(path), None))
     if suffix in RASTER_SUFFIXES:
         raise InputError(f"{path}: cannot read image (its content is not {suffix[1:].upper()}, nor any type "
                          "we read)")
     raise InputError(f"{path}: unsupported image type {suffix}; expected one of "
                      f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
+
+
+def radiograph_from_array(pixels: object, spacing_mm: float | None = None, what: str = "image") -> Radiograph:
+    """A Radiograph from a caller's [H, W] array of grey values in [0, 1] (bone bright); InputError naming `what`
+    for any other shape, a value that is not a finite number or one outside [0, 1]."""
+    array = np.asarray(pixels)
+    if array.ndim != 2 or min(array.shape) < 2 or not np.issubdtype(array.dtype, np.number):
+        raise InputError(f"{what}: expected an [H, W] array of grey values in [0, 1], got shape {array.shape} of "
+                         f"{array.dtype} (convert colour to grey first)")
+    array = array.astype(np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(array)))
+    if bad:
+        raise InputError(f"{what}: {bad} pixel(s) are not finite numbers (NaN or infinity)")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 1:
+        raise InputError(f"{what}: grey values must lie in [0, 1], got {low:g} to {high:g} (divide 8-bit values by "
+                         "255, 16-bit ones by 65535)")
+    return Radiograph(array, spacing_mm)
+
+
+def _finite(path: Path, radiograph: Radiograph) -> Radiograph:
+    """The radiograph, if every pixel is a finite number after the file's value transforms; InputError otherwise
+    (a NaN pixel would make p(osteoporosis) NaN)."""
+    bad = int(np.count_nonzero(~np.isfinite(radiograph.pixels)))
+    if bad:
+        raise InputError(f"{path}: {bad} pixel(s) are not finite numbers (NaN or infinity) after the file's value "
+                         "transforms (rescale, window)")
+    return radiograph
 
 
 def _check_size(path: Path, rows: int, cols: int, samples: int, bytes_per_sample: float) -> None:
@@ -229,8 +257,14 @@ def _read_dicom(path: Path) -> Radiograph:
         stored_range = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1],
                                 dtype=np.float64)
         transform = _value_transform(path, dataset)
-        value_range = transform(stored_range)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
+            value_range = transform(stored_range)
         low, high = float(np.min(value_range)), float(np.max(value_range))
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise InputError(f"{path}: the DICOM modality or VOI LUT (RescaleSlope "
+                             f"{dataset.get('RescaleSlope', '(none)')}, RescaleIntercept "
+                             f"{dataset.get('RescaleIntercept', '(none)')}) maps the stored values to non-finite "
+                             "numbers")
     invert = photometric == "MONOCHROME1"
 
     def scaled(grey: np.ndarray) -> np.ndarray:
@@ -256,7 +290,8 @@ def _value_transform(path: Path, dataset) -> Callable[[np.ndarray], np.ndarray]:
             raise ValueError("RescaleSlope is 0")
         if "RescaleIntercept" in dataset:
             _number(dataset.RescaleIntercept)
-        apply_modality_lut(probe, dataset)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused once the range is known
+            apply_modality_lut(probe, dataset)
         modality = lambda values: apply_modality_lut(values, dataset)  # noqa: E731
     except Exception as error:
         _ignored(path, "rescale (RescaleSlope/RescaleIntercept or Modality LUT)", error, "stored values used")

@@ -16,7 +16,7 @@ from osteoscreen.evaluation.metrics import (
     repeat_auroc,
     screening_metrics,
 )
-from osteoscreen.landmarks import THRESHOLD
+from osteoscreen.landmarks import flagged
 
 REFERENCE_METHOD = "group-attention"  # the paper's model: every other method is compared with it
 
@@ -113,6 +113,6 @@ def comparisons(per_subject: dict, labels: np.ndarray) -> list[dict]:
     reference = per_subject[REFERENCE_METHOD]["p"]
     both_classes = len(np.unique(labels)) == 2
     return [{"method": method, "reference": REFERENCE_METHOD,
-             **mcnemar_exact((reference >= THRESHOLD) == labels, (result["p"] >= THRESHOLD) == labels),
+             **mcnemar_exact(flagged(reference) == labels, flagged(result["p"]) == labels),
              "delong": delong_test(labels, result["p"], reference) if both_classes else None}
             for method, result in per_subject.items() if method != REFERENCE_METHOD]

@@ -16,7 +16,7 @@ from scipy.stats import binomtest, rankdata
 from sklearn.metrics import roc_auc_score
 
 from osteoscreen.errors import InputError
-from osteoscreen.landmarks import THRESHOLD
+from osteoscreen.landmarks import THRESHOLD, flagged
 
 
 def wilson_interval(successes: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -67,7 +67,7 @@ def screening_metrics(y_true: np.ndarray, p_osteoporosis: np.ndarray, threshold:
     """At the threshold: decision_metrics (OPA, NOPA, PPV, NPV, counts, Wilson intervals), then every entry of
     METRICS (OA, balanced accuracy, the pooled AUROC); OA with its Wilson interval."""
     y_true, scores = np.asarray(y_true).astype(int), np.asarray(p_osteoporosis, dtype=float)
-    decided = decision_metrics(y_true, (scores >= threshold).astype(int))
+    decided = decision_metrics(y_true, flagged(scores, threshold).astype(int))
     return {**decided, **{name: metric(y_true, scores, decided) for name, metric in METRICS.items()},
             "auroc_pooled": True, "n": len(y_true), "threshold": threshold,
             "ci95": {**decided["ci95"], "OA": wilson_interval(decided["tp"] + decided["tn"], len(y_true))}}

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from osteoscreen.landmarks import CLASSES, GROUPS, THRESHOLD  # noqa: E402
+from osteoscreen.landmarks import CLASSES, GROUPS, THRESHOLD, flagged  # noqa: E402
 from osteoscreen.visualise import CLASS_COLOURS, subject_montage  # noqa: E402
 
 PAPER_TABLE_1 = {"knn-lbp": (0.653, 0.429, 0.586), "ensemble-lbp": (0.796, 0.191, 0.614),
@@ -334,7 +334,7 @@ def _curves_figure(curves: dict):
 
 def _example_subjects(result: dict, labels: np.ndarray) -> list[tuple[str, int]]:
     """Up to one subject per outcome (TP, TN, FN, FP): the most confident one."""
-    prediction = (result["p"] >= THRESHOLD).astype(int)
+    prediction = flagged(result["p"]).astype(int)
     examples = []
     for name, truth, predicted in (("true positive", 1, 1), ("true negative", 0, 0),
                                    ("false negative", 1, 0), ("false positive", 0, 1)):

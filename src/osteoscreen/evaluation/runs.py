@@ -26,7 +26,7 @@ from osteoscreen.evaluation.execution import LocalBackend, RayBackend
 from osteoscreen.evaluation.experiment import cross_validate
 from osteoscreen.evaluation.report import build_report
 from osteoscreen.kernels import kernel_record
-from osteoscreen.landmarks import CLASSES, DEFAULT_TASK, GROUPS, THRESHOLD
+from osteoscreen.landmarks import CLASSES, DEFAULT_TASK, GROUPS, THRESHOLD, decision
 from osteoscreen.operating_point import DecisionRule
 from osteoscreen.outputs import atomic_path, output_folder_in_place, write_text_atomic
 from osteoscreen.training.config import TrainConfig
@@ -111,10 +111,11 @@ def write_predictions(path: Path, records: dict[int, dict], subject_ids: list[st
                 for record in folds:
                     attention = record["attention"] or [None] * len(record["test"])
                     threshold = record.get("threshold", THRESHOLD)  # the fold's fitted threshold, if any
+                    what = f"{method} fold {record['fold']}: p(osteoporosis)"
                     for index, probability, weights in zip(record["test"], record["p"], attention, strict=True):
                         weights_text = [""] * len(GROUPS) if weights is None else [f"{w:.6f}" for w in weights]
                         writer.writerow([subject_ids[index], method, record["fold"], CLASSES[labels[index]],
-                                         f"{probability:.6f}", CLASSES[int(probability >= threshold)], *weights_text,
+                                         f"{probability:.6f}", decision(probability, threshold, what), *weights_text,
                                          seed])
 
 
