@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input or usage, 1 internal error.
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import sys
 from collections.abc import Callable
@@ -515,6 +516,29 @@ def show_warnings_as_lines() -> None:
     warnings.showwarning = show
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup (partial outputs removed) runs the same way."""
+
+
+def terminate_like_interrupt() -> None:
+    """Turn SIGTERM (a service manager, `kill`, a batch system's time limit) into Terminated in the main thread."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
+#: Storage failures reported as one line with the path: a full disk (exit 1: the command was right) or a
+#: location that cannot be written (exit 2: choose another).
+STORAGE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
+                  errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                  errno.EROFS: "read-only file system"}
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -522,16 +546,25 @@ def main(argv: list[str] | None = None) -> int:
         return int(stop.code or 0)
     keep_freed_memory()
     show_warnings_as_lines()
+    terminate_like_interrupt()
     try:
         args.run(args)
     except InputError as error:
         for line in str(error).splitlines():
             print(f"osteoscreen: error: {line}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("osteoscreen: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("osteoscreen: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # an internal error: one line, no traceback unless asked for
+    except Exception as error:  # a storage failure, or an internal error: one line, no traceback unless asked for
+        if isinstance(error, OSError) and error.errno in STORAGE_ERRORS:
+            where = f"{error.filename}: " if error.filename else ""
+            print(f"osteoscreen: error: {where}{STORAGE_ERRORS[error.errno]} ({error.strerror}); nothing was left "
+                  "half-written", file=sys.stderr)
+            return 1 if error.errno in (errno.ENOSPC, errno.EDQUOT) else 2
         print(f"osteoscreen: internal error: {type(error).__name__}: {error} "
               "(set OSTEOSCREEN_DEBUG=1 for the traceback)", file=sys.stderr)
         import os

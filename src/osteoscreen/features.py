@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +26,7 @@ from skimage.feature import local_binary_pattern
 
 from osteoscreen.data.cohort import Cohort
 from osteoscreen.data.patches import to_uint8
-from osteoscreen.errors import InputError
+from osteoscreen.errors import InputError, InputWarning
 from osteoscreen.landmarks import LANDMARKS
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.outputs import atomic_path
@@ -61,11 +62,9 @@ def frozen_features(cohort: Cohort, config: TrainConfig, progress: Callable = it
         return cohort.memo[key]
     cache_file = None if cohort.cache_dir is None or cohort.data_hash is None else (
         Path(cohort.cache_dir) / f"features-{digest[:24]}.safetensors")
-    if cache_file is not None and cache_file.exists():
-        from safetensors.torch import load_file
-
-        features = load_file(cache_file)["features"]
-    else:
+    features = None if cache_file is None else _cached(cache_file, (len(cohort), config.views, len(LANDMARKS),
+                                                                   backbone.texture_dim))
+    if features is None:
         features = _extract(cohort, backbone, config, progress)
         if cache_file is not None:
             from safetensors.torch import save_file
@@ -73,6 +72,27 @@ def frozen_features(cohort: Cohort, config: TrainConfig, progress: Callable = it
             with atomic_path(cache_file) as partial:
                 save_file({"features": features.contiguous()}, str(partial))
     cohort.memo[key] = features
+    return features
+
+
+def _cached(path: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The features kept in a cache file, or None when absent or damaged (unreadable, another shape or dtype, or
+    non-finite values; then with a warning naming the file, and they are extracted again and the file replaced)."""
+    if not path.exists():
+        return None
+    from safetensors.torch import load_file
+
+    try:
+        features = load_file(path)["features"]
+        problem = (None if tuple(features.shape) == shape and features.dtype == torch.float32
+                   and bool(torch.isfinite(features).all()) else
+                   f"{tuple(features.shape)} {features.dtype} features, expected {shape} torch.float32, all finite")
+    except Exception as error:  # safetensors raises its own error types for truncated or garbage files
+        problem = f"not readable ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    if problem:
+        warnings.warn(f"{path}: damaged feature cache ({problem}); extracted again and replaced", InputWarning,
+                      stacklevel=3)
+        return None
     return features
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import math
 import os
 import re
 import shutil
@@ -26,6 +28,9 @@ MAX_STEM = 80
 #: Device names Windows refuses as file names, whatever the extension.
 _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 INDEX_FILE = "index.csv"
+#: The list of files an output folder's command wrote (one relative path per line), so that replacing the folder
+#: later never deletes a file someone else put there.
+MANIFEST = ".osteoscreen-files"
 
 
 @contextmanager
@@ -44,6 +49,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as partial:
         partial.write_text(text)
+
+
+def _finite_or_none(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
+def strict_json(payload: object, indent: int | None = 2) -> str:
+    """JSON that every parser reads (RFC 8259): an undefined number (NaN, infinity; a PPV with nobody flagged) is
+    written null, as model.json does, never as the bare NaN token Python's json writes by default."""
+    return json.dumps(_finite_or_none(payload), indent=indent, allow_nan=False) + "\n"
 
 
 def _cleaned(subject_id: str) -> str:
@@ -119,34 +140,90 @@ def output_file(path: str | Path) -> Path:
     return path
 
 
+def lock_folder(folder: Path, what: str) -> int | None:
+    """Take an exclusive OS lock (flock) on a folder and return its descriptor (close it to release): another
+    process (or another call in this one) asking for the same folder is refused with an InputError naming it and
+    `what`. The OS releases the lock on any exit, a crash included, so a lock is never stale. None where the OS
+    has no flock (Windows): no lock there."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise InputError(f"{folder}: {what} is in use by another osteoscreen process; wait until it ends, or "
+                         "choose another --out") from None
+    return descriptor
+
+
+@contextmanager
+def exclusive(folder: Path, what: str) -> Iterator[None]:
+    """lock_folder for the block."""
+    descriptor = lock_folder(folder, what)
+    try:
+        yield
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)
+
+
+def _written_files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def _foreign_files(out: Path) -> list[str]:
+    """Files in an earlier output folder that the command did not write (not in its manifest)."""
+    manifest = out / MANIFEST
+    try:
+        ours = set(manifest.read_text(encoding="utf-8").splitlines())
+    except (OSError, UnicodeDecodeError):
+        ours = set()
+    return [name for name in _written_files(out) if name not in ours]
+
+
 @contextmanager
 def output_folder(out: str | Path, replaces: str | None = None) -> Iterator[Path]:
-    """Build an output folder whole or not at all.
+    """Build an output folder whole or not at all, one writer at a time.
 
-    Yields an empty sibling folder `OUT.partial` to write into; when the block succeeds it becomes `out`, when
-    it fails it is removed and `out` is left as it was. Before the block runs, `out` must be absent, an empty
-    folder or, when `replaces` names a file, an earlier output of the same command (a folder holding that
-    file), which is then replaced; anything else, a file at `out` or a location that cannot be written is
-    refused with an InputError naming `out`.
+    Yields an empty sibling folder `OUT.partial` to write into, locked (`exclusive`) for the block; when the block
+    succeeds it becomes `out` with a manifest of what it wrote (MANIFEST), when it fails it is removed and `out` is
+    left as it was. Before the block runs, `out` must be absent, an empty folder or, when `replaces` names a file,
+    an earlier output of the same command (a folder holding that file and only files its manifest lists), which is
+    then replaced; anything else, a file at `out`, a location that cannot be written or an output another process
+    is building is refused with an InputError naming `out`.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: is a file; --out needs a folder")
-    if out.is_dir() and any(out.iterdir()) and not (replaces and (out / replaces).is_file()):
-        earlier = f" (nor an earlier output of this command: it has no {replaces})" if replaces else ""
-        raise InputError(f"{out}: already exists and is not empty{earlier}; choose another --out or delete it")
+    if out.is_dir() and any(out.iterdir()):
+        if not (replaces and (out / replaces).is_file()):
+            earlier = f" (nor an earlier output of this command: it has no {replaces})" if replaces else ""
+            raise InputError(f"{out}: already exists and is not empty{earlier}; choose another --out or delete it")
+        foreign = _foreign_files(out)
+        if foreign:
+            raise InputError(f"{out}: holds {len(foreign)} file(s) this command did not write "
+                             f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}), which replacing it "
+                             "would delete; move them, or choose another --out")
+    if out.is_dir():
+        _writable_folder(out, out)  # it is replaced at the end: refuse a folder we cannot change before any work
     partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     _writable_folder(partial, out)
-    try:
-        yield partial
-        if out.exists():
-            previous = out.with_name(out.name + ".previous")
-            shutil.rmtree(previous, ignore_errors=True)
-            out.rename(previous)
-            partial.rename(out)
-            shutil.rmtree(previous)
-        else:
-            partial.rename(out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    with exclusive(partial, f"the output being built for {out}"):
+        for stale in list(partial.iterdir()):  # a crashed run's leftovers (a live one holds the lock)
+            shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+        try:
+            yield partial
+            (partial / MANIFEST).write_text("\n".join(_written_files(partial)) + "\n", encoding="utf-8")
+            if out.exists():
+                previous = out.with_name(out.name + ".previous")
+                shutil.rmtree(previous, ignore_errors=True)
+                out.rename(previous)
+                partial.rename(out)
+                shutil.rmtree(previous)
+            else:
+                partial.rename(out)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)

@@ -7,7 +7,6 @@ memory), or in shards as Ray tasks; either way the rows come out in input order,
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from osteoscreen.data.dataset import Dataset, Subject
 from osteoscreen.distributed import TaskResources
 from osteoscreen.landmarks import GROUPS, WHO_CLASSES
 from osteoscreen.model import Model
-from osteoscreen.outputs import output_folder, subject_file_names, write_index
+from osteoscreen.outputs import output_folder, strict_json, subject_file_names, write_index
 
 PREDICTIONS_FILE, RUN_FILE = "predictions.csv", "prediction.json"
 PREDICTION_COLUMNS = ["subject_id", "p_osteoporosis", "decision", *[f"att_{g}" for g in GROUPS], "y_true",
@@ -75,9 +74,9 @@ def predict(model: Model, dataset: Dataset, out_dir: str | Path, figures: bool =
             writer.writerow(PREDICTION_COLUMNS)
             writer.writerows(rows)
         rule = model.rule
-        (folder / RUN_FILE).write_text(json.dumps({"model": model.method, "model_created": model.info["created"],
-                                                   "threshold": rule.threshold, "decision_rule": rule.rule,
-                                                   "calibration": rule.calibration, "n": len(rows)}, indent=2))
+        (folder / RUN_FILE).write_text(strict_json({"model": model.method, "model_created": model.info["created"],
+                                                    "threshold": rule.threshold, "decision_rule": rule.rule,
+                                                    "calibration": rule.calibration, "n": len(rows)}))
     return out_dir / PREDICTIONS_FILE
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from osteoscreen.baselines import CLINICAL
 from osteoscreen.data.cohort import Cohort
+from osteoscreen.errors import InputError
 from osteoscreen.evaluation.aggregate import comparisons, summarise, training_curves
 from osteoscreen.evaluation.crossval import CVConfig, FoldRunner, Job, batched, check_covariates
 from osteoscreen.evaluation.decision_curve import net_benefit
@@ -24,6 +25,7 @@ from osteoscreen.evaluation.metrics import seed_spread
 from osteoscreen.evaluation.report import format_spread, format_table
 from osteoscreen.evaluation.splits import Fold, check_no_leakage, make_folds
 from osteoscreen.features import frozen_features, lbp_features
+from osteoscreen.landmarks import CLASSES
 from osteoscreen.models.heads import head_of
 from osteoscreen.training.finetune import finetune_steps, time_finetune_step
 from osteoscreen.training.fitted import clinical_covariates
@@ -34,7 +36,7 @@ from osteoscreen.utils import intra_op_threads
 class FoldStore(Protocol):
     """Where finished fold records and leave-pair-out results are kept between runs."""
 
-    def fold(self, seed: int, method: str, fold: str) -> dict | None: ...
+    def fold(self, seed: int, method: str, fold: Fold) -> dict | None: ...
     def save_fold(self, record: dict) -> None: ...
     def lpo(self, seed: int, method: str) -> dict | None: ...
     def save_lpo(self, seed: int, method: str, result: dict) -> None: ...
@@ -47,8 +49,8 @@ class MemoryStore:
         self.folds: dict[tuple[int, str, str], dict] = {}
         self.lpos: dict[tuple[int, str], dict] = {}
 
-    def fold(self, seed: int, method: str, fold: str) -> dict | None:
-        return self.folds.get((seed, method, fold))
+    def fold(self, seed: int, method: str, fold: Fold) -> dict | None:
+        return self.folds.get((seed, method, fold.name))
 
     def save_fold(self, record: dict) -> None:
         self.folds[record["seed"], record["method"], record["fold"]] = record
@@ -104,16 +106,13 @@ def cross_validate(cohort: Cohort, config: CVConfig | None = None, backend: Loca
     config = config or CVConfig()
     if cohort.root is not cohort:
         cohort = cohort.detached()
+    check_cohort(cohort, config)
     store = store if store is not None else MemoryStore()
     labels, subject_ids, covariates = cohort.labels, cohort.subject_ids, cohort.covariates
     missing_covariates = int(np.isnan(covariates).any(axis=1).sum())
-    if CLINICAL in config.methods:
-        check_covariates(covariates)
-        if missing_covariates:
-            log(f"clinical: {missing_covariates} subject(s) lack age or sex; the clinical method scores them at "
-                "the training prevalence")
-    if any(head_of(m) is not None and head_of(m)[1] for m in config.methods):
-        clinical_covariates(cohort, range(len(cohort)))  # every subject needs age and sex: refused before any work
+    if CLINICAL in config.methods and missing_covariates:
+        log(f"clinical: {missing_covariates} subject(s) lack age or sex; the clinical method scores them at "
+            "the training prevalence")
     # shared inputs, computed once before any fold (Ray tasks receive them; local jobs then run side by side)
     if any(method.endswith("-lbp") for method in config.methods):
         lbp_features(cohort, progress=progress("LBP"))
@@ -136,6 +135,26 @@ def cross_validate(cohort: Cohort, config: CVConfig | None = None, backend: Loca
                     {seed: summary[1] for seed, summary in summaries.items()},
                     seed_spread([summaries[seed][1] for seed in config.seeds]), comparisons(per_subject, labels),
                     training_curves(records), decisions)
+
+
+def check_cohort(cohort: Cohort, config: CVConfig) -> None:
+    """Everything about the cohort that would refuse the cross-validation, checked before any work or any file:
+    both classes of the task present (at least 2 subjects each), the folds makeable for every seed, and the
+    covariates that clinical methods need."""
+    counts = np.bincount(np.asarray(cohort.labels, dtype=int), minlength=2) if len(cohort) else np.zeros(2, int)
+    if counts.min() < 2:
+        info = cohort.info or {}
+        excluded = ", ".join(f"{n} {name}" for name, n in (info.get("excluded") or {}).items() if n)
+        raise InputError(f"task {info.get('task', config.task)} kept {len(cohort)} of {info.get('listed', len(cohort))}"
+                         f" subject(s): {counts[1]} {CLASSES[1]} (positive), {counts[0]} negative"
+                         f"{'; excluded by the task: ' + excluded if excluded else ''}. Cross-validation needs at least"
+                         " 2 subjects of each class: choose another --task or add subjects")
+    for seed in config.seeds:
+        make_folds(cohort.labels, config, seed)
+    if CLINICAL in config.methods:
+        check_covariates(cohort.covariates)
+    if any(head_of(m) is not None and head_of(m)[1] for m in config.methods):
+        clinical_covariates(cohort, range(len(cohort)))  # every subject needs age and sex
 
 
 def _leave_pair_out(cohort: Cohort, config: CVConfig, seed: int, method: str, store: FoldStore,
@@ -167,7 +186,7 @@ def run_folds(cohort: Cohort, config: CVConfig, store: FoldStore, progress: Call
         for method in config.methods:
             pending = []
             for fold in folds:
-                record = store.fold(seed, method, fold.name)
+                record = store.fold(seed, method, fold)
                 if record is not None:
                     done[seed, method, fold.name] = record
                 else:

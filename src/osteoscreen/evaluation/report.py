@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 
 import matplotlib
@@ -22,6 +23,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from osteoscreen.landmarks import CLASSES, GROUPS, THRESHOLD, flagged  # noqa: E402
+from osteoscreen.outputs import strict_json  # noqa: E402
 from osteoscreen.visualise import CLASS_COLOURS, subject_montage  # noqa: E402
 
 PAPER_TABLE_1 = {"knn-lbp": (0.653, 0.429, 0.586), "ensemble-lbp": (0.796, 0.191, 0.614),
@@ -480,6 +482,4 @@ def _excluded_text(dataset: dict) -> str:
 
 
 def _json_text(payload) -> str:
-    import json
-
-    return json.dumps(payload, indent=2, default=str)
+    return strict_json(json.loads(json.dumps(payload, default=str)))

@@ -14,21 +14,23 @@ import csv
 import json
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from osteoscreen import __version__
 from osteoscreen.data.cohort import Cohort
-from osteoscreen.errors import InputError
+from osteoscreen.errors import InputError, InputWarning
 from osteoscreen.evaluation.crossval import CVConfig
 from osteoscreen.evaluation.execution import LocalBackend, RayBackend
-from osteoscreen.evaluation.experiment import cross_validate
+from osteoscreen.evaluation.experiment import check_cohort, cross_validate
 from osteoscreen.evaluation.report import build_report
+from osteoscreen.evaluation.splits import Fold
 from osteoscreen.kernels import kernel_record
 from osteoscreen.landmarks import CLASSES, DEFAULT_TASK, GROUPS, THRESHOLD, decision
 from osteoscreen.operating_point import DecisionRule
-from osteoscreen.outputs import atomic_path, output_folder_in_place, write_text_atomic
+from osteoscreen.outputs import atomic_path, exclusive, output_folder_in_place, strict_json, write_text_atomic
 from osteoscreen.training.config import TrainConfig
 
 ATTENTION_COLUMNS = [f"att_{group}" for group in GROUPS]
@@ -54,19 +56,67 @@ class RunFolder:
     def _lpo_path(self, seed: int, method: str) -> Path:
         return self.run_dir / "lpo" / f"seed-{seed}" / f"{method}.json"
 
-    def fold(self, seed: int, method: str, fold: str) -> dict | None:
-        path = self._fold_path(seed, method, fold)
-        return json.loads(path.read_text()) if path.exists() else None
+    def fold(self, seed: int, method: str, fold: Fold) -> dict | None:
+        """The fold's record, or None when it is absent or damaged (then with a warning naming the file: a fold
+        record is only a cache of work, so the fold is computed again and the file replaced)."""
+        path = self._fold_path(seed, method, fold.name)
+        record = _read_cached(path)
+        problem = None if record is None else _fold_problem(record, seed, method, fold)
+        if problem:
+            _damaged(path, problem)
+            return None
+        return record
 
     def save_fold(self, record: dict) -> None:
         _write_json(self._fold_path(record["seed"], record["method"], record["fold"]), record)
 
     def lpo(self, seed: int, method: str) -> dict | None:
         path = self._lpo_path(seed, method)
-        return json.loads(path.read_text()) if path.exists() else None
+        result = _read_cached(path)
+        if result is not None and not (isinstance(result.get("auroc"), float) and isinstance(result.get("pairs"), int)):
+            _damaged(path, "no auroc and pairs")
+            return None
+        return result
 
     def save_lpo(self, seed: int, method: str, result: dict) -> None:
         write_text_atomic(self._lpo_path(seed, method), json.dumps(result) + "\n")
+
+
+def _read_cached(path: Path) -> dict | None:
+    """A JSON object kept in the RUN folder, or None when absent or unreadable (with a warning naming it)."""
+    if not path.exists():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        _damaged(path, f"not readable JSON: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        return None
+    if not isinstance(value, dict):
+        _damaged(path, f"a JSON {type(value).__name__}, not an object")
+        return None
+    return value
+
+
+def _damaged(path: Path, problem: str) -> None:
+    warnings.warn(f"{path}: damaged ({problem}); computed again and replaced", InputWarning, stacklevel=3)
+
+
+def _fold_problem(record: dict, seed: int, method: str, fold: Fold) -> str | None:
+    """What is wrong with a fold record read back for (seed, method, fold), or None."""
+    for key, expected in (("seed", seed), ("method", method), ("fold", fold.name), ("test", fold.test.tolist())):
+        if record.get(key) != expected:
+            return f"its {key} is not this fold's"
+    n = len(fold.test)
+    p, attention = record.get("p"), record.get("attention")
+    if not (isinstance(p, list) and len(p) == n and all(isinstance(v, int | float) for v in p)):
+        return f"p is not {n} number(s)"
+    if attention is not None and not (isinstance(attention, list) and len(attention) == n and all(
+            isinstance(row, list) and len(row) == len(GROUPS) and all(isinstance(v, int | float) for v in row)
+            for row in attention)):
+        return f"attention is not {n} x {len(GROUPS)} number(s)"
+    if "threshold" in record and not isinstance(record["threshold"], int | float):
+        return "its threshold is not a number"
+    return None
 
 
 def run_cross_validation(data_dir: str | Path, run_dir: str | Path, config: CVConfig,
@@ -79,8 +129,15 @@ def run_cross_validation(data_dir: str | Path, run_dir: str | Path, config: CVCo
     "spread" their mean, standard deviation, min and max.
     """
     data_dir, run_dir = Path(data_dir), output_folder_in_place(run_dir)
+    with exclusive(run_dir, "this cv RUN folder"):
+        return _run_locked(data_dir, run_dir, config, progress, backend, log)
+
+
+def _run_locked(data_dir: Path, run_dir: Path, config: CVConfig, progress: Callable[[str], Callable],
+                backend: LocalBackend | RayBackend | None, log: Callable[[str], None]) -> CVOutcome:
     cohort = Cohort.load(data_dir, config.train.patch, config.task, cache_dir=run_dir / "cache",
                          allow_shared_images=False, progress=progress("patches"))
+    check_cohort(cohort, config)  # a refused configuration writes nothing
     record = prepare_run(run_dir, config, cohort.info)
     result = cross_validate(cohort, config, backend, RunFolder(run_dir), progress, log)
     labels, subject_ids = result.labels, result.subject_ids
@@ -93,7 +150,7 @@ def run_cross_validation(data_dir: str | Path, run_dir: str | Path, config: CVCo
                "seeds": [{"seed": seed, "methods": result.seed_metrics[seed]} for seed in config.seeds],
                "spread": result.spread, "training_curves": result.training_curves,
                "decision_curves": result.decision_curves}
-    write_text_atomic(run_dir / "metrics.json", json.dumps(payload, indent=2) + "\n")
+    write_text_atomic(run_dir / "metrics.json", strict_json(payload))
     write_text_atomic(run_dir / "report.html", build_report(
         result.metrics, result.comparisons, result.per_subject, labels, subject_ids, cohort, config_dict,
         cohort.info, result.spread, result.training_curves, result.decision_curves))
@@ -136,18 +193,35 @@ def prepare_run(run_dir: Path, config: CVConfig, dataset_info: dict) -> dict:
     identity = json.loads(json.dumps(identity))  # tuples -> lists, as read back from disk
     path = run_dir / "config.json"
     if path.exists():
-        previous = _with_later_options(json.loads(path.read_text()).get("identity"))
+        stored = _read_config(path)
+        previous = _with_later_options(stored.get("identity"))
         if previous != identity:
             differing = sorted(k for k in set(previous or {}) | set(identity)
                                if (previous or {}).get(k) != identity.get(k))
             detail = _first_difference(previous or {}, identity)
             raise InputError(f"{run_dir} holds results of a different configuration ({', '.join(differing)}"
                              f"{': ' + detail if detail else ''}); use another --out or delete it")
-        return json.loads(path.read_text())
+        return stored
     record = {"identity": identity, "dataset": dataset_info, "versions": package_versions(), "kernels": kernel_record(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _write_json(path, record)
     return record
+
+
+def _read_config(path: Path) -> dict:
+    """A RUN's config.json, refused (naming it and what to do) when it is not the record a run writes: it pins
+    what the folds were computed with, so it is never guessed or rewritten."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        stored, reason = None, f"not readable JSON ({str(error).splitlines()[0] if str(error) else error!r})"
+    else:
+        reason = "no identity of a cv run in it"
+    if not (isinstance(stored, dict) and isinstance(stored.get("identity"), dict)
+            and isinstance(stored.get("versions"), dict)):
+        raise InputError(f"{path}: damaged ({reason}); the results in {path.parent} cannot be trusted to match a "
+                         "configuration: use another --out, or delete the folder to start again")
+    return stored
 
 
 def _later_options() -> dict:

@@ -4,7 +4,8 @@
 and rewrites landmarks.csv after every saved subject: the previous file is first copied to
 landmarks.csv.<UTC time>.bak (the newest 10 are kept), then the new one replaces it atomically (written to a
 sibling, flushed to disk, renamed), so a crash leaves either the old or the new file and never loses a subject
-saved before it.
+saved before it. The file is read again before each save, so hand edits of other subjects' rows made while the
+server runs are kept; one server at a time annotates a dataset (an OS lock on its folder).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import os
 import shutil
 import threading
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import numpy as np
 
 from osteoscreen.data.dataset import LANDMARK_COLUMNS, Subject, load_dataset
 from osteoscreen.landmarks import LANDMARKS
-from osteoscreen.outputs import atomic_path
+from osteoscreen.outputs import atomic_path, lock_folder
 from osteoscreen.web.uploads import UploadError
 
 #: Backups of landmarks.csv kept: one per save, the newest this many.
@@ -62,13 +64,26 @@ class AnnotationStore:
         dataset = load_dataset(root, check_images=False, require_labels=False, require_landmarks=False)
         self.root, self.subjects = dataset.root, dataset.subjects
         self.path = self.root / "landmarks.csv"
-        self.header, self.rows = list(LANDMARK_COLUMNS), []
-        if self.path.exists():
-            with open(self.path, newline="", encoding="utf-8-sig") as handle:
-                reader = csv.reader(handle)
-                self.header = [name.strip() for name in next(reader, [])] or list(LANDMARK_COLUMNS)
-                self.rows = [fields + [""] * (len(self.header) - len(fields)) for fields in reader if fields]
+        descriptor = lock_folder(self.root, "this dataset's landmarks.csv (an annotation server)")
+        # released when the store is closed or dropped (and by the OS when the process ends)
+        self.close = weakref.finalize(self, os.close, descriptor) if descriptor is not None else lambda: None
+        self.header, self.rows = self._read()
         self._lock = threading.Lock()
+
+    def _read(self) -> tuple[list[str], list[list[str]]]:
+        """landmarks.csv's header and rows as they are on disk now (the LANDMARK_COLUMNS header and no rows if
+        absent). UploadError (409) when the file lacks a column the tool writes (someone is editing it)."""
+        if not self.path.exists():
+            return list(LANDMARK_COLUMNS), []
+        with open(self.path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])] or list(LANDMARK_COLUMNS)
+            rows = [fields + [""] * (len(header) - len(fields)) for fields in reader if fields]
+        missing = [name for name in LANDMARK_COLUMNS if name not in header]
+        if missing:
+            raise UploadError(409, f"{self.path.name} on disk has no column {', '.join(missing)} now (is someone "
+                              "editing it?); nothing was saved: fix the file, then save again")
+        return header, rows
 
     def subject(self, index: int) -> Subject | None:
         return self.subjects[index] if 0 <= index < len(self.subjects) else None
@@ -84,8 +99,8 @@ class AnnotationStore:
                 for name, point in zip(LANDMARKS, subject.landmarks, strict=True)}
 
     def _updated_rows(self, subject: Subject, points: np.ndarray) -> list[list[str]]:
-        """The file's rows with the subject's 8 landmarks set to points ([8, 2]): rows it has are updated in
-        place, missing ones appended."""
+        """The file's rows (self.rows, as just read) with the subject's 8 landmarks set to points ([8, 2]): rows
+        it has are updated in place, missing ones appended."""
         column = {name: self.header.index(name) for name in LANDMARK_COLUMNS}
         rows = [list(fields) for fields in self.rows]
         where = {(fields[column["subject_id"]].strip(), fields[column["landmark"]].strip()): fields for fields in rows}
@@ -108,8 +123,11 @@ class AnnotationStore:
             old.unlink(missing_ok=True)
 
     def save(self, subject: Subject, points: np.ndarray) -> None:
-        """Set one subject's 8 landmarks ([8, 2]) and rewrite landmarks.csv (backup first, then atomically)."""
+        """Set one subject's 8 landmarks ([8, 2]) and rewrite landmarks.csv (backup first, then atomically). The
+        file is read again first, so rows edited on disk since (by hand, by another tool) are kept: only the saved
+        subject's rows change."""
         with self._lock:
+            self.header, self.rows = self._read()
             rows = self._updated_rows(subject, points)
             if self.path.exists():
                 self._back_up()
