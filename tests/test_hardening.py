@@ -3,6 +3,7 @@ wrong, and leaves nothing half-written."""
 
 import json
 import math
+import re
 import shutil
 
 import numpy as np
@@ -238,3 +239,279 @@ def test_saving_from_the_page_keeps_hand_edits_of_other_subjects(annotation_data
     assert f"{second.subject_id},condyle_right,12.5," in saved
     assert f"{first.subject_id},condyle_right,{points[0, 0]:.2f},{points[0, 1]:.2f}" in saved
     store.close()
+
+
+# 7. Writability is checked where we write; storage errors are one line.
+
+def test_an_output_folder_that_cannot_be_changed_is_refused_before_any_work(small_png_cohort, tmp_path, capsys):
+    import subprocess
+
+    out = tmp_path / "out"
+    out.mkdir()
+    if subprocess.run(["chattr", "+i", str(out)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        if not _touch_fails(out):
+            pytest.skip("the immutable flag does not stop writes here")
+        assert main(["patches", str(small_png_cohort), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        (error,) = [line for line in err.splitlines() if line.startswith("osteoscreen:")]
+        assert error.startswith(f"osteoscreen: error: {out}: cannot write output here")
+        assert "patches:" not in err  # refused before reading any radiograph
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], check=True)
+    assert not (tmp_path / "out.partial").exists()
+
+
+def _touch_fails(folder) -> bool:
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        return True
+    (folder / "probe").unlink()
+    return False
+
+
+@pytest.mark.parametrize("code, status, text", [(28, 1, "the disk is full"), (30, 2, "read-only file system")])
+def test_a_full_or_read_only_disk_is_one_line_with_the_path(small_png_cohort, tmp_path, capsys, monkeypatch,
+                                                            code, status, text):
+    import errno
+    import os
+
+    from osteoscreen import outputs
+
+    assert code == {28: errno.ENOSPC, 30: errno.EROFS}[code]
+
+    def full(index_folder, subject_ids, files):
+        raise OSError(code, os.strerror(code), str(index_folder / "index.csv"))
+
+    monkeypatch.setattr(outputs, "write_index", full)
+    monkeypatch.setattr("osteoscreen.patch_export.write_index", full)
+    assert main(["patches", str(small_png_cohort), "--out", str(tmp_path / "out")]) == status
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("osteoscreen:")]
+    assert error.startswith("osteoscreen: error: ") and "index.csv" in error and text in error
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+# 8. A task that leaves no subjects is refused with one line.
+
+def test_a_task_that_keeps_no_subjects_is_refused_saying_why(small_png_cohort, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(small_png_cohort, data)
+    lines = (data / "subjects.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = []
+    for line in lines[1:]:
+        fields = line.split(",")
+        fields[header.index("label")], fields[header.index("t_score")] = "osteopenia", "-1.8"
+        rows.append(",".join(fields))
+    (data / "subjects.csv").write_text("\n".join([lines[0], *rows]) + "\n")
+    assert main(["cv", str(data), "--out", str(tmp_path / "run"), "--methods", "majority"]) == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("osteoscreen:")]
+    assert "kept 0 of 4 subject(s)" in error and "4 osteopenia" in error and "--task" in error
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+# 9. metrics.json is strict JSON.
+
+def test_metrics_json_has_no_nan_tokens(small_png_cohort, tmp_path):
+    run = tmp_path / "run"
+    assert _cv(small_png_cohort, run) == 0
+
+    def refuse(token):
+        raise AssertionError(f"bare {token} in metrics.json")
+
+    metrics = json.loads((run / "metrics.json").read_text(), parse_constant=refuse)
+    assert metrics["methods"]["majority"]["NPV"] is None  # nobody is called negative: undefined, written null
+
+
+# 10. Faults leave a clean state.
+
+def test_a_refused_cv_writes_nothing_so_the_corrected_command_runs(small_png_cohort, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["cv", str(small_png_cohort), "--out", str(run), "--methods", "majority", "--protocol", "kfold",
+                 "--folds", "5"]) == 2
+    assert "--folds 5 exceeds" in capsys.readouterr().err
+    assert not (run / "config.json").exists()
+    assert _cv(small_png_cohort, run) == 0
+
+
+def test_replacing_an_output_never_deletes_files_it_did_not_write(small_png_cohort, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["patches", str(small_png_cohort), "--out", str(out)]) == 0
+    assert main(["patches", str(small_png_cohort), "--out", str(out)]) == 0  # an earlier output is replaced
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["patches", str(small_png_cohort), "--out", str(out)]) == 2
+    assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
+
+
+def test_sigterm_during_predict_leaves_no_partial_output(web_model, small_png_cohort, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "osteoscreen.cli", "predict", str(web_model),
+                                str(small_png_cohort), "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / "out.partial"
+    deadline = time.monotonic() + 120
+    while not partial.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert partial.exists(), "predict ended before it began writing"
+    process.send_signal(signal.SIGTERM)
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 143 and "osteoscreen: terminated" in error and "Traceback" not in error
+    assert not partial.exists() and not out.exists()
+
+
+# 5. The Python API checks its arguments like scikit-learn.
+
+def test_input_errors_are_value_errors_and_type_errors_are_type_errors(small_png_cohort):
+    import osteoscreen
+    from osteoscreen.errors import ArgumentTypeError
+
+    with pytest.raises(TypeError, match="patch: expected PatchConfig or NoneType"):
+        osteoscreen.load_dataset(small_png_cohort, patch="100")
+    with pytest.raises(ArgumentTypeError, match="cache_dir"):
+        osteoscreen.load_dataset(small_png_cohort, cache_dir=3)
+    with pytest.raises(ValueError, match="unknown head"):
+        osteoscreen.TrainConfig(head="nope")
+
+
+def test_cross_validate_names_its_wrong_arguments(small_png_cohort):
+    import osteoscreen
+
+    cohort = osteoscreen.load_dataset(small_png_cohort)
+    with pytest.raises(TypeError, match=r"config: expected CVConfig or NoneType .*got dict"):
+        osteoscreen.cross_validate(cohort, {"methods": ["majority"]})
+    with pytest.raises(TypeError, match=r"cohort: expected Cohort \(osteoscreen.load_dataset\(DATA\)\), got str"):
+        osteoscreen.cross_validate(str(small_png_cohort), osteoscreen.CVConfig(methods=("majority",)))
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"hidden": -1}, "hidden must be >= 1"), ({"views": 2.5}, "views: expected an integer, got 2.5"),
+    ({"lr_head": math.nan}, "lr_head: expected a finite number"), ({"lr_head": math.inf}, "lr_head: expected"),
+    ({"lr_head": -1.0}, "lr_head must be positive"), ({"momentum": 1.5}, "momentum must lie in"),
+    ({"epochs": "3"}, "epochs: expected an integer"), ({"clinical": 1}, "clinical: expected True or False"),
+    ({"activation": "relu"}, "attention must be one of"), ({"weight_decay": -1e-4}, "weight_decay must be"),
+    ({"taps": [1, "a"]}, "taps: expected a tuple of an integer or None")])
+def test_head_classifier_checks_each_parameter_on_fit_naming_it(small_png_cohort, params, message):
+    import osteoscreen
+
+    cohort = osteoscreen.load_dataset(small_png_cohort)
+    with pytest.raises(ValueError, match=message):
+        osteoscreen.HeadClassifier(**{"epochs": 1, "views": 1, **params}).fit(cohort)
+
+
+def test_configurations_take_numpy_numbers_and_lists_as_their_plain_kinds():
+    import osteoscreen
+
+    config = osteoscreen.TrainConfig(epochs=np.int64(3), lr_head=np.float32(0.5), taps=[1, 2])
+    assert type(config.epochs) is int and type(config.lr_head) is float and config.taps == (1, 2)
+    assert osteoscreen.CVConfig(methods=["majority"]).methods == ("majority",)
+    with pytest.raises(ValueError, match="seed: expected an integer >= 0"):
+        osteoscreen.Baseline("majority", seed=-1).fit(None)
+
+
+# Judgement calls: implausible values warn, the Origin's port counts, stalled uploads time out, no cache in HOME.
+
+@pytest.mark.parametrize("field, value, warned", [("t_score", "-99", "t_score: -99 is outside"),
+                                                  ("t_score", "1e308", "t_score: 1e+308 is outside"),
+                                                  ("pixel_spacing_mm", "1e-9", "pixel_spacing_mm: 1e-09 is outside")])
+def test_implausible_values_are_used_with_a_warning_naming_the_row(small_png_cohort, tmp_path, field, value, warned):
+    from osteoscreen.errors import InputWarning
+
+    data = tmp_path / "data"
+    shutil.copytree(small_png_cohort, data)
+    lines = (data / "subjects.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    fields = lines[1].split(",")
+    fields[header.index(field)] = value
+    if field == "t_score":
+        fields[header.index("label")] = "normal" if float(value) > 0 else "osteoporosis"
+    (data / "subjects.csv").write_text("\n".join([lines[0], ",".join(fields), *lines[2:]]) + "\n")
+    with pytest.warns(InputWarning, match="subjects.csv:2: field " + re.escape(warned)):
+        load_dataset(data, check_images=False)
+
+
+def test_a_number_with_underscores_is_not_a_number_in_a_csv(small_png_cohort, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small_png_cohort, data)
+    lines = (data / "subjects.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    fields = lines[1].split(",")
+    fields[header.index("t_score")] = "-2_5"
+    (data / "subjects.csv").write_text("\n".join([lines[0], ",".join(fields), *lines[2:]]) + "\n")
+    with pytest.raises(InputError, match=r"subjects.csv:2: field t_score: not a number '-2_5'"):
+        load_dataset(data, check_images=False)
+
+
+def test_a_stalled_upload_is_answered_408_and_closed():
+    import asyncio
+
+    from osteoscreen.web.guards import BodySizeLimit
+
+    async def app(scope, receive, send):
+        await receive()
+        raise AssertionError("the body never came")
+
+    sent = []
+
+    async def receive():
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/screen", "headers": [(b"content-length", b"10")]}
+    asyncio.run(asyncio.wait_for(BodySizeLimit(app, 100, stall_s=0.05)(scope, receive, send), 5))
+    assert sent[0]["status"] == 408 and (b"connection", b"close") in sent[0]["headers"]
+    assert b"stalled" in sent[1]["body"]
+
+
+@pytest.mark.parametrize("origin, status", [("http://127.0.0.1:8000", 200), ("http://127.0.0.1:3000", 403),
+                                            ("http://127.0.0.1", 403), ("https://127.0.0.1:8000", 200)])
+def test_the_origin_must_name_the_port_the_request_came_to(web_model, origin, status):
+    from conftest import local_client
+    from osteoscreen.web.app import create_app
+
+    client = local_client(create_app(web_model))
+    response = client.get("/api/info", headers={"host": "127.0.0.1:8000", "origin": origin})
+    assert response.status_code == status
+
+
+def test_the_command_line_keeps_matplotlib_out_of_home(small_png_cohort, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
+    subprocess.run([sys.executable, "-m", "osteoscreen.cli", "patches", str(small_png_cohort), "--out",
+                    str(tmp_path / "out")], env={**env, "HOME": str(home)}, check=True, capture_output=True)
+    assert (tmp_path / "out" / "overview.png").exists()
+    assert [str(p.relative_to(home)) for p in home.rglob("*")] == []
+
+
+# Library review, item 1: a +clinical model's decision rule is fitted on inner scores of the +clinical model.
+
+def test_the_decision_rule_of_a_clinical_model_is_fitted_on_the_clinical_model(small_png_cohort, monkeypatch):
+    import osteoscreen
+    from osteoscreen.evaluation.crossval import FoldRunner
+    from osteoscreen.operating_point import DecisionRule
+
+    asked = []
+
+    def inner_scores(self, method, train_sets):
+        asked.append((method, self.config.methods))
+        return [np.linspace(0.1, 0.9, len(train)) for train in train_sets]
+
+    monkeypatch.setattr(FoldRunner, "inner_scores", inner_scores)
+    cohort = osteoscreen.load_dataset(small_png_cohort)
+    model = Model.fit(cohort, "group-attention+clinical", osteoscreen.TrainConfig(epochs=1, views=1),
+                      DecisionRule(target_sensitivity=0.9, inner_folds=2))
+    assert asked == [("group-attention+clinical", ("group-attention+clinical",))]
+    assert model.covariates and model.rule.threshold < 0.9

@@ -516,6 +516,17 @@ def show_warnings_as_lines() -> None:
     warnings.showwarning = show
 
 
+def keep_matplotlib_cache_out_of_home() -> None:
+    """The command line writes nothing outside its output folder but temporary files: matplotlib's font cache goes
+    to a per-user temporary folder instead of ~/.cache or ~/.config (a user's own MPLCONFIGDIR is kept)."""
+    import os
+    import tempfile
+
+    if "MPLCONFIGDIR" not in os.environ:
+        uid = os.getuid() if hasattr(os, "getuid") else "user"
+        os.environ["MPLCONFIGDIR"] = os.path.join(tempfile.gettempdir(), f"osteoscreen-matplotlib-{uid}")
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every cleanup (partial outputs removed) runs the same way."""
 
@@ -547,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     show_warnings_as_lines()
     terminate_like_interrupt()
+    keep_matplotlib_cache_out_of_home()
     try:
         args.run(args)
     except InputError as error:

@@ -1,9 +1,14 @@
-"""The exception type that the command line turns into a one-line message and exit code 2, and the warning type
-it prints as one line."""
+"""The exception types that the command line turns into a one-line message and exit code 2, and the warning type
+it prints as one line. They follow Python's (and scikit-learn's) conventions, so `except ValueError` and
+`except TypeError` catch them in a notebook."""
 
 
-class InputError(Exception):
+class InputError(ValueError):
     """Bad user input (a file, a row, a field, an argument). The message names what was wrong."""
+
+
+class ArgumentTypeError(InputError, TypeError):
+    """An argument of the wrong type (a string where a number or a PatchConfig was due). The message names it."""
 
 
 class InputWarning(UserWarning):

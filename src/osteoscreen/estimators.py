@@ -15,12 +15,14 @@ the cohort, so the folds of a cross-validation share them.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import replace
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from osteoscreen.arguments import check_range, check_type
 from osteoscreen.baselines import BASELINES, CLINICAL, build_baseline
 from osteoscreen.data.cohort import Cohort
 from osteoscreen.errors import InputError
@@ -33,8 +35,7 @@ from osteoscreen.training.fitted import check_both_classes
 
 
 def _cohort(X) -> Cohort:
-    if not isinstance(X, Cohort):
-        raise InputError(f"X: expected an osteoscreen Cohort (osteoscreen.load_dataset), got {type(X).__name__}")
+    check_type(X, Cohort, "X", "osteoscreen.load_dataset(DATA)")
     return X
 
 
@@ -82,6 +83,8 @@ class Baseline(CohortClassifier):
     def fit(self, X, y=None) -> Baseline:
         if self.method not in BASELINES + (CLINICAL,):
             raise InputError(f"unknown baseline {self.method!r}; choose one of {', '.join(BASELINES + (CLINICAL,))}")
+        check_range(isinstance(self.seed, numbers.Integral) and not isinstance(self.seed, bool) and self.seed >= 0,
+                    "seed", "an integer >= 0", self.seed)
         cohort = _labelled(X, y)
         features, labels = self._features(cohort), cohort.labels
         self.classes_ = np.array([0, 1])

@@ -122,6 +122,7 @@ class Model:
         if parsed is None:
             raise InputError(f"a model is a CNN head: choose one of {', '.join(HEADS)} (optionally +clinical), "
                              f"got {method!r}")
+        method = method_name(*parsed)
         config = replace(config or TrainConfig(), head=parsed[0], clinical=parsed[1], patch=cohort.patch_config)
         cohort = cohort if cohort.root is cohort else cohort.detached()
         everyone = np.arange(len(cohort))
@@ -129,9 +130,9 @@ class Model:
             frozen_features(cohort, config, progress=progress("features"))
         fitted = fit(cohort, everyone, config)
         fitted_rule = FIXED_RULE
-        if rule is not None and not rule.fixed:
-            runner = FoldRunner(cohort, CVConfig(methods=(config.head,), rule=rule, train=config), config.seed)
-            fitted_rule = fit_rule(cohort.labels, runner.inner_scores(config.head, [everyone])[0], rule)
+        if rule is not None and not rule.fixed:  # fitted on inner scores of this method, covariates included
+            runner = FoldRunner(cohort, CVConfig(methods=(method,), rule=rule, train=config), config.seed)
+            fitted_rule = fit_rule(cohort.labels, runner.inner_scores(method, [everyone])[0], rule)
         novelty = fit_novelty(subject_features(head_features(fitted, cohort, everyone)))
         return cls(fitted, fitted_rule, novelty, cohort.summary(), cross_validation)
 

@@ -27,6 +27,7 @@ from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from osteoscreen.arguments import check_fields
 from osteoscreen.errors import InputError
 from osteoscreen.evaluation.calibration import CLIP
 from osteoscreen.landmarks import THRESHOLD
@@ -44,6 +45,7 @@ class DecisionRule:
     inner_folds: int = 5
 
     def __post_init__(self):
+        check_fields(self)
         if self.calibration not in CALIBRATIONS:
             raise InputError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
         if self.target_sensitivity is not None and not 0 < self.target_sensitivity < 1:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from osteoscreen.arguments import check_type
 from osteoscreen.data.dataset import Dataset
 from osteoscreen.data.patches import PatchConfig, random_augmentation, render_views
 from osteoscreen.data.subject_patches import (
@@ -71,6 +72,9 @@ class Cohort:
         """A dataset directory (README "Dataset layout") validated and cut into patches, each radiograph decoded
         once, keeping the subjects `task` uses (landmarks.TASKS) labelled for it. cache_dir: where frozen features
         are cached on disk (default: memory only); allow_shared_images=False refuses two subjects sharing a file."""
+        check_type(path, (str, Path), "path", "a dataset directory")
+        check_type(patch, (PatchConfig, type(None)), "patch", "a PatchConfig, or None for the defaults")
+        check_type(cache_dir, (str, Path, type(None)), "cache_dir")
         patch = patch or PatchConfig()
         dataset, patches = load_dataset_with_patches(path, patch, progress, allow_shared_images=allow_shared_images)
         patches, info = select_task(dataset, patches, task)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from osteoscreen.data.imageio import Radiograph, read_radiograph
+from osteoscreen.data.imageio import PLAUSIBLE_SPACING_MM, Radiograph, read_radiograph
 from osteoscreen.errors import InputError, InputWarning
 from osteoscreen.jsoninput import read_json
 from osteoscreen.landmarks import (
@@ -176,6 +176,7 @@ def _who_class(row: dict[str, str], where: str, require_labels: bool, ignore_unk
         if t_score is None:
             refuse(f"field t_score: not a number {t_text!r}", f"t_score {t_text}")
             return None
+        _warn_if_implausible(where, "t_score", t_score, PLAUSIBLE_T_SCORE)
     if not label:
         if t_score is not None:
             return who_from_t_score(t_score)
@@ -242,11 +243,24 @@ def _covariates(row: dict[str, str], where: str, problems: list[str]) -> tuple[f
 
 
 def _parse_float(text: str) -> float | None:
+    """A finite decimal number from text; None otherwise (Python's float also reads '-2_5' as -25: refused)."""
+    if "_" in text:
+        return None
     try:
         value = float(text)
     except ValueError:
         return None
     return value if math.isfinite(value) else None
+
+
+#: Values outside these ranges are used, with a warning naming the row: likely typing or unit errors.
+PLAUSIBLE_T_SCORE = (-8.0, 6.0)  # DXA T-scores beyond these are not seen in practice
+
+
+def _warn_if_implausible(where: str, field: str, value: float | None, plausible: tuple[float, float]) -> None:
+    if value is not None and not plausible[0] <= value <= plausible[1]:
+        warnings.warn(f"{where}: field {field}: {value:g} is outside the plausible {plausible[0]:g} to "
+                      f"{plausible[1]:g}; used as given (check it)", InputWarning, stacklevel=3)
 
 
 def load_dataset(root: str | Path, check_images: bool = True, require_labels: bool = True,
@@ -295,6 +309,7 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
                 problems.append(f"{where}: field pixel_spacing_mm: not a positive number "
                                 f"{row['pixel_spacing_mm']!r}")
                 spacing = None
+            _warn_if_implausible(where, "pixel_spacing_mm", spacing, PLAUSIBLE_SPACING_MM)
         image = row.get("image", "")
         image_path = (root / image).resolve()
         if not image:

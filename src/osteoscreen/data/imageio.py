@@ -47,6 +47,8 @@ SIGNATURES = {"png": (b"\x89PNG\r\n\x1a\n",), "jpeg": (b"\xff\xd8\xff",), "tiff"
 _BARE_DICOM_GROUPS = (b"\x02\x00", b"\x08\x00")
 _RGB_TO_GREY = np.array([0.299, 0.587, 0.114])
 STRIP_ROWS = 256
+#: Pixel spacings (mm) outside this range are used with a warning: panoramic detectors have about 0.07-0.15 mm.
+PLAUSIBLE_SPACING_MM = (0.02, 0.5)
 _PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I": 4, "F": 4}
 
 
@@ -325,7 +327,12 @@ def _dicom_spacing(path: Path, dataset) -> float | None:
             values = [_number(v) for v in _values(value)]
             if len(values) != 2 or min(values) <= 0:
                 raise ValueError(f"needs two positive numbers, has {len(values)} value(s) {values}")
-            return float(np.mean(values))
+            spacing = float(np.mean(values))
+            if not PLAUSIBLE_SPACING_MM[0] <= spacing <= PLAUSIBLE_SPACING_MM[1]:
+                warnings.warn(f"{path}: DICOM tag {keyword} {spacing:g} mm is outside the plausible "
+                              f"{PLAUSIBLE_SPACING_MM[0]:g} to {PLAUSIBLE_SPACING_MM[1]:g} mm; used as given (check "
+                              "it)", InputWarning, stacklevel=4)
+            return spacing
         except Exception as error:
             _ignored(path, f"tag {keyword}", error, "pixel spacing taken from another tag or the CSV, if any")
     return None

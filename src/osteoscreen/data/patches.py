@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from osteoscreen.arguments import check_fields
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import LANDMARKS
 
@@ -35,6 +36,9 @@ class PatchConfig:
     flip_probability: float = 0.5
 
     def __post_init__(self):
+        check_fields(self)
+        if not 0 <= self.flip_probability <= 1:
+            raise InputError(f"flip_probability must lie in [0, 1], got {self.flip_probability}")
         if not MIN_PATCH_PX <= self.patch_px <= MAX_PATCH_PX:
             raise InputError(f"patch size must lie in [{MIN_PATCH_PX}, {MAX_PATCH_PX}] px, got {self.patch_px}")
         if self.patch_mm is not None and not (self.patch_mm > 0 and math.isfinite(self.patch_mm)):

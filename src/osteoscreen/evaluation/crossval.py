@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from osteoscreen.arguments import check_fields
 from osteoscreen.baselines import BASELINES, CLINICAL
 from osteoscreen.data.cohort import Cohort
 from osteoscreen.errors import InputError
@@ -45,6 +46,7 @@ class CVConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
+        check_fields(self)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from "

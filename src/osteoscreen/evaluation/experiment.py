@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from osteoscreen.arguments import check_type
 from osteoscreen.baselines import CLINICAL
 from osteoscreen.data.cohort import Cohort
 from osteoscreen.errors import InputError
@@ -103,6 +104,8 @@ def cross_validate(cohort: Cohort, config: CVConfig | None = None, backend: Loca
                    log: Callable[[str], None] = lambda _: None) -> CVResult:
     """Run (or, with a store that holds finished folds, resume) every method of config on every fold of every
     seed; backend: where folds run (default: this process; results do not depend on it); log: progress messages."""
+    check_type(cohort, Cohort, "cohort", "osteoscreen.load_dataset(DATA)")
+    check_type(config, (CVConfig, type(None)), "config", "a CVConfig, or None for the defaults")
     config = config or CVConfig()
     if cohort.root is not cohort:
         cohort = cohort.detached()

@@ -6,10 +6,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from osteoscreen.arguments import check_fields
 from osteoscreen.data.patches import PatchConfig
 from osteoscreen.errors import InputError
 from osteoscreen.models.backbones import BACKBONES, Backbone
-from osteoscreen.models.heads import HEADS
+from osteoscreen.models.heads import ATTENTION_ACTIVATIONS, HEADS
 from osteoscreen.models.octuplet import PATCH_FEATURES
 from osteoscreen.precision import DEFAULT_PRECISION, PRECISIONS, warn_if_emulated
 
@@ -47,15 +48,26 @@ class TrainConfig:
     patch: PatchConfig = field(default_factory=PatchConfig)
 
     def __post_init__(self):
-        """Validates every field; resolves device `auto` to what this machine runs."""
+        """Validates every field (its type, then its range; errors name the field); resolves device `auto` to what
+        this machine runs."""
+        check_fields(self)
         checks = [(self.head in HEADS, f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}"),
                   (self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}"),
                   (self.backbone in BACKBONES, f"unknown backbone {self.backbone!r}; choose one of "
                                                f"{', '.join(BACKBONES)}"),
+                  (self.attention in ATTENTION_ACTIVATIONS,
+                   f"attention must be one of {', '.join(ATTENTION_ACTIVATIONS)}, got {self.attention!r}"),
+                  (self.hidden >= 1, f"hidden must be >= 1, got {self.hidden}"),
                   (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-                  (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
+                  (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
                   (self.views >= 1, f"views must be >= 1, got {self.views}"),
-                  (min(self.lr_backbone, self.lr_head) > 0, "learning rates must be positive"),
+                  (self.lr_backbone > 0, f"lr_backbone must be positive, got {self.lr_backbone}"),
+                  (self.lr_head > 0, f"lr_head must be positive, got {self.lr_head}"),
+                  (0 <= self.momentum < 1, f"momentum must lie in [0, 1), got {self.momentum}"),
+                  (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+                  (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+                  (self.taps is None or (len(self.taps) > 0 and min(self.taps) >= 0),
+                   f"taps must be block indices >= 0, got {self.taps}"),
                   (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got "
                                                  f"{self.precision!r}"),
                   (1 <= self.threads <= MAX_THREADS, f"threads must be 1 to {MAX_THREADS}, got {self.threads}"),
