@@ -19,18 +19,6 @@ from osteoscreen.utils import Counted, available_cores, intra_op_threads, side_b
 
 _worker_state: dict = {}
 
-#: Seconds per fold of each method in frozen mode at the defaults (the demo's leave-one-out, fp32, one thread each,
-#: 2 side by side, on an AMD EPYC; docs/performance.md). Only the order in which jobs start follows from it, never a
-#: result: the most expensive first, so that the cores finish together (a method not listed counts 1 s).
-FOLD_SECONDS = {"gated-abmil": 2.2, "abmil": 1.15, "group-attention": 1.0, "ensemble-lbp": 0.9, "concat": 0.22,
-                "knn-lbp": 0.01, "majority": 0.003}
-
-
-def expected_seconds(job: Job) -> float:
-    """A job's expected run time in frozen mode (FOLD_SECONDS; a +clinical head as its head)."""
-    parsed = head_of(job.method)
-    return len(job.folds) * FOLD_SECONDS.get(job.method if parsed is None else parsed[0], 1.0)
-
 
 def _start_worker(cohort: Cohort, config: CVConfig) -> None:
     torch.set_num_threads(config.train.threads)  # what every fit sets again: the same threads as in one process
@@ -68,7 +56,7 @@ class LocalBackend:
         runners = {seed: FoldRunner(cohort, config, seed) for seed in {job.seed for job in jobs}}
         threads = 1 if config.train.device.startswith("cuda") else side_by_side(config.train.threads)
         # longest first (a frozen head's stacked folds), so the cheap folds fill the other threads around them
-        side = sorted((job for job in jobs if not finetuned(job)), key=lambda job: -expected_seconds(job))
+        side = sorted((job for job in jobs if not finetuned(job)), key=lambda job: -len(job.folds))
         in_workers = [job for job in jobs if finetuned(job)] if self.workers > 1 else []
         here = [job for job in jobs if finetuned(job) and not in_workers]
         pool = ThreadPoolExecutor(threads)
