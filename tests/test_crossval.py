@@ -115,13 +115,13 @@ def test_cv_command_writes_every_output(small_png_cohort, tmp_path, capsys):
     config = json.loads((run / "config.json").read_text())
     assert config["identity"]["dataset_hash"] == metrics["dataset"]["hash"] and "torch" in config["versions"]
     kernels = kernel_record()  # what decides the last digits, in config.json, metrics.json and the report
-    assert config["kernels"]["torch_cpu_capability"] == metrics["kernels"]["torch_cpu_capability"] == \
-        kernels["torch_cpu_capability"]
+    for key in ("torch_cpu_capability", "fingerprint"):
+        assert config["kernels"][key] == metrics["kernels"][key] == kernels[key]
     train = config["identity"]["cv"]["train"]
     assert train["precision"] == "fp32" and train["threads"] == 1
     report = (run / "report.html").read_text()
     assert f"precision fp32, 1 intra-op thread(s) per computation, torch CPU capability " \
-           f"{kernels['torch_cpu_capability']}" in report
+           f"{kernels['torch_cpu_capability']}" in report and f"kernel fingerprint {kernels['fingerprint']}" in report
     assert all(f"<h2>{title}</h2>" in report for title in SECTIONS)
     assert report.count("data:image/png;base64,") >= 4 and "http" not in report.split("<body>")[1]
 

@@ -168,7 +168,7 @@ def test_monochrome1_dicom_and_png_give_the_same_prediction_and_no_patient_id_le
     np.testing.assert_allclose([float(r["p_osteoporosis"]) for r in dicom_rows],
                                [float(r["p_osteoporosis"]) for r in png_rows], atol=2e-4)
     written = [p for p in (tmp_path / "dicom").rglob("*") if p.is_file()]
-    assert len(written) == 3 + len(dicom_rows)  # CSV, prediction.json, figures/index.csv, one PNG per subject
+    assert len(written) == 4 + len(dicom_rows)  # CSV, prediction.json, figures/index.csv, the manifest, the PNGs
     for path in written:
         content = path.read_bytes()
         assert b"PHANTOM-" not in content and b"SYNTHETIC^" not in content, path

@@ -189,11 +189,11 @@ def output_folder(out: str | Path, replaces: str | None = None) -> Iterator[Path
     """Build an output folder whole or not at all, one writer at a time.
 
     Yields an empty sibling folder `OUT.partial` to write into, locked (`exclusive`) for the block; when the block
-    succeeds it becomes `out` with a manifest of what it wrote (MANIFEST), when it fails it is removed and `out` is
-    left as it was. Before the block runs, `out` must be absent, an empty folder or, when `replaces` names a file,
-    an earlier output of the same command (a folder holding that file and only files its manifest lists), which is
-    then replaced; anything else, a file at `out`, a location that cannot be written or an output another process
-    is building is refused with an InputError naming `out`.
+    succeeds it becomes `out` (with a manifest of what it wrote, MANIFEST, when `replaces` is given), when it fails
+    it is removed and `out` is left as it was. Before the block runs, `out` must be absent, an empty folder or,
+    when `replaces` names a file, an earlier output of the same command (a folder holding that file and only files
+    its manifest lists), which is then replaced; anything else, a file at `out`, a location that cannot be written
+    or an output another process is building is refused with an InputError naming `out`.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -216,7 +216,8 @@ def output_folder(out: str | Path, replaces: str | None = None) -> Iterator[Path
             shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
         try:
             yield partial
-            (partial / MANIFEST).write_text("\n".join(_written_files(partial)) + "\n", encoding="utf-8")
+            if replaces:  # an output a later run may replace: say what this one wrote
+                (partial / MANIFEST).write_text("\n".join(_written_files(partial)) + "\n", encoding="utf-8")
             if out.exists():
                 previous = out.with_name(out.name + ".previous")
                 shutil.rmtree(previous, ignore_errors=True)

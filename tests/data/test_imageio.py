@@ -287,8 +287,8 @@ def lossless_jpeg_sv1(values: np.ndarray, precision: int) -> bytes:
             + b"\xff\xd9")
 
 
-@pytest.mark.parametrize("syntax", ["JPEGLosslessSV1", "JPEGLSLossless", "JPEG2000Lossless", "RLELossless"])
-def test_compressed_transfer_syntaxes_of_pacs_exports_decode_exactly(tmp_path, syntax):
+def _packed(tmp_path, syntax: str):
+    """(a 12-bit DICOM of RAMP, the same compressed in the named transfer syntax)."""
     import pydicom.uid
     from pydicom.encaps import encapsulate
 
@@ -303,9 +303,26 @@ def test_compressed_transfer_syntaxes_of_pacs_exports_decode_exactly(tmp_path, s
         dataset.compress(uid)
     dataset.save_as(tmp_path / "packed.dcm")
     assert pydicom.dcmread(tmp_path / "packed.dcm").file_meta.TransferSyntaxUID == uid
-    packed = read_radiograph(tmp_path / "packed.dcm")
+    return plain, tmp_path / "packed.dcm"
+
+
+@pytest.mark.parametrize("syntax", ["JPEGLosslessSV1", "JPEGLSLossless", "JPEG2000Lossless", "RLELossless"])
+def test_compressed_transfer_syntaxes_of_pacs_exports_decode_exactly(tmp_path, syntax):
+    plain, packed_path = _packed(tmp_path, syntax)
+    packed = read_radiograph(packed_path)
     np.testing.assert_array_equal(packed.pixels, read_radiograph(plain).pixels)
     assert packed.spacing_mm == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("syntax, plugin", [("JPEGLosslessSV1", "gdcm"), ("JPEGLSLossless", "gdcm"),
+                                            ("JPEG2000Lossless", "pylibjpeg"), ("RLELossless", "pydicom")])
+def test_every_promised_syntax_decodes_with_the_permissive_plugin_of_the_default_install(tmp_path, syntax, plugin):
+    """The default install (no dev extras, nothing GPL) decodes each compressed syntax the README lists: GDCM (BSD)
+    JPEG Lossless and JPEG-LS, pylibjpeg-openjpeg (MIT) JPEG 2000, pydicom itself RLE."""
+    from pydicom.pixels import pixel_array
+
+    _, packed = _packed(tmp_path, syntax)
+    np.testing.assert_array_equal(pixel_array(packed, decoding_plugin=plugin), RAMP)
 
 
 def test_a_dicom_file_without_preamble_or_extension_is_read(tmp_path):
@@ -319,3 +336,4 @@ def test_a_dicom_file_without_preamble_or_extension_is_read(tmp_path):
     (tmp_path / "IM0002").write_bytes(b"\x08\x00" + b"\x00" * 200)  # looks like DICOM, holds no pixels
     with pytest.raises(InputError, match="IM0002: not a readable DICOM file"):
         read_radiograph(tmp_path / "IM0002")
+

@@ -48,7 +48,7 @@ _BARE_DICOM_GROUPS = (b"\x02\x00", b"\x08\x00")
 _RGB_TO_GREY = np.array([0.299, 0.587, 0.114])
 STRIP_ROWS = 256
 #: Pixel spacings (mm) outside this range are used with a warning: panoramic detectors have about 0.07-0.15 mm.
-PLAUSIBLE_SPACING_MM = (0.02, 0.5)
+PLAUSIBLE_SPACING_MM = (0.02, 1.0)
 _PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I": 4, "F": 4}
 
 

@@ -239,8 +239,10 @@ def _numerics_text(config: dict) -> str:
     train, kernels = config.get("train", {}), config.get("kernels") or {}
     pinned = ("AVX2 kernels pinned (the same code on any x86-64 CPU with AVX2)" if kernels.get("pinned") else
               "the libraries' own kernels (not pinned: other CPUs may differ in the last digits)")
+    mkl = (kernels.get("variables") or {}).get("MKL_CBWR")
     return (f"precision {train.get('precision')}, {train.get('threads')} intra-op thread(s) per computation, "
-            f"torch CPU capability {kernels.get('torch_cpu_capability')}, {pinned}; CPU {kernels.get('cpu')}")
+            f"torch CPU capability {kernels.get('torch_cpu_capability')}, MKL branch {mkl or 'auto'}, {pinned}; "
+            f"kernel fingerprint {kernels.get('fingerprint', 'not recorded')}; CPU {kernels.get('cpu')}")
 
 
 def _calibration_html(metrics: dict) -> str:
