@@ -1,7 +1,7 @@
 """Frozen-mode leave-one-out over the 70-subject default cohort, end to end, against the naive way.
 
 ours: read and validate the dataset, decode the radiographs and cut the patches, extract the backbone features
-of every subject's views once (bf16 where native), then train the heads of all 70 folds of every CNN method
+of every subject's views once (fp32, the default), then train the heads of all 70 folds of every CNN method
 (concat, group-attention, abmil, gated-abmil) as stacked computations (osteoscreen.evaluation.crossval.run_folds
 into a fresh run folder, as `osteoscreen cv --methods ...` does).
 naive: the same, but backbone features recomputed in every fold and each fold's heads trained on their own
@@ -28,7 +28,7 @@ from osteoscreen.features import forget_frozen_features
 from osteoscreen.models.heads import HEADS
 from osteoscreen.training.fit import fit, predict_proba
 
-TARGET_S = 60.0
+TARGET_RATIO = 15.0  # against the naive way, on any machine (the seconds depend on it)
 
 
 def load(data: Path) -> Cohort:
@@ -62,9 +62,9 @@ def run() -> list[Row]:
     accuracy = {m: np.mean([(r["p"][0] >= 0.5) == cohort.labels[r["test"][0]] for r in records])
                 for m, records in results[-1].items()}
     print("frozen LOO accuracy (OA) per head: " + ", ".join(f"{m} {a:.3f}" for m, a in accuracy.items()))
-    return [Row(f"frozen LOO, 70 subjects, 4 CNN heads, end to end (s; median of {REPEATS})", f"{ours_s:.1f}",
+    return [Row(f"frozen LOO, 70 subjects, 4 CNN heads, end to end, fp32 (s; median of {REPEATS})", f"{ours_s:.1f}",
                 f"{naive_s:.0f} (naive: 1 fold {naive_fold_s:.1f} s x {len(folds)})", f"{naive_s / ours_s:.1f}x",
-                f"<= {TARGET_S:.0f} s", ours_s <= TARGET_S)]
+                f">= {TARGET_RATIO:.0f}x", naive_s / ours_s >= TARGET_RATIO)]
 
 
 if __name__ == "__main__":
