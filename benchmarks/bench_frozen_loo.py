@@ -40,7 +40,7 @@ def load(data: Path) -> Cohort:
 def ours_once(data: Path) -> dict:
     cohort = load(data)
     with tempfile.TemporaryDirectory() as run_dir:
-        return run_folds(cohort, CVConfig(methods=HEADS), RunFolder(Path(run_dir)))[0]
+        return run_folds(cohort, CVConfig(methods=tuple(HEADS)), RunFolder(Path(run_dir)))[0]
 
 
 def naive_fold(cohort: Cohort, fold) -> None:

@@ -27,7 +27,8 @@ def main() -> int:
     rows = []
     for bench in (bench_finetune_step, bench_frozen_loo, bench_memory, bench_render, bench_upload_memory):
         print(f"running {bench.__name__} ...", flush=True)
-        rows += bench.run()
+        rows += (new := bench.run())
+        print(format_table(new), flush=True)  # as each finishes: a later failure loses nothing
     print(format_table(rows))
     missed = [row.measure for row in rows if row.met is False]
     if missed:

@@ -45,24 +45,25 @@ def test_a_non_finite_probability_is_refused_not_decided_normal(p):
     assert decision(0.5) == "osteoporosis" and decision(0.49) == "normal"
 
 
-def test_a_dicom_whose_rescale_overflows_is_refused_naming_the_file(small_dicom_cohort, tmp_path):
+def _overflowing_copy(cohort, tmp_path):
+    """A copy of a DICOM cohort whose first image has RescaleSlope 1e308: (data folder, that image)."""
     data = tmp_path / "data"
-    shutil.copytree(small_dicom_cohort, data)
+    shutil.copytree(cohort, data)
     path = sorted((data / "images").glob("*.dcm"))[0]
     dataset = pydicom.dcmread(path)
     dataset.RescaleSlope, dataset.RescaleIntercept = "1e308", "0"
     dataset.save_as(path)
+    return data, path
+
+
+def test_a_dicom_whose_rescale_overflows_is_refused_naming_the_file(small_dicom_cohort, tmp_path):
+    _, path = _overflowing_copy(small_dicom_cohort, tmp_path)
     with pytest.raises(InputError, match=rf"{path.name}: the DICOM modality or VOI LUT .* non-finite"):
         read_radiograph(path)
 
 
 def test_predict_never_writes_a_decision_for_a_broken_header(web_model, small_dicom_cohort, tmp_path, capsys):
-    data = tmp_path / "data"
-    shutil.copytree(small_dicom_cohort, data)
-    path = sorted((data / "images").glob("*.dcm"))[0]
-    dataset = pydicom.dcmread(path)
-    dataset.RescaleSlope, dataset.RescaleIntercept = "1e308", "0"
-    dataset.save_as(path)
+    data, path = _overflowing_copy(small_dicom_cohort, tmp_path)
     assert main(["predict", str(web_model), str(data), "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert path.name in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
@@ -515,3 +516,27 @@ def test_the_decision_rule_of_a_clinical_model_is_fitted_on_the_clinical_model(s
                       DecisionRule(target_sensitivity=0.9, inner_folds=2))
     assert asked == [("group-attention+clinical", ("group-attention+clinical",))]
     assert model.covariates and model.rule.threshold < 0.9
+
+
+# Library review, item 4: a model trained in bf16 runs in fp32 where bf16 is not native, with the same decisions.
+
+def test_a_bf16_model_runs_in_fp32_where_bf16_is_not_native(small_png_cohort, tmp_path, monkeypatch):
+    from osteoscreen import precision
+    from osteoscreen.data.cohort import Cohort
+    from osteoscreen.errors import InputWarning
+
+    model_dir = tmp_path / "model"
+    with pytest.warns(UserWarning):  # training in bf16 here may itself warn that bf16 is emulated
+        assert main(["train", str(small_png_cohort), "--out", str(model_dir), "--views", "1", "--epochs", "3",
+                     "--precision", "bf16"]) == 0
+    cohort = Cohort.load(small_png_cohort)
+    monkeypatch.setattr(precision, "bf16_native", lambda device="cpu": True)
+    native = Model.load(model_dir)
+    assert native.config.precision == "bf16"
+    monkeypatch.setattr(precision, "bf16_native", lambda device="cpu": False)
+    with pytest.warns(InputWarning, match="trained in bf16, which this machine only emulates: it runs in fp32"):
+        emulated = Model.load(model_dir)
+    assert emulated.config.precision == "fp32" and emulated.info["config"]["precision"] == "bf16"
+    bf16, fp32 = native.predict(cohort), emulated.predict(cohort)
+    assert [s.decision for s in bf16] == [s.decision for s in fp32]
+    np.testing.assert_allclose([s.probability for s in bf16], [s.probability for s in fp32], atol=0.02)

@@ -15,9 +15,10 @@ import json
 import math
 import types
 import typing
+import warnings
 
 from osteoscreen.data.cohort import COVARIATES_NEEDED
-from osteoscreen.errors import InputError
+from osteoscreen.errors import InputError, InputWarning
 from osteoscreen.jsoninput import JsonValue
 from osteoscreen.landmarks import CLASSES, TASKS
 from osteoscreen.models.heads import CLINICAL_HEADS, HEADS, method_name
@@ -97,7 +98,22 @@ def _dataclass(value: JsonValue, cls: type, **overrides: object) -> object:
 
 
 def read_config(info: JsonValue) -> TrainConfig:
-    """The training configuration of a model.json (device re-resolved for this machine)."""
+    """The configuration a model.json's model runs with here: its training configuration with the device
+    re-resolved for this machine, and the precision too: a model trained in bf16 runs in fp32 where bf16 is not
+    native (emulated bf16 is several times slower and no more faithful), with a warning; model.json keeps what it
+    was trained with."""
+    import torch
+
+    from osteoscreen.precision import bf16_native
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # what TrainConfig resolves "auto" to
+    stored = info["config"].value
+    precision = stored.get("precision") if isinstance(stored, dict) else None
+    if precision == "bf16" and not bf16_native(device):
+        warnings.warn("this model was trained in bf16, which this machine only emulates: it runs in fp32 here "
+                      "(probabilities may differ in the third decimal from a bf16 machine's)", InputWarning,
+                      stacklevel=3)
+        return _dataclass(info["config"], TrainConfig, device="auto", precision="fp32")
     return _dataclass(info["config"], TrainConfig, device="auto")
 
 
