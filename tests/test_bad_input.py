@@ -256,7 +256,8 @@ def test_predict_scores_every_subject_whatever_its_label_and_says_what_it_ignore
     assert main(["predict", str(web_model), str(data), "--out", str(tmp_path / "screen"), "--no-figures"]) == 0
     assert "unusable labels ignored ('maybe': 1)" in capsys.readouterr().err
     rows = list(csv.DictReader(open(tmp_path / "screen" / "predictions.csv")))
-    assert [row["y_true"] for row in rows][:2] == ["osteopenia", "normal"] and rows[3]["y_true"] == ""
+    assert [row["who_class"] for row in rows][:2] == ["osteopenia", "normal"] and rows[3]["who_class"] == ""
+    assert [row["y_true"] for row in rows][:2] == ["", "normal"]  # the model's task excludes osteopenia
     assert all(0 <= float(row["p_osteoporosis"]) <= 1 for row in rows)
 
 

@@ -90,7 +90,7 @@ def test_cv_command_writes_every_output(small_png_cohort, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "group-attention" in out and "OPA % [95% CI]" in out
     header = (run / "predictions.csv").read_text().splitlines()[0]
-    assert header == ("subject_id,method,fold,y_true,p_osteoporosis,y_pred,att_condyle,att_angle,att_premolar,"
+    assert header == ("subject_id,method,fold,y_true,p_osteoporosis,decision,att_condyle,att_angle,att_premolar,"
                       "att_tuberosity,seed")
     assert len((run / "predictions.csv").read_text().splitlines()) == 1 + 4 * len(METHODS)
     metrics = json.loads((run / "metrics.json").read_text())
@@ -267,4 +267,6 @@ def test_train_records_its_task_and_predict_scores_osteopenia_subjects(osteopeni
     assert "task `low-bmd-vs-normal`" in (model / "README.md").read_text()
     assert main(["predict", str(model), str(osteopenia_cohort), "--out", str(tmp_path / "o"), "--no-figures"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "o" / "predictions.csv", newline="")))
-    assert len(rows) == 8 and sorted({r["y_true"] for r in rows}) == ["normal", "osteopenia", "osteoporosis"]
+    assert len(rows) == 8 and sorted({r["who_class"] for r in rows}) == ["normal", "osteopenia", "osteoporosis"]
+    assert {r["who_class"]: r["y_true"] for r in rows} == {"normal": "normal", "osteopenia": "osteoporosis",
+                                                           "osteoporosis": "osteoporosis"}  # the task's classes

@@ -42,8 +42,10 @@ LBP_SETTINGS: tuple[tuple[int, int], ...] = ((8, 1), (16, 2), (24, 3))
 @functools.lru_cache(maxsize=4)
 def frozen_backbone(name: str, weights: str, taps: tuple[int, ...] | None) -> Backbone:
     """The frozen-mode backbone of a config, built once per process (building one reads and hashes its weights
-    file, about 80 ms; every fold's fit and prediction asks for it). Frozen backbones are never trained."""
-    return Backbone(name, weights, taps).eval()
+    file, about 80 ms; every fold's fit and prediction asks for it). Frozen backbones are never trained. Its
+    modules' random initialisation (replaced by the weights) leaves torch's global generator as it was."""
+    with torch.random.fork_rng(devices=[]):
+        return Backbone(name, weights, taps).eval()
 
 
 

@@ -102,6 +102,11 @@ class Model:
         return self.fitted.config
 
     @property
+    def task(self) -> str:
+        """The binary question the model answers (landmarks.TASKS)."""
+        return self.info["training_data"].get("task") or DEFAULT_TASK
+
+    @property
     def threshold(self) -> float:
         return self.rule.threshold
 

@@ -110,9 +110,9 @@ def read_config(info: JsonValue) -> TrainConfig:
     stored = info["config"].value
     precision = stored.get("precision") if isinstance(stored, dict) else None
     if precision == "bf16" and not bf16_native(device):
-        warnings.warn("this model was trained in bf16, which this machine only emulates: it runs in fp32 here "
-                      "(probabilities may differ in the third decimal from a bf16 machine's)", InputWarning,
-                      stacklevel=3)
+        warnings.warn("this model was trained in bf16, which this machine only emulates: it runs in fp32 here (its "
+                      "probabilities may differ by a few hundredths from a bf16 machine's, and so may a decision "
+                      "close to the threshold)", InputWarning, stacklevel=3)
         return _dataclass(info["config"], TrainConfig, device="auto", precision="fp32")
     return _dataclass(info["config"], TrainConfig, device="auto")
 

@@ -14,13 +14,22 @@ import numpy as np
 
 from osteoscreen.data.dataset import Dataset, Subject
 from osteoscreen.distributed import TaskResources
-from osteoscreen.landmarks import GROUPS, WHO_CLASSES
+from osteoscreen.landmarks import CLASSES, GROUPS, WHO_CLASSES, binary_label
 from osteoscreen.model import Model
 from osteoscreen.outputs import output_folder, strict_json, subject_file_names, write_index
 
 PREDICTIONS_FILE, RUN_FILE = "predictions.csv", "prediction.json"
+#: predict's predictions.csv. The columns it shares with cv's (runs.PREDICTION_COLUMNS) are named and mean the same:
+#: subject_id; p_osteoporosis (after the model's calibration); decision (the class at the model's threshold);
+#: att_<group>; y_true (the subject's class in the model's task, CLASSES; empty when unlabelled or excluded by the
+#: task). who_class: the WHO class subjects.csv gives, whatever the task.
 PREDICTION_COLUMNS = ["subject_id", "p_osteoporosis", "decision", *[f"att_{g}" for g in GROUPS], "y_true",
-                      "novelty_distance", "unlike_training"]
+                      "who_class", "novelty_distance", "unlike_training"]
+
+
+def _task_class(who: int | None, task: str) -> str:
+    label = binary_label(who, task)
+    return "" if label is None else CLASSES[label]
 
 
 def screen_subjects(shared: tuple[Model, Path | None], work: list[tuple[Subject, str]]) -> list[list]:
@@ -35,7 +44,7 @@ def screen_subjects(shared: tuple[Model, Path | None], work: list[tuple[Subject,
         result = model.screen_subject(subject, radiograph)
         rows.append([subject.subject_id, f"{result.probability:.6f}", result.decision,
                      *([""] * len(GROUPS) if result.attention is None else [f"{w:.6f}" for w in result.attention]),
-                     "" if subject.who is None else WHO_CLASSES[subject.who],
+                     _task_class(subject.who, model.task), "" if subject.who is None else WHO_CLASSES[subject.who],
                      "" if result.distance is None else f"{result.distance:.3f}",
                      "" if result.unlike_training is None else ("yes" if result.unlike_training else "no")])
         if figure_dir is not None:

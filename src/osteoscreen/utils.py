@@ -77,9 +77,10 @@ _GLOBAL_RNG = threading.Lock()
 
 @contextlib.contextmanager
 def seeded(seed: int):
-    """torch's global generator seeded, held by this thread alone until the block ends: computations side by side
-    in threads (`side_by_side`) each draw their initialisation as they would alone."""
-    with _GLOBAL_RNG:
+    """torch's global CPU generator seeded, held by this thread alone until the block ends: computations side by
+    side in threads (`side_by_side`) each draw their initialisation as they would alone; the caller's generator
+    state comes back after the block (no side effect on a notebook's random numbers)."""
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from osteoscreen.landmarks import LANDMARKS  # noqa: E402
+from osteoscreen.landmarks import LANDMARKS
 
 CLASS_COLOURS = {"osteoporosis": "#c0392b", "osteopenia": "#d68910", "normal": "#2471a3", "unlabelled": "#555555"}
 
 
-def subject_montage(patches: np.ndarray, title: str, class_name: str = "unlabelled") -> plt.Figure:
+def subject_montage(patches: np.ndarray, title: str, class_name: str = "unlabelled") -> Figure:
     """Figure of the 8 patches ([8, h, w] in [0, 1]) in 2 rows (patient's right, left) x 4 groups."""
-    figure, axes = plt.subplots(2, 4, figsize=(8, 4.4), dpi=100)
+    figure = Figure(figsize=(8, 4.4), dpi=100)
+    axes = figure.subplots(2, 4)
     for index, name in enumerate(LANDMARKS):
         axis = axes[index % 2, index // 2]
         axis.imshow(patches[index], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -26,9 +25,8 @@ def subject_montage(patches: np.ndarray, title: str, class_name: str = "unlabell
     return figure
 
 
-def save_figure(figure: plt.Figure, path) -> None:
+def save_figure(figure: Figure, path) -> None:
     figure.savefig(path)
-    plt.close(figure)
 
 
 def cohort_overview(rows: list[tuple[str, str, np.ndarray]], thumb: int = 64) -> np.ndarray:
@@ -42,7 +40,7 @@ def cohort_overview(rows: list[tuple[str, str, np.ndarray]], thumb: int = 64) ->
     image = np.zeros((len(ordered) * thumb, bar + len(LANDMARKS) * thumb, 3), np.uint8)
     for index, (_, class_name, patches) in enumerate(ordered):
         top = index * thumb
-        colour = matplotlib.colors.to_rgb(CLASS_COLOURS.get(class_name, "#555555"))
+        colour = to_rgb(CLASS_COLOURS.get(class_name, "#555555"))
         image[top : top + thumb, :bar] = np.array(colour) * 255
         strip = np.concatenate(list(np.clip(patches, 0, 1)), axis=1)
         image[top : top + thumb, bar:] = (strip[..., None] * 255).round().astype(np.uint8)
@@ -63,7 +61,7 @@ def screening_figure(pixels: np.ndarray, subject, patches, context: float, proba
     from osteoscreen.outputs import atomic_path
 
     step = max(1, int(np.ceil(max(pixels.shape) / 1400)))
-    figure = plt.figure(figsize=(12, 9.5), dpi=100)
+    figure = Figure(figsize=(12, 9.5), dpi=100)
     grid = figure.add_gridspec(3, 5, height_ratios=[2.2, 1, 1], width_ratios=[1, 1, 1, 1, 1.5])
     overview = figure.add_subplot(grid[0, :])
     overview.imshow(normalise_intensity(pixels[::step, ::step]), cmap="gray", vmin=0, vmax=1)
@@ -95,5 +93,4 @@ def screening_figure(pixels: np.ndarray, subject, patches, context: float, proba
     figure.tight_layout()
     with atomic_path(path) as partial:
         figure.savefig(partial, format="png")
-    plt.close(figure)
 

@@ -15,16 +15,13 @@ import io
 import json
 import math
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
-
-from osteoscreen.landmarks import CLASSES, GROUPS, THRESHOLD, flagged  # noqa: E402
-from osteoscreen.outputs import strict_json  # noqa: E402
-from osteoscreen.visualise import CLASS_COLOURS, subject_montage  # noqa: E402
+from osteoscreen.landmarks import CLASSES, GROUPS, THRESHOLD, flagged
+from osteoscreen.outputs import strict_json
+from osteoscreen.visualise import CLASS_COLOURS, subject_montage
 
 PAPER_TABLE_1 = {"knn-lbp": (0.653, 0.429, 0.586), "ensemble-lbp": (0.796, 0.191, 0.614),
                  "concat": (0.667, 0.878, 0.814), "group-attention": (0.714, 0.939, 0.871)}
@@ -89,7 +86,6 @@ def _spread_html(spread: dict) -> str:
 def _figure_uri(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -99,7 +95,8 @@ def _img(uri: str, alt: str) -> str:
 
 def _confusion_figure(metrics: dict):
     count = len(metrics)
-    figure, axes = plt.subplots(1, count, figsize=(2.4 * count, 2.6), squeeze=False)
+    figure = Figure(figsize=(2.4 * count, 2.6))
+    axes = figure.subplots(1, count, squeeze=False)
     for axis, (method, m) in zip(axes[0], metrics.items(), strict=True):
         matrix = np.array([[m["tp"], m["fn"]], [m["fp"], m["tn"]]])
         axis.imshow(matrix, cmap="Blues")
@@ -114,7 +111,8 @@ def _confusion_figure(metrics: dict):
 
 
 def _roc_figure(per_subject: dict, labels: np.ndarray):
-    figure, axis = plt.subplots(figsize=(5, 4.6))
+    figure = Figure(figsize=(5, 4.6))
+    axis = figure.subplots()
     for method, result in per_subject.items():
         fpr, tpr, _ = roc_curve(labels, result["p"])
         axis.plot(fpr, tpr, label=method, lw=1.6)
@@ -130,7 +128,8 @@ def _attention_figure(per_subject: dict, labels: np.ndarray):
     methods = [m for m, r in per_subject.items() if r["attention"] is not None]
     if not methods:
         return None
-    figure, axes = plt.subplots(1, len(methods), figsize=(3.4 * len(methods), 3), squeeze=False, sharey=True)
+    figure = Figure(figsize=(3.4 * len(methods), 3))
+    axes = figure.subplots(1, len(methods), squeeze=False, sharey=True)
     width = 0.38
     for axis, method in zip(axes[0], methods, strict=True):
         attention = per_subject[method]["attention"]
@@ -267,7 +266,8 @@ def _calibration_html(metrics: dict) -> str:
 
 
 def _reliability_figure(metrics: dict):
-    figure, axis = plt.subplots(figsize=(5, 4.6))
+    figure = Figure(figsize=(5, 4.6))
+    axis = figure.subplots()
     for method, m in metrics.items():
         bins = m["calibration"]["reliability"]
         line, = axis.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], marker="o", lw=1.4,
@@ -287,7 +287,8 @@ def _reliability_figure(metrics: dict):
 
 
 def _decision_figure(decisions: dict):
-    figure, axis = plt.subplots(figsize=(6, 4.2))
+    figure = Figure(figsize=(6, 4.2))
+    axis = figure.subplots()
     first = next(iter(decisions.values()))
     axis.plot(first["threshold"], first["refer_all"], color="black", lw=1.2, ls="--", label="refer all for DXA")
     axis.plot(first["threshold"], first["refer_none"], color="grey", lw=1.2, ls=":", label="refer none")
@@ -319,7 +320,8 @@ def _decision_html(decisions: dict, dataset: dict) -> str:
 
 def _curves_figure(curves: dict):
     """Training loss and accuracy per epoch of each fine-tuned method: mean over folds, band min–max."""
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    figure = Figure(figsize=(10, 3.6))
+    axes = figure.subplots(1, 2)
     for method, curve in curves.items():
         for axis, key in zip(axes, ("loss", "accuracy"), strict=True):
             epochs = np.arange(1, len(curve[key]["mean"]) + 1)

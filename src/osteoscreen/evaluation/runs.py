@@ -34,6 +34,11 @@ from osteoscreen.outputs import atomic_path, exclusive, output_folder_in_place, 
 from osteoscreen.training.config import TrainConfig
 
 ATTENTION_COLUMNS = [f"att_{group}" for group in GROUPS]
+#: cv's predictions.csv: one row per subject, method, fold and seed. subject_id, y_true (the subject's class in
+#: the run's task), p_osteoporosis (out of fold, after the fold's calibration), decision (the class at the fold's
+#: threshold) and att_<group> are named and mean what they do in predict's (screening.PREDICTION_COLUMNS).
+PREDICTION_COLUMNS = ["subject_id", "method", "fold", "y_true", "p_osteoporosis", "decision", *ATTENTION_COLUMNS,
+                      "seed"]
 
 
 @dataclass
@@ -161,8 +166,7 @@ def write_predictions(path: Path, records: dict[int, dict], subject_ids: list[st
     """records: {seed: {method: [fold records]}} -> one row per subject, method, fold and seed."""
     with atomic_path(path) as partial, open(partial, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["subject_id", "method", "fold", "y_true", "p_osteoporosis", "y_pred", *ATTENTION_COLUMNS,
-                         "seed"])
+        writer.writerow(PREDICTION_COLUMNS)
         for seed, by_method in records.items():
             for method, folds in by_method.items():
                 for record in folds:

@@ -11,6 +11,8 @@ keeps its training curve.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -67,11 +69,23 @@ def build_finetune_net(config: TrainConfig) -> tuple[OctupletNet, torch.optim.Op
                       config.attention, config.clinical)
     net = OctupletNet(backbone, head, config.patch_feature, len(COVARIATE_NAMES) if config.clinical else 0)
     net = net.to(config.device, memory_format=torch.channels_last)
-    if config.device == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest convolutions
     optimizer = torch.optim.SGD(net.parameter_groups(config.lr_backbone, config.lr_head, config.weight_decay),
                                 momentum=config.momentum, fused=True)  # one pass over the weights per step
     return net, optimizer
+
+
+@contextlib.contextmanager
+def own_global_state(config: TrainConfig):
+    """The block may seed torch's global generators (initialisation, dropout) and let cuDNN pick its fastest
+    convolutions for the fixed shapes of every step; the caller's generator states and cuDNN flag come back after."""
+    devices = [torch.device(config.device).index or 0] if config.device.startswith("cuda") else []
+    benchmark = torch.backends.cudnn.benchmark
+    with torch.random.fork_rng(devices=devices):
+        torch.backends.cudnn.benchmark = bool(devices)
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
 
 
 def finetune_steps(train_size: int, config: TrainConfig) -> int:
@@ -84,26 +98,33 @@ def time_finetune_step(cohort: Cohort, config: TrainConfig) -> float:
     augmented patches rendered on the device, one SGD step (median of 2 after a warm-up)."""
     import time
 
-    net, optimizer = build_finetune_net(config)
-    net.train()
-    size = config.input_size(net.backbone)
-    generator = torch.Generator().manual_seed(config.seed)
-    indices = np.resize(np.arange(len(cohort)), config.batch_size)
-    labels = torch.from_numpy(cohort.labels[indices]).to(config.device)
-    covariates = clinical_covariates(cohort, indices).to(config.device) if config.clinical else None
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        patches = cohort.render(indices, size, generator, config.device)
-        finetune_step(net, optimizer, patches, labels, None, config.precision, covariates)  # synchronises
-        times.append(time.perf_counter() - start)
+    with own_global_state(config):
+        net, optimizer = build_finetune_net(config)
+        net.train()
+        size = config.input_size(net.backbone)
+        generator = torch.Generator().manual_seed(config.seed)
+        indices = np.resize(np.arange(len(cohort)), config.batch_size)
+        labels = torch.from_numpy(cohort.labels[indices]).to(config.device)
+        covariates = clinical_covariates(cohort, indices).to(config.device) if config.clinical else None
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            patches = cohort.render(indices, size, generator, config.device)
+            finetune_step(net, optimizer, patches, labels, None, config.precision, covariates)  # synchronises
+            times.append(time.perf_counter() - start)
     return float(np.median(times[1:]))
 
 
 def fit_finetune(cohort: Cohort, indices: np.ndarray, labels: torch.Tensor, config: TrainConfig) -> FittedModel:
     """The paper's protocol on the given subjects (labels [n] theirs): a fresh OctupletNet, SGD with two learning
-    rates, augmented batches rendered on the device, and the per-epoch training curve."""
-    torch.manual_seed(config.seed)
+    rates, augmented batches rendered on the device, and the per-epoch training curve. Initialisation and dropout
+    draw from torch's global generator seeded with config.seed, restored for the caller afterwards."""
+    with own_global_state(config):
+        torch.manual_seed(config.seed)
+        return _fit_finetune(cohort, indices, labels, config)
+
+
+def _fit_finetune(cohort: Cohort, indices: np.ndarray, labels: torch.Tensor, config: TrainConfig) -> FittedModel:
     generator = torch.Generator().manual_seed(config.seed)
     weight = class_weights(labels, config.class_weighting)
     weight = None if weight is None else weight.to(config.device)
