@@ -7,7 +7,7 @@ docs/performance.md). `pin_kernels`, run when `osteoscreen` is imported, asks ea
 before it loads them, so a computation runs the same code, and gives the same bits, on any x86-64 CPU with AVX2
 (Intel or AMD, with AVX-512 or without), given the same intra-op thread count (osteoscreen.utils). MKL's matrix
 products take its COMPATIBLE branch, the one MKL keeps identical on Intel and AMD CPUs (its AVX2 branch holds on
-Intel only), which costs the demo's heads about a fifth more time (docs/performance.md). `fingerprint()` hashes
+Intel only), which costs the heads a fifth to a third more time (docs/performance.md). `fingerprint()` hashes
 a small computation through each of these libraries, so two runs' records show whether their kernels agreed.
 Nothing is pinned on other CPUs (ARM, or x86-64 without AVX2), where results may differ in the last digits.
 

@@ -29,7 +29,6 @@ CLASSES: tuple[str, ...] = (NEGATIVE, POSITIVE)
 THRESHOLD = 0.5
 
 
-
 def flagged(probability, threshold: float = THRESHOLD, what: str = "p(osteoporosis)") -> np.ndarray:
     """[n] bool (or a 0-d bool for a scalar): probability >= threshold, the decision for the positive class. Every
     decision goes through here: a probability or threshold that is not a finite number is refused (InputError naming

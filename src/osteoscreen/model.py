@@ -22,7 +22,6 @@ another format version, another preprocessing, or whose weights file does not ma
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,12 +43,12 @@ from osteoscreen.features import frozen_backbone, frozen_features
 from osteoscreen.jsoninput import read_json
 from osteoscreen.landmarks import CLASSES, DEFAULT_TASK, LANDMARKS, decision
 from osteoscreen.model_card import model_card
-from osteoscreen.model_info import BINDING_KEY, canonical_digest, check_model_info, finite_or_null
+from osteoscreen.model_info import BINDING_KEY, canonical_digest, check_model_info
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import HEADS, build_head, head_of, method_name
 from osteoscreen.novelty import fit_novelty, novelty_distance, subject_features
 from osteoscreen.operating_point import FIXED_RULE, DecisionRule, FittedRule, fit_rule
-from osteoscreen.outputs import output_folder
+from osteoscreen.outputs import finite_or_null, output_folder, strict_json
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.finetune import build_finetune_net
 from osteoscreen.training.fit import fit, head_features, predict_proba
@@ -168,7 +167,7 @@ class Model:
         save_file(state, str(folder / WEIGHTS_FILE),
                   metadata={"format": str(MODEL_FORMAT), BINDING_KEY: canonical_digest(info)})
         info["weights_sha256"] = _sha256(folder / WEIGHTS_FILE)
-        (folder / INFO_FILE).write_text(json.dumps(info, indent=2, allow_nan=False) + "\n")
+        (folder / INFO_FILE).write_text(strict_json(info))
         (folder / CARD_FILE).write_text(model_card(info))
 
     def check_covariates(self, subjects: Sequence[Subject | SubjectPatches]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import types
 import typing
 import warnings
@@ -23,7 +22,7 @@ from osteoscreen.jsoninput import JsonValue
 from osteoscreen.landmarks import CLASSES, TASKS
 from osteoscreen.models.heads import CLINICAL_HEADS, HEADS, method_name
 from osteoscreen.operating_point import CALIBRATIONS
-from osteoscreen.training.config import MODES, TrainConfig
+from osteoscreen.training.config import MODES, TrainConfig, resolved_device
 
 BINDING_KEY = "model_json_sha256"
 _HEX64 = "0123456789abcdef"
@@ -35,17 +34,6 @@ def canonical_digest(info: dict) -> str:
     content = {key: value for key, value in info.items() if key != "weights_sha256"}
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"),
                                      allow_nan=False).encode()).hexdigest()
-
-
-def finite_or_null(value: object) -> object:
-    """A JSON-ready copy of value with NaN and infinities replaced by None (model.json holds finite numbers only)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite_or_null(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_or_null(item) for item in value]
-    return value
 
 
 def _sha256_text(value: JsonValue) -> str:
@@ -102,14 +90,11 @@ def read_config(info: JsonValue) -> TrainConfig:
     re-resolved for this machine, and the precision too: a model trained in bf16 runs in fp32 where bf16 is not
     native (emulated bf16 is several times slower and no more faithful), with a warning; model.json keeps what it
     was trained with."""
-    import torch
-
     from osteoscreen.precision import bf16_native
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # what TrainConfig resolves "auto" to
     stored = info["config"].value
     precision = stored.get("precision") if isinstance(stored, dict) else None
-    if precision == "bf16" and not bf16_native(device):
+    if precision == "bf16" and not bf16_native(resolved_device("auto")):
         warnings.warn("this model was trained in bf16, which this machine only emulates: it runs in fp32 here (its "
                       "probabilities may differ by a few hundredths from a bf16 machine's, and so may a decision "
                       "close to the threshold)", InputWarning, stacklevel=3)

@@ -51,20 +51,21 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         partial.write_text(text)
 
 
-def _finite_or_none(value: object) -> object:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
+def finite_or_null(value: object) -> object:
+    """A JSON-ready copy of value with NaN and infinities replaced by None (nested dicts, lists and tuples)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
+        return {key: finite_or_null(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite_or_none(item) for item in value]
+        return [finite_or_null(item) for item in value]
     return value
 
 
-def strict_json(payload: object, indent: int | None = 2) -> str:
+def strict_json(payload: object, indent: int | None = 2, default=None) -> str:
     """JSON that every parser reads (RFC 8259): an undefined number (NaN, infinity; a PPV with nobody flagged) is
-    written null, as model.json does, never as the bare NaN token Python's json writes by default."""
-    return json.dumps(_finite_or_none(payload), indent=indent, allow_nan=False) + "\n"
+    written null, never as the bare NaN token Python's json writes by default. default: as json.dumps's."""
+    return json.dumps(finite_or_null(payload), indent=indent, allow_nan=False, default=default) + "\n"
 
 
 def _cleaned(subject_id: str) -> str:
@@ -213,7 +214,10 @@ def output_folder(out: str | Path, replaces: str | None = None) -> Iterator[Path
     _writable_folder(partial, out)
     with exclusive(partial, f"the output being built for {out}"):
         for stale in list(partial.iterdir()):  # a crashed run's leftovers (a live one holds the lock)
-            shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
         try:
             yield partial
             if replaces:  # an output a later run may replace: say what this one wrote

@@ -215,9 +215,8 @@ def checked_covariates(age: object, sex: object) -> tuple[float | None, str | No
     None; InputError naming the argument otherwise (what the CSV, the command line and the page accept)."""
     years = code = None
     if age is not None:
-        years = (parse_age(age) if isinstance(age, str) else
-                 float(age) if isinstance(age, int | float | np.number) and not isinstance(age, bool)
-                 and math.isfinite(age) and 0 <= age <= MAX_AGE else None)
+        years = parse_age(str(age)) if isinstance(age, str | int | float | np.number) and not isinstance(age, bool) \
+            else None
         if years is None:
             raise InputError(f"age: expected years between 0 and {MAX_AGE}, got {age!r}")
     if sex is not None:

@@ -84,9 +84,9 @@ def read_radiograph(path: str | Path) -> Radiograph:
         raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
     suffix = path.suffix.lower()
     if kind == "dicom" or (kind is None and (suffix in DICOM_SUFFIXES or not suffix)):
-        return _finite(path, _read_dicom(path))
+        return _read_dicom(path)
     if kind is not None:
-        return _finite(path, Radiograph(_read_raster(path), None))
+        return Radiograph(_read_raster(path), None)  # _read_raster refuses non-finite samples
     if suffix in RASTER_SUFFIXES:
         raise InputError(f"{path}: cannot read image (its content is not {suffix[1:].upper()}, nor any type "
                          "we read)")
@@ -101,10 +101,7 @@ def radiograph_from_array(pixels: object, spacing_mm: float | None = None, what:
     if array.ndim != 2 or min(array.shape) < 2 or not np.issubdtype(array.dtype, np.number):
         raise InputError(f"{what}: expected an [H, W] array of grey values in [0, 1], got shape {array.shape} of "
                          f"{array.dtype} (convert colour to grey first)")
-    array = array.astype(np.float32)
-    bad = int(np.count_nonzero(~np.isfinite(array)))
-    if bad:
-        raise InputError(f"{what}: {bad} pixel(s) are not finite numbers (NaN or infinity)")
+    array = _finite(what, array.astype(np.float32))
     low, high = float(array.min()), float(array.max())
     if low < 0 or high > 1:
         raise InputError(f"{what}: grey values must lie in [0, 1], got {low:g} to {high:g} (divide 8-bit values by "
@@ -112,14 +109,13 @@ def radiograph_from_array(pixels: object, spacing_mm: float | None = None, what:
     return Radiograph(array, spacing_mm)
 
 
-def _finite(path: Path, radiograph: Radiograph) -> Radiograph:
-    """The radiograph, if every pixel is a finite number after the file's value transforms; InputError otherwise
-    (a NaN pixel would make p(osteoporosis) NaN)."""
-    bad = int(np.count_nonzero(~np.isfinite(radiograph.pixels)))
+def _finite(what: str | Path, pixels: np.ndarray, after: str = "") -> np.ndarray:
+    """pixels, if every one is a finite number; InputError naming `what` otherwise (a NaN pixel would make
+    p(osteoporosis) NaN). after: what produced them, for the message."""
+    bad = int(np.count_nonzero(~np.isfinite(pixels)))
     if bad:
-        raise InputError(f"{path}: {bad} pixel(s) are not finite numbers (NaN or infinity) after the file's value "
-                         "transforms (rescale, window)")
-    return radiograph
+        raise InputError(f"{what}: {bad} pixel(s) are not finite numbers (NaN or infinity){after}")
+    return pixels
 
 
 def _check_size(path: Path, rows: int, cols: int, samples: int, bytes_per_sample: float) -> None:
@@ -273,7 +269,8 @@ def _read_dicom(path: Path) -> Radiograph:
         unit = np.clip((np.asarray(transform(grey), dtype=np.float64) - low) / max(high - low, 1e-12), 0.0, 1.0)
         return 1.0 - unit if invert else unit
 
-    return Radiograph(_grey_in_strips(stored, scaled), _dicom_spacing(path, dataset))
+    pixels = _finite(path, _grey_in_strips(stored, scaled), " after the file's value transforms (rescale, window)")
+    return Radiograph(pixels, _dicom_spacing(path, dataset))
 
 
 def _identity(values: np.ndarray) -> np.ndarray:

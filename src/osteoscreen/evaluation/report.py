@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 
 import numpy as np
@@ -486,4 +485,4 @@ def _excluded_text(dataset: dict) -> str:
 
 
 def _json_text(payload) -> str:
-    return strict_json(json.loads(json.dumps(payload, default=str)))
+    return strict_json(payload, default=str)

@@ -19,6 +19,11 @@ DEVICES = ("auto", "cpu", "cuda")
 MAX_THREADS = 256
 
 
+def resolved_device(device: str) -> str:
+    """The device a configuration's `device` means on this machine: "auto" is cuda where available, else cpu."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a fit. Defaults: the paper's optimiser and schedule, the frozen mode."""
@@ -77,8 +82,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
-        if self.device == "auto":
-            object.__setattr__(self, "device", "cuda" if torch.cuda.is_available() else "cpu")
+        object.__setattr__(self, "device", resolved_device(self.device))
         if self.device == "cuda" and not torch.cuda.is_available():
             raise InputError("--device cuda: no CUDA device is available to this torch build")
         warn_if_emulated(self.precision, self.device)
