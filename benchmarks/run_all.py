@@ -12,6 +12,7 @@ import torch
 
 import bench_finetune_step
 import bench_frozen_loo
+import bench_landmarks
 import bench_memory
 import bench_render
 import bench_upload_memory
@@ -25,7 +26,8 @@ def main() -> int:
     print(f"machine: {cpu_name()}, {peak().cores} cores, torch {torch.__version__} ({torch.get_num_threads()} "
           f"threads), Python {platform.python_version()}; medians of {REPEATS} after a warm-up", flush=True)
     rows = []
-    for bench in (bench_finetune_step, bench_frozen_loo, bench_memory, bench_render, bench_upload_memory):
+    for bench in (bench_finetune_step, bench_frozen_loo, bench_memory, bench_render, bench_upload_memory,
+                  bench_landmarks):
         print(f"running {bench.__name__} ...", flush=True)
         rows += (new := bench.run())
         print(format_table(new), flush=True)  # as each finishes: a later failure loses nothing

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from osteoscreen import __version__
@@ -281,18 +282,41 @@ def cmd_predict(args) -> None:
     from osteoscreen.screening import predict
 
     model = Model.load(args.model)
+    landmark_model = None
+    if args.suggest is not None:
+        from osteoscreen.landmarking.model import LandmarkModel
+
+        landmark_model = LandmarkModel.load(args.suggest)
     source = Path(args.input)
     if not source.exists():
         raise InputError(f"{source}: no such dataset directory or image file")
     if source.is_dir():
         if args.landmarks:
             raise InputError("--landmarks is for a single image; a dataset directory has its landmarks.csv")
-        dataset = load_dataset(source, require_labels=False, ignore_unknown_labels=True)
-    elif args.landmarks is None:
-        raise InputError(f"{source}: a single image needs --landmarks FILE (CSV landmark,x,y or JSON)")
-    else:
+        dataset = load_dataset(source, require_labels=False, ignore_unknown_labels=True,
+                               require_landmarks=landmark_model is None)
+    elif args.landmarks is None and landmark_model is None:
+        raise InputError(f"{source}: a single image needs --landmarks FILE (CSV landmark,x,y or JSON), or "
+                         "--suggest LMODEL to have a landmark model place them")
+    elif args.landmarks is not None:
         dataset = single_image_dataset(source, args.landmarks)
+    else:
+        from osteoscreen.data.dataset import Dataset, Subject
+
+        dataset = Dataset(source.parent, [Subject(source.stem, source, None, np.full((8, 2), np.nan))])
+    if not source.is_dir():
         dataset.subjects = [replace(s, age=args.age, sex=args.sex) for s in dataset.subjects]
+    record = None
+    if landmark_model is not None:
+        from osteoscreen.landmarking.inputs import with_suggested_landmarks
+
+        dataset, suggestions = with_suggested_landmarks(dataset, landmark_model,
+                                                        progress("suggest", unit="radiograph"))
+        record = {"path": str(args.suggest), "created": landmark_model.info["created"],
+                  "training_data": landmark_model.info["training_data"]}
+        flagged = sum(int(s.flagged.sum()) for s in suggestions.values())
+        print(f"landmarks suggested for {len(suggestions)} radiograph(s) by {args.suggest}: {flagged} point(s) "
+              "flagged; the outputs say which")
     _backend_check(args)
     resources = None
     if args.backend == "ray":
@@ -301,7 +325,7 @@ def cmd_predict(args) -> None:
         resources = TaskResources(args.task_cpus, args.task_gpus)
     path = predict(model, dataset, args.out, figures=not args.no_figures,
                    progress=progress("screening", unit="shard" if resources else "subject"), ray=resources,
-                   address=args.address)
+                   address=args.address, landmark_model=record)
     print(f"screened {len(dataset.subjects)} radiograph(s) with {args.model}: {path}"
           + ("" if args.no_figures else f"; figures: {Path(args.out) / 'figures'}"))
 
@@ -388,6 +412,89 @@ def cmd_check_weights(args) -> None:
         print(f"  {rank}. {name} (class {index}): {probability:.3f}")
 
 
+def _landmark_config(args):
+    from osteoscreen.landmarking.model import LandmarkConfig
+
+    return LandmarkConfig(epochs=args.epochs, seed=args.seed)
+
+
+def cmd_landmarks_train(args) -> None:
+    from osteoscreen.landmarking.model import LandmarkModel
+    from osteoscreen.outputs import output_folder
+
+    with output_folder(args.out) as folder:
+        model = LandmarkModel.fit(args.data, _landmark_config(args), lambda name: progress(name, unit="step"))
+        model.write(folder)
+    print(f"trained a landmark model on the {model.info['training_data']['n']} radiographs of {args.data}: "
+          f"{args.out}")
+
+
+def cmd_landmarks_suggest(args) -> None:
+    from osteoscreen.landmarking.inputs import radiographs_in, suggest_all, write_suggestions
+    from osteoscreen.landmarking.model import LandmarkModel
+    from osteoscreen.outputs import output_file
+
+    model = LandmarkModel.load(args.lmodel)
+    out = output_file(args.out)
+    results = suggest_all(model, radiographs_in(args.input), progress("suggest", unit="radiograph"))
+    write_suggestions(out, results)
+    flagged = sum(int(s.flagged.sum()) for _, s in results)
+    print(f"suggested the landmarks of {len(results)} radiograph(s): {out}; {flagged} of {8 * len(results)} points "
+          "flagged (columns flagged, reason): look at them, and correct them (osteoscreen serve --data DIR), before "
+          "screening")
+
+
+def cmd_landmarks_evaluate(args) -> None:
+    from osteoscreen.landmarking.evaluation import evaluate_landmarks
+    from osteoscreen.landmarking.report import format_table, write_evaluation
+    from osteoscreen.model import Model
+    from osteoscreen.outputs import output_folder
+
+    screening = None if args.model is None else Model.load(args.model)
+    with output_folder(args.out, replaces="metrics.json") as folder:
+        evaluation = evaluate_landmarks(args.data, args.folds, _landmark_config(args), screening,
+                                        progress=lambda name: progress(name, unit="fold" if name == "folds" else
+                                                                       "subject"))
+        write_evaluation(evaluation, folder)
+    print(format_table(evaluation.summary()))
+    print(f"report: {Path(args.out) / 'report.html'}; per point: {Path(args.out) / 'errors.csv'}")
+
+
+def _add_landmark_commands(commands) -> None:
+    from osteoscreen.landmarking.model import LandmarkConfig
+
+    defaults = LandmarkConfig()
+    landmarks = commands.add_parser("landmarks", help="suggest the 8 landmarks: train a suggester, suggest, "
+                                    "evaluate")
+    actions = landmarks.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def training_options(parser) -> None:
+        parser.add_argument("--epochs", type=number(int, 1, 10_000), default=defaults.epochs,
+                            help=f"passes over the training radiographs (default {defaults.epochs})")
+        parser.add_argument("--seed", type=SEED, default=defaults.seed)
+
+    train = actions.add_parser("train", help="learn the landmarks of an annotated dataset (its landmarks.csv)")
+    train.add_argument("data", help="dataset directory with landmarks.csv (labels not needed)")
+    train.add_argument("--out", required=True, help="landmark model folder to create (LMODEL)")
+    training_options(train)
+    train.set_defaults(run=cmd_landmarks_train)
+
+    suggest = actions.add_parser("suggest", help="place the landmarks of new radiographs, each with a confidence")
+    suggest.add_argument("lmodel", help="landmark model folder (osteoscreen landmarks train)")
+    suggest.add_argument("input", help="an image, a dataset directory (subjects.csv) or a folder of images")
+    suggest.add_argument("--out", required=True, help="landmarks.csv to write (with confidence, flagged, reason)")
+    suggest.set_defaults(run=cmd_landmarks_suggest)
+
+    evaluate = actions.add_parser("evaluate", help="k-fold cross-validated accuracy on an annotated dataset")
+    evaluate.add_argument("data", help="dataset directory with landmarks.csv")
+    evaluate.add_argument("--out", required=True, help="folder for report.html, metrics.json and errors.csv")
+    evaluate.add_argument("--folds", type=number(int, 2, 10_000), default=5, help="folds (default 5)")
+    evaluate.add_argument("--model", default=None, metavar="MODEL",
+                          help="a screening model: also how far its p moves with suggested landmarks")
+    training_options(evaluate)
+    evaluate.set_defaults(run=cmd_landmarks_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from osteoscreen.baselines import BASELINES, CLINICAL
     from osteoscreen.data.dataset import MAX_AGE
@@ -468,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("input", help="a dataset directory (labels optional), or one image with --landmarks")
     predict.add_argument("--landmarks", default=None, help="landmarks of the single image: CSV landmark,x,y or JSON")
     predict.add_argument("--out", required=True)
+    predict.add_argument("--suggest", default=None, metavar="LMODEL",
+                         help="a landmark model (osteoscreen landmarks train) places the landmarks a radiograph lacks "
+                              "(a single image without --landmarks; a dataset's subjects without landmarks.csv rows)")
     predict.add_argument("--no-figures", action="store_true", help="write predictions.csv only")
     predict.add_argument("--age", type=number(float, 0, MAX_AGE), default=None,
                          help="single image: the patient's age in years (models trained with +clinical need it)")
@@ -501,6 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a further host name the page may be reached by (repeatable); requests addressed to "
                             "any other name are refused (DNS rebinding)")
     serve.set_defaults(run=cmd_serve)
+
+    _add_landmark_commands(commands)
 
     demo = commands.add_parser("demo", help="synthesise the default cohort and run the main job on it")
     demo.add_argument("--out", default="runs/demo")

@@ -21,7 +21,6 @@ another format version, another preprocessing, or whose weights file does not ma
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from osteoscreen import __version__
+from osteoscreen.bound_files import read_bound, write_bound
 from osteoscreen.data.cohort import COVARIATES_NEEDED, Cohort
 from osteoscreen.data.dataset import Subject, checked_covariates, read_landmark_file
 from osteoscreen.data.imageio import Radiograph, radiograph_from_array, read_radiograph
@@ -40,15 +40,14 @@ from osteoscreen.errors import InputError
 from osteoscreen.evaluation.crossval import CVConfig, FoldRunner
 from osteoscreen.evaluation.runs import run_metrics
 from osteoscreen.features import frozen_backbone, frozen_features
-from osteoscreen.jsoninput import read_json
 from osteoscreen.landmarks import CLASSES, DEFAULT_TASK, LANDMARKS, decision
 from osteoscreen.model_card import model_card
-from osteoscreen.model_info import BINDING_KEY, canonical_digest, check_model_info
+from osteoscreen.model_info import check_model_info
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import HEADS, build_head, head_of, method_name
 from osteoscreen.novelty import fit_novelty, novelty_distance, subject_features
 from osteoscreen.operating_point import FIXED_RULE, DecisionRule, FittedRule, fit_rule
-from osteoscreen.outputs import finite_or_null, output_folder, strict_json
+from osteoscreen.outputs import finite_or_null, output_folder
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.finetune import build_finetune_net
 from osteoscreen.training.fit import fit, head_features, predict_proba
@@ -56,8 +55,6 @@ from osteoscreen.training.fitted import FittedModel
 
 #: 2: model.json is bound to the weights (model_info.py); 3: decision rule, novelty reference and covariates.
 MODEL_FORMAT = 3
-#: model.json is a few kB; anything much larger is not one.
-MAX_INFO_BYTES = 1 << 20
 #: Version of the pixel pipeline (intensity percentiles, context crops, affine resampling). A model trained
 #: under another version saw differently prepared patches and is refused.
 PREPROCESSING_VERSION = 1
@@ -154,8 +151,6 @@ class Model:
 
     def write(self, folder: Path) -> None:
         """weights.safetensors, model.json and README.md into an empty folder."""
-        from safetensors.torch import save_file
-
         info = {key: value for key, value in self.info.items() if key != "weights_sha256"}
         if "hash" not in info["training_data"]:
             raise InputError("a saved model records its training data: fit it on a cohort loaded from a dataset "
@@ -164,10 +159,7 @@ class Model:
         if self.novelty is not None:
             state |= {f"novelty.{key}": torch.from_numpy(np.asarray(self.novelty[key], np.float64)).contiguous()
                       for key in ("mean", "precision")}
-        save_file(state, str(folder / WEIGHTS_FILE),
-                  metadata={"format": str(MODEL_FORMAT), BINDING_KEY: canonical_digest(info)})
-        info["weights_sha256"] = _sha256(folder / WEIGHTS_FILE)
-        (folder / INFO_FILE).write_text(strict_json(info))
+        info = write_bound(folder / WEIGHTS_FILE, folder / INFO_FILE, state, info, MODEL_FORMAT)
         (folder / CARD_FILE).write_text(model_card(info))
 
     def check_covariates(self, subjects: Sequence[Subject | SubjectPatches]) -> None:
@@ -277,39 +269,10 @@ def _info(fitted: FittedModel, rule: FittedRule, novelty: dict | None, training_
     return finite_or_null(info)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _load(model_dir: Path) -> Model:
-    from safetensors import SafetensorError, safe_open
-
+    info, state, config = read_bound(model_dir, WEIGHTS_FILE, INFO_FILE, MODEL_FORMAT,
+                                     "an osteoscreen model directory", check_model_info)
     info_path, weights_path = model_dir / INFO_FILE, model_dir / WEIGHTS_FILE
-    for path in (info_path, weights_path):
-        if not path.is_file():
-            raise InputError(f"{path}: not found ({model_dir} is not an osteoscreen model directory)")
-    document = read_json(info_path, max_bytes=MAX_INFO_BYTES)
-    model_format = document.object().get("format")
-    if model_format != MODEL_FORMAT:
-        raise InputError(f"{info_path}: model format {model_format!r}, this osteoscreen reads format "
-                         f"{MODEL_FORMAT}; retrain the model or use the osteoscreen version that wrote it")
-    config = check_model_info(document)
-    info = document.value
-    if _sha256(weights_path) != info["weights_sha256"]:
-        raise InputError(f"{weights_path}: does not match the SHA-256 recorded in {info_path} (corrupt or altered)")
-    try:
-        with safe_open(str(weights_path), "pt") as handle:  # one read: the binding and the tensors
-            binding = (handle.metadata() or {}).get(BINDING_KEY)
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise InputError(f"{weights_path}: not a readable safetensors file ({error})") from None
-    if binding != canonical_digest(info):
-        raise InputError(f"{info_path}: edited after the model was written (its content no longer matches the "
-                         f"SHA-256 bound into {WEIGHTS_FILE}); refused as tampering: restore it or retrain")
     try:
         fitted = _rebuild(config, state, info)
     except (KeyError, TypeError, RuntimeError) as error:

@@ -61,14 +61,14 @@ def _typed(value: JsonValue, kind: object) -> object:
     if typing.get_origin(kind) is tuple:
         return tuple(_typed(element, arguments[0]) for element in value.elements())
     if dataclasses.is_dataclass(kind):
-        return _dataclass(value, kind)
+        return read_dataclass(value, kind)
     raise TypeError(f"no JSON reading for {kind!r}")
 
 
 LATER_FIELDS = {TrainConfig: {"threads": 1}}  # fields added after models existed: the value such a model meant
 
 
-def _dataclass(value: JsonValue, cls: type, **overrides: object) -> object:
+def read_dataclass(value: JsonValue, cls: type, **overrides: object) -> object:
     """An instance of dataclass `cls` from a JSON object holding exactly its fields (each type-checked); the
     class's own checks (ranges, choices) are reported at the object's path."""
     hints = typing.get_type_hints(cls)
@@ -98,8 +98,8 @@ def read_config(info: JsonValue) -> TrainConfig:
         warnings.warn("this model was trained in bf16, which this machine only emulates: it runs in fp32 here (its "
                       "probabilities may differ by a few hundredths from a bf16 machine's, and so may a decision "
                       "close to the threshold)", InputWarning, stacklevel=3)
-        return _dataclass(info["config"], TrainConfig, device="auto", precision="fp32")
-    return _dataclass(info["config"], TrainConfig, device="auto")
+        return read_dataclass(info["config"], TrainConfig, device="auto", precision="fp32")
+    return read_dataclass(info["config"], TrainConfig, device="auto")
 
 
 def check_model_info(info: JsonValue) -> TrainConfig:

@@ -14,6 +14,7 @@ import numpy as np
 
 from osteoscreen.data.dataset import Dataset, Subject
 from osteoscreen.distributed import TaskResources
+from osteoscreen.landmarking.model import landmark_records
 from osteoscreen.landmarks import CLASSES, GROUPS, WHO_CLASSES, binary_label
 from osteoscreen.model import Model
 from osteoscreen.outputs import output_folder, strict_json, subject_file_names, write_index
@@ -22,9 +23,19 @@ PREDICTIONS_FILE, RUN_FILE = "predictions.csv", "prediction.json"
 #: predict's predictions.csv. The columns it shares with cv's (runs.PREDICTION_COLUMNS) are named and mean the same:
 #: subject_id; p_osteoporosis (after the model's calibration); decision (the class at the model's threshold);
 #: att_<group>; y_true (the subject's class in the model's task, CLASSES; empty when unlabelled or excluded by the
-#: task). who_class: the WHO class subjects.csv gives, whatever the task.
+#: task). who_class: the WHO class subjects.csv gives, whatever the task. landmarks: "annotated" or "suggested" (by a
+#: landmark model: `predict --suggest`), with the suggestion's lowest confidence and how many points it flagged.
 PREDICTION_COLUMNS = ["subject_id", "p_osteoporosis", "decision", *[f"att_{g}" for g in GROUPS], "y_true",
-                      "who_class", "novelty_distance", "unlike_training"]
+                      "who_class", "novelty_distance", "unlike_training", "landmarks", "landmark_confidence_min",
+                      "landmarks_flagged"]
+
+
+def landmark_columns(subject: Subject) -> list[str]:
+    """The landmarks, landmark_confidence_min and landmarks_flagged fields of a subject's row."""
+    if subject.landmark_confidence is None:
+        return ["annotated", "", ""]
+    return ["suggested", f"{float(np.min(subject.landmark_confidence)):.3f}",
+            str(sum(bool(reason) for reason in subject.landmark_flags or ()))]
 
 
 def _task_class(who: int | None, task: str) -> str:
@@ -46,7 +57,8 @@ def screen_subjects(shared: tuple[Model, Path | None], work: list[tuple[Subject,
                      *([""] * len(GROUPS) if result.attention is None else [f"{w:.6f}" for w in result.attention]),
                      _task_class(subject.who, model.task), "" if subject.who is None else WHO_CLASSES[subject.who],
                      "" if result.distance is None else f"{result.distance:.3f}",
-                     "" if result.unlike_training is None else ("yes" if result.unlike_training else "no")])
+                     "" if result.unlike_training is None else ("yes" if result.unlike_training else "no"),
+                     *landmark_columns(subject)])
         if figure_dir is not None:
             screening_figure(radiograph.pixels, subject, result.patches, model.config.patch.context,
                              result.probability, result.attention, result.decision, model.threshold,
@@ -55,9 +67,14 @@ def screen_subjects(shared: tuple[Model, Path | None], work: list[tuple[Subject,
 
 
 def predict(model: Model, dataset: Dataset, out_dir: str | Path, figures: bool = True,
-            progress: Callable = iter, ray: TaskResources | None = None, address: str | None = None) -> Path:
+            progress: Callable = iter, ray: TaskResources | None = None, address: str | None = None,
+            landmark_model: dict | None = None) -> Path:
     """Screen every subject of `dataset`: DIR/predictions.csv (input order) and, with figures,
     DIR/figures/<subject>.png. Returns the CSV's path.
+
+    Subjects whose landmarks were suggested (Subject.landmark_confidence) are marked in the CSV and the figures;
+    prediction.json then records the landmark model (`landmark_model`: its path and record) and every suggested
+    point with its confidence and flag.
 
     ray: screen shards of the input as Ray tasks of these resources (on `address`, or a local Ray instance);
     the rows come back in input order, so the CSV equals a local run's. Figures are written by the tasks: on a
@@ -83,9 +100,13 @@ def predict(model: Model, dataset: Dataset, out_dir: str | Path, figures: bool =
             writer.writerow(PREDICTION_COLUMNS)
             writer.writerows(rows)
         rule = model.rule
+        suggested = {s.subject_id: landmark_records(s.landmarks, s.landmark_confidence, s.landmark_flags)
+                     for s in dataset.subjects if s.landmark_confidence is not None}
         (folder / RUN_FILE).write_text(strict_json({"model": model.method, "model_created": model.info["created"],
                                                     "threshold": rule.threshold, "decision_rule": rule.rule,
-                                                    "calibration": rule.calibration, "n": len(rows)}))
+                                                    "calibration": rule.calibration, "n": len(rows),
+                                                    "landmark_model": landmark_model if suggested else None,
+                                                    "suggested_landmarks": suggested}))
     return out_dir / PREDICTIONS_FILE
 
 

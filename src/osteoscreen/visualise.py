@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
 import numpy as np
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
@@ -23,6 +26,13 @@ def subject_montage(patches: np.ndarray, title: str, class_name: str = "unlabell
     figure.suptitle(title, color=CLASS_COLOURS.get(class_name, "black"), fontsize=11)
     figure.tight_layout()
     return figure
+
+
+def figure_uri(figure: Figure) -> str:
+    """The figure as a PNG data URI, for a self-contained HTML page."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def save_figure(figure: Figure, path) -> None:
@@ -65,9 +75,12 @@ def screening_figure(pixels: np.ndarray, subject, patches, context: float, proba
     grid = figure.add_gridspec(3, 5, height_ratios=[2.2, 1, 1], width_ratios=[1, 1, 1, 1, 1.5])
     overview = figure.add_subplot(grid[0, :])
     overview.imshow(normalise_intensity(pixels[::step, ::step]), cmap="gray", vmin=0, vmax=1)
-    for name, (x, y) in zip(LANDMARKS, subject.landmarks, strict=True):
-        overview.plot(x / step, y / step, "+", color="#f1c40f", markersize=12, markeredgewidth=2)
-        overview.annotate(name, (x / step, y / step), xytext=(4, -6), textcoords="offset points", color="#f1c40f",
+    confidence, flags = subject.landmark_confidence, subject.landmark_flags or ("",) * len(LANDMARKS)
+    for index, (name, (x, y)) in enumerate(zip(LANDMARKS, subject.landmarks, strict=True)):
+        colour = "#e74c3c" if flags[index] else "#f1c40f"
+        label = name if confidence is None else f"{name} {confidence[index]:.2f}" + (" FLAGGED" if flags[index] else "")
+        overview.plot(x / step, y / step, "+", color=colour, markersize=12, markeredgewidth=2)
+        overview.annotate(label, (x / step, y / step), xytext=(4, -6), textcoords="offset points", color=colour,
                           fontsize=8)
     overview.set_axis_off()
     plain = patches.plain_views(context)
@@ -88,6 +101,10 @@ def screening_figure(pixels: np.ndarray, subject, patches, context: float, proba
     colour = CLASS_COLOURS.get(decision, "black")
     warning = ("\nWARNING: this radiograph is unlike the model's training data; the result may not apply"
                if unlike_training else "")
+    if confidence is not None:
+        count = sum(bool(f) for f in flags)
+        warning += (f"\nlandmarks SUGGESTED by a landmark model (confidence shown; lowest {min(confidence):.2f}; "
+                    f"{count} flagged): check them")
     figure.suptitle(f"{subject.subject_id}: p(osteoporosis) = {probability:.2f} (threshold {threshold:.2f}) -> "
                     f"{decision}    [research pre-screening, not a diagnosis]{warning}", color=colour, fontsize=12)
     figure.tight_layout()

@@ -61,6 +61,10 @@ class Subject:
     who: int | None = None  # WHO class index (landmarks.WHO_CLASSES); label is the binary one of a task
     age: float | None = None  # years, from subjects.csv
     sex: str | None = None  # "F" or "M", from subjects.csv
+    #: When the landmarks were suggested by a landmark model (osteoscreen.landmarking): each one's confidence [8] in
+    #: [0, 1] and why it is flagged ("" when it is not); None when they were annotated.
+    landmark_confidence: np.ndarray | None = None
+    landmark_flags: tuple[str, ...] | None = None
 
     def load_image(self) -> Radiograph:
         """Read the radiograph; the CSV spacing fills in where the file gives none."""

@@ -9,9 +9,7 @@ classified subjects (the paper's Figures 4 and 5).
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 
 import numpy as np
@@ -20,7 +18,7 @@ from sklearn.metrics import roc_curve
 
 from osteoscreen.landmarks import CLASSES, GROUPS, THRESHOLD, flagged
 from osteoscreen.outputs import strict_json
-from osteoscreen.visualise import CLASS_COLOURS, subject_montage
+from osteoscreen.visualise import CLASS_COLOURS, figure_uri, subject_montage
 
 PAPER_TABLE_1 = {"knn-lbp": (0.653, 0.429, 0.586), "ensemble-lbp": (0.796, 0.191, 0.614),
                  "concat": (0.667, 0.878, 0.814), "group-attention": (0.714, 0.939, 0.871)}
@@ -80,12 +78,6 @@ def _spread_html(spread: dict) -> str:
     return (f"<h3>Across {seeds} seeds</h3><p>The table above is the first seed's. Each seed re-draws "
             "initialisations, augmentations and (k-fold) the split; the spread shows how much of a difference "
             f"between methods is seed noise.</p><table><tr><th>method</th>{head}</tr>{rows}</table>")
-
-
-def _figure_uri(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def _img(uri: str, alt: str) -> str:
@@ -307,7 +299,7 @@ def _decision_html(decisions: dict, dataset: dict) -> str:
     cohort = dataset.get("positives", 0) / max(dataset.get("n", 1), 1)
     source = ("the cohort's own" if abs(prevalence - cohort) < 1e-9 else f"given with --prevalence (the cohort's is "
               f"{cohort:.2f})")
-    return (_img(_figure_uri(_decision_figure(decisions)), "decision curves") +
+    return (_img(figure_uri(_decision_figure(decisions)), "decision curves") +
             f"<p>Net benefit (Vickers &amp; Elkin 2006) of referring for DXA the subjects whose out-of-fold "
             f"probability reaches a threshold probability pt, at prevalence {prevalence:.2f} ({source}): "
             "sensitivity × prevalence − (1 − specificity) × (1 − prevalence) × pt / (1 − pt). pt is the risk at which "
@@ -392,7 +384,7 @@ def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labe
             title += "\nattention " + ", ".join(f"{g} {a:.2f}" for g, a in zip(GROUPS, result["attention"][index],
                                                                                strict=True))
         figure = subject_montage(cohort.patches[index].plain_views(context), title, CLASSES[labels[index]])
-        montages.append(f"<figure>{_img(_figure_uri(figure), title)}<figcaption>{html.escape(outcome)}"
+        montages.append(f"<figure>{_img(figure_uri(figure), title)}<figcaption>{html.escape(outcome)}"
                         "</figcaption></figure>")
 
     attention = _attention_figure(per_subject, labels)
@@ -412,15 +404,15 @@ def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labe
                       "The paper's numbers come from its private 70-subject cohort and are not comparable.</p>"
                       + _task_html(config, metrics)
                       + (_spread_html(spread) if spread and len(config.get("seeds", ())) > 1 else ""),
-        "Confusion matrices": _img(_figure_uri(_confusion_figure(metrics)), "confusion matrices"),
-        "ROC curves": _img(_figure_uri(_roc_figure(per_subject, labels)), "ROC curves"),
+        "Confusion matrices": _img(figure_uri(_confusion_figure(metrics)), "confusion matrices"),
+        "ROC curves": _img(figure_uri(_roc_figure(per_subject, labels)), "ROC curves"),
         "Operating point": _operating_html(metrics, config.get("rule_text")),
-        "Calibration": (_calibration_html(metrics) + _img(_figure_uri(_reliability_figure(metrics)),
+        "Calibration": (_calibration_html(metrics) + _img(figure_uri(_reliability_figure(metrics)),
                                                           "reliability diagram")),
         "Decision curves": (_decision_html(decisions, dataset) if decisions else "<p>Not computed.</p>"),
-        "Attention by group and class": (_img(_figure_uri(attention), "attention by group and class")
+        "Attention by group and class": (_img(figure_uri(attention), "attention by group and class")
                                          if attention is not None else "<p>No method with attention was run.</p>"),
-        "Training curves": (_img(_figure_uri(_curves_figure(curves)), "training curves") + "<p>Per epoch, on the "
+        "Training curves": (_img(figure_uri(_curves_figure(curves)), "training curves") + "<p>Per epoch, on the "
                             "training subjects of each fold: the mean cross-entropy of the augmented batches and the "
                             "fraction of them classified right as the steps saw them (training mode); the line is "
                             "the mean over folds, the band their minimum to maximum. They show convergence, not "

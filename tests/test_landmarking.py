@@ -1,0 +1,200 @@
+"""The landmark suggester: views and flips, a planted cohort whose landmarks are known, confidence and flags, the
+model file, the commands and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from osteoscreen.cli import main
+from osteoscreen.data.dataset import load_dataset
+from osteoscreen.errors import InputError, InputWarning
+from osteoscreen.landmarking.geometry import (
+    SWAP,
+    WorkingImage,
+    about,
+    sample,
+    to_image,
+    to_view,
+    whole_view,
+)
+from osteoscreen.landmarking.model import LandmarkConfig, LandmarkModel
+from osteoscreen.landmarks import LANDMARKS
+
+#: Where the planted landmarks sit, as fractions of (width, height): mirror-symmetric pairs, right (image left)
+#: first, like a PR's.
+TEMPLATE = np.array([(u, v) for u, v in ((0.15, 0.3), (0.18, 0.75), (0.36, 0.8), (0.25, 0.5))
+                     for u, v in ((u, v), (1 - u, v))])
+SIZE = (400, 800)  # height, width px
+
+
+def planted_image(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A radiograph-sized image with 8 bright blobs on a noisy background: (pixels [H, W] in [0, 1], points [8, 2])."""
+    height, width = SIZE
+    points = TEMPLATE * [width, height] + rng.normal(0, 12, TEMPLATE.shape)
+    yy, xx = np.mgrid[0:height, 0:width]
+    pixels = 0.2 + 0.03 * rng.standard_normal(SIZE)
+    for x, y in points:
+        pixels += 0.6 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 9.0 ** 2))
+    return np.clip(pixels, 0, 1), points
+
+
+def write_planted(root: Path, n: int, seed: int) -> Path:
+    """A dataset directory of n planted radiographs (16-bit PNG, spacing 0.1 mm) with their landmarks.csv."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    with open(root / "subjects.csv", "w", newline="") as subjects, open(root / "landmarks.csv", "w",
+                                                                          newline="") as landmarks:
+        subject_rows, landmark_rows = csv.writer(subjects), csv.writer(landmarks)
+        subject_rows.writerow(["subject_id", "image", "label", "pixel_spacing_mm"])
+        landmark_rows.writerow(["subject_id", "landmark", "x", "y"])
+        for i in range(n):
+            pixels, points = planted_image(rng)
+            Image.fromarray((pixels * 65535).round().astype(np.uint16)).save(root / "images" / f"S{i}.png")
+            subject_rows.writerow([f"S{i}", f"images/S{i}.png", "normal", "0.1"])
+            landmark_rows.writerows([f"S{i}", name, f"{x:.1f}", f"{y:.1f}"]
+                                    for name, (x, y) in zip(LANDMARKS, points, strict=True))
+    return root
+
+
+SMALL = LandmarkConfig(view=(96, 192), epochs=30, batch=6)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """(dataset directory of 12 planted radiographs, a model trained on them with the SMALL configuration)."""
+    root = write_planted(tmp_path_factory.mktemp("planted") / "data", 12, seed=0)
+    return root, LandmarkModel.fit(root, SMALL)
+
+
+def test_views_map_points_both_ways_and_a_flip_swaps_the_sides():
+    points = TEMPLATE * [800, 400] + 3.0
+    plain = whole_view((400, 800), (96, 192))
+    for matrix in (plain, plain @ about((96, 48), 1.1, 5.0, flip=True)):
+        assert np.allclose(to_image(matrix, to_view(matrix, points)), points)
+    pixels, _ = planted_image(np.random.default_rng(1))
+    image, mirrored_image = (WorkingImage.from_pixels(p, 0.1) for p in (pixels, pixels[:, ::-1].copy()))
+    plain = whole_view(image.shape, (96, 192))
+    flipped = plain @ about((96, 48), flip=True)
+    # a flipped view of the radiograph is the plain view of the mirrored radiograph ...
+    assert torch.allclose(sample(image.level, image.shape, flipped[None], (96, 192)),
+                          sample(mirrored_image.level, image.shape, plain[None], (96, 192)), atol=1e-5)
+    # ... whose landmarks are the mirrored points with right and left swapped (what training targets use)
+    mirrored_points = np.stack([800 - 1 - points[:, 0], points[:, 1]], axis=1)[list(SWAP)]
+    assert np.allclose(to_view(flipped, points)[list(SWAP)], to_view(plain, mirrored_points))
+    assert tuple(SWAP) == (1, 0, 3, 2, 5, 4, 7, 6)
+
+
+def test_a_planted_cohort_is_learnt_and_held_out_radiographs_are_placed_confidently(planted):
+    _, model = planted
+    rng = np.random.default_rng(99)
+    errors, confidence = [], []
+    for _ in range(4):
+        pixels, points = planted_image(rng)
+        suggestion = model.suggest(pixels, spacing_mm=0.1)
+        errors.append(np.hypot(*(suggestion.points - points).T))
+        confidence.append(suggestion.confidence)
+    errors = np.array(errors)
+    assert np.median(errors) < 8.0, errors.round(1)  # px; blobs are 9 px wide, the template jitters by 12 px
+    assert np.median(confidence) > 0.3
+
+
+def test_a_mirrored_radiograph_gets_the_mirrored_landmarks_with_the_sides_swapped(planted):
+    _, model = planted
+    pixels, _ = planted_image(np.random.default_rng(5))
+    direct = model.suggest(pixels, spacing_mm=0.1)
+    mirrored = model.suggest(pixels[:, ::-1].copy(), spacing_mm=0.1)
+    back = mirrored.points[list(SWAP)].copy()
+    back[:, 0] = SIZE[1] - 1 - back[:, 0]
+    assert np.hypot(*(back - direct.points).T).max() < 10.0
+
+
+def test_an_image_with_nothing_to_find_is_flagged_everywhere_not_placed_confidently(planted):
+    _, model = planted
+    flat = 0.2 + 0.03 * np.random.default_rng(3).standard_normal(SIZE)
+    suggestion = model.suggest(np.clip(flat, 0, 1), spacing_mm=0.1)
+    assert suggestion.flagged.sum() >= 6, suggestion.reasons
+    assert all("unsure" in r or "place" in r or "disagree" in r for r in suggestion.reasons if r)
+
+
+def test_a_jaw_cut_off_by_the_frame_is_flagged(planted):
+    _, model = planted
+    pixels, _ = planted_image(np.random.default_rng(6))
+    cut = pixels[:, 100:]  # the image's left (the patient's right condyle at x = 120) nearly out of frame
+    padded = np.concatenate([cut, np.full((SIZE[0], 100), 0.2)], axis=1)
+    suggestion = model.suggest(padded[:, :700], spacing_mm=0.1)
+    assert suggestion.flagged[LANDMARKS.index("condyle_right")]
+
+
+def test_bad_images_are_refused_or_warned(planted):
+    _, model = planted
+    with pytest.raises(InputError, match="too small"):
+        model.suggest(np.zeros((100, 200)))
+    ceph = np.clip(0.2 + 0.03 * np.random.default_rng(0).standard_normal((800, 900)), 0, 1)
+    with pytest.warns(InputWarning, match="unlike a panoramic radiograph"):
+        suggestion = model.suggest(ceph)
+    assert suggestion.flagged.all()
+    with pytest.raises(InputError):
+        model.suggest(np.full(SIZE, np.nan))
+
+
+def test_the_model_file_round_trips_and_refuses_tampering(planted, tmp_path):
+    root, model = planted
+    folder = model.save(tmp_path / "lmodel")
+    loaded = LandmarkModel.load(folder)
+    pixels, _ = planted_image(np.random.default_rng(7))
+    assert np.array_equal(loaded.suggest(pixels).points, model.suggest(pixels).points)
+    info = json.loads((folder / "landmark-model.json").read_text())
+    info["config"]["epochs"] = 1
+    (folder / "landmark-model.json").write_text(json.dumps(info))
+    with pytest.raises(InputError, match="tampering"):
+        LandmarkModel.load(folder)
+    with pytest.raises(InputError, match="not found"):
+        LandmarkModel.load(tmp_path)
+    with pytest.raises(InputError, match="already exists"):
+        model.save(folder)
+
+
+def test_commands_train_suggest_evaluate_and_predict_with_suggested_landmarks(planted, tmp_path, capsys):
+    root, _ = planted
+    fast = ["--epochs", "2"]
+    assert main(["landmarks", "train", str(root), "--out", str(tmp_path / "lmodel"), *fast]) == 0
+    out = tmp_path / "suggested.csv"
+    assert main(["landmarks", "suggest", str(tmp_path / "lmodel"), str(root / "images"), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 12 * 8 and {"confidence", "flagged", "reason"} <= set(rows[0])
+    # an ordinary landmarks.csv: a dataset made of it loads
+    copy = tmp_path / "copy"
+    shutil.copytree(root / "images", copy / "images")
+    (copy / "subjects.csv").write_text((root / "subjects.csv").read_text())
+    (copy / "landmarks.csv").write_text(out.read_text())
+    assert len(load_dataset(copy, require_labels=False).subjects) == 12
+    assert main(["landmarks", "evaluate", str(root), "--out", str(tmp_path / "eval"), "--folds", "2", *fast]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["unit"] == "mm" and metrics["n"] == 12 and set(metrics["landmarks"]) == set(LANDMARKS)
+    assert "sdr_4mm" in metrics["overall"] and "<img" in (tmp_path / "eval" / "report.html").read_text()
+    assert "MRE mm" in capsys.readouterr().out
+
+
+def test_predict_screens_a_radiograph_without_landmarks_from_suggested_ones(planted, web_model, tmp_path):
+    root, model = planted
+    lmodel = model.save(tmp_path / "lmodel")
+    image = root / "images" / "S0.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)
+        assert main(["predict", str(web_model), str(image), "--suggest", str(lmodel), "--out",
+                     str(tmp_path / "p")]) == 0
+    row = next(csv.DictReader(open(tmp_path / "p" / "predictions.csv")))
+    assert row["landmarks"] == "suggested" and 0 <= float(row["landmark_confidence_min"]) <= 1
+    record = json.loads((tmp_path / "p" / "prediction.json").read_text())
+    assert record["landmark_model"]["path"] == str(lmodel)
+    assert [r["landmark"] for r in record["suggested_landmarks"]["S0"]] == list(LANDMARKS)
+    assert main(["predict", str(web_model), str(image), "--out", str(tmp_path / "q")]) == 2  # neither given
