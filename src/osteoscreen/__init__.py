@@ -12,6 +12,8 @@ The public Python API (README "Python API"); names load on first use, so `import
 - evaluation: `cross_validate(cohort, CVConfig(...))` -> `CVResult`;
 - a trained model: `Model.fit(cohort, method)`, `Model.load(path)`, `model.predict(cohort)`,
   `model.screen(image, landmarks)`, `model.save(path)` -> `Screening` results;
+- landmarks by suggestion: `LandmarkModel.fit(dataset_dir)`, `.suggest(image)` -> `Suggestion` (points,
+  confidence, flags), `.save(path)`, `LandmarkModel.load(path)`; `LandmarkConfig`;
 - configuration: `TrainConfig`, `CVConfig`, `PatchConfig`, `DecisionRule`; registries `HEADS`, `BACKBONES`,
   `METRICS`; `InputError` for bad input.
 """
@@ -39,6 +41,9 @@ _EXPORTS = {
     "HEADS": "osteoscreen.models.heads",
     "BACKBONES": "osteoscreen.models.backbones",
     "InputError": "osteoscreen.errors",
+    "LandmarkModel": "osteoscreen.landmarking.model",
+    "LandmarkConfig": "osteoscreen.landmarking.model",
+    "Suggestion": "osteoscreen.landmarking.model",
 }
 
 __all__ = ["__version__", "load_dataset", *_EXPORTS]
