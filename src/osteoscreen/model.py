@@ -151,15 +151,14 @@ class Model:
 
     def write(self, folder: Path) -> None:
         """weights.safetensors, model.json and README.md into an empty folder."""
-        info = {key: value for key, value in self.info.items() if key != "weights_sha256"}
-        if "hash" not in info["training_data"]:
+        if "hash" not in self.info["training_data"]:
             raise InputError("a saved model records its training data: fit it on a cohort loaded from a dataset "
                              "directory (osteoscreen.load_dataset)")
         state = _state(self.fitted, _backbone(self.fitted))
         if self.novelty is not None:
             state |= {f"novelty.{key}": torch.from_numpy(np.asarray(self.novelty[key], np.float64)).contiguous()
                       for key in ("mean", "precision")}
-        info = write_bound(folder / WEIGHTS_FILE, folder / INFO_FILE, state, info, MODEL_FORMAT)
+        info = write_bound(folder / WEIGHTS_FILE, folder / INFO_FILE, state, self.info, MODEL_FORMAT)
         (folder / CARD_FILE).write_text(model_card(info))
 
     def check_covariates(self, subjects: Sequence[Subject | SubjectPatches]) -> None:

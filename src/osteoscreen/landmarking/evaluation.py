@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import KFold
 
-from osteoscreen.arguments import check_range, check_type
-from osteoscreen.data.dataset import load_dataset
+from osteoscreen.arguments import check_range
 from osteoscreen.data.patches import PatchConfig
 from osteoscreen.landmarking.geometry import WorkingImage
 from osteoscreen.landmarking.model import LandmarkConfig, LandmarkModel, Suggestion, TrainingImages
@@ -97,12 +96,10 @@ def evaluate_landmarks(data: str | Path, folds: int = 5, config: LandmarkConfig 
     The split is by radiograph (one per subject), shuffled with config.seed. screening_model: a Model whose p is
     compared between annotated and suggested landmarks; patch: the screening patch for the overlap (the model's,
     else the default 100 px)."""
-    check_type(data, (str, Path), "data", "a dataset directory")
     config = config or LandmarkConfig()
-    dataset = load_dataset(data, check_images=False, require_labels=False)
-    check_range(isinstance(folds, int) and 2 <= folds <= len(dataset.subjects), "folds",
-                f"an integer in 2..{len(dataset.subjects)} (the radiographs)", folds)
-    training = TrainingImages.from_dataset(dataset, progress("images"))
+    training = TrainingImages.from_dataset(data, progress("images"), allow_shared_images=False)
+    check_range(isinstance(folds, int) and 2 <= folds <= len(training.images), "folds",
+                f"an integer in 2..{len(training.images)} (the radiographs)", folds)
     patch = patch or (screening_model.config.patch if screening_model is not None else PatchConfig())
     n = len(training.images)
     fold_of = np.zeros(n, dtype=np.int64)
@@ -124,7 +121,7 @@ def evaluate_landmarks(data: str | Path, folds: int = 5, config: LandmarkConfig 
     p_change = None
     if screening_model is not None:
         p_change = np.array([_p_change(screening_model, subject, suggestion)
-                             for subject, suggestion in zip(dataset.subjects, suggestions, strict=True)])
+                             for subject, suggestion in zip(training.subjects, suggestions, strict=True)])
     record = {"folds": folds, "landmark_config": config.__dict__.copy(), "patch": patch.__dict__.copy(),
               "data": training.summary,
               "screening_model": None if screening_model is None else screening_model.info.get("method")}

@@ -37,7 +37,7 @@ import torch
 from osteoscreen import __version__
 from osteoscreen.arguments import check_fields, check_range, check_type
 from osteoscreen.bound_files import read_bound, write_bound
-from osteoscreen.data.dataset import Dataset, load_dataset
+from osteoscreen.data.dataset import Subject, load_dataset
 from osteoscreen.data.imageio import Radiograph, radiograph_from_array, read_radiograph
 from osteoscreen.errors import InputError, InputWarning
 from osteoscreen.jsoninput import JsonValue
@@ -47,7 +47,7 @@ from osteoscreen.landmarking.training import build_net, train_net
 from osteoscreen.landmarks import LANDMARKS
 from osteoscreen.model_info import read_dataclass
 from osteoscreen.outputs import output_folder
-from osteoscreen.utils import intra_op_threads, thread_map
+from osteoscreen.utils import intra_op_threads
 
 LANDMARK_MODEL_FORMAT = 1
 WEIGHTS_FILE, INFO_FILE = "weights.safetensors", "landmark-model.json"
@@ -127,40 +127,43 @@ def landmark_records(points: np.ndarray, confidence: np.ndarray, reasons: Sequen
 
 @dataclass
 class TrainingImages:
-    """Annotated radiographs ready for training: working images, their points [8, 2] px (NaN: unannotated), ids."""
+    """Annotated radiographs ready for training: the dataset's subjects (their landmarks [8, 2] px), each one's
+    working image, and the record a model keeps of the data (path, hash, n, synthetic)."""
 
+    subjects: list[Subject]
     images: list[WorkingImage]
-    points: list[np.ndarray]
-    subject_ids: list[str] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
 
     @classmethod
-    def from_dataset(cls, data: str | Path | Dataset, progress: Callable[[Iterable], Iterable] = iter
-                     ) -> TrainingImages:
-        """Every subject of a dataset (directory or Dataset) with its landmarks.csv points; labels not needed."""
-        check_type(data, (str, Path, Dataset), "data", "a dataset directory or a Dataset")
-        dataset = data if isinstance(data, Dataset) else load_dataset(data, check_images=False, require_labels=False)
-        if len(dataset.subjects) < 2:
-            raise InputError(f"{dataset.root}: a landmark model needs at least 2 annotated radiographs, found "
-                             f"{len(dataset.subjects)}")
-        images = thread_map(lambda s: working_image(s.load_image(), s.image_path), dataset.subjects, progress)
-        for subject, image in zip(dataset.subjects, images, strict=True):
-            marks = subject.landmarks
-            outside = np.isfinite(marks).all(axis=1) & ~((marks >= -0.5).all(axis=1)
-                                                         & (marks[:, 0] <= image.shape[1] - 0.5)
-                                                         & (marks[:, 1] <= image.shape[0] - 0.5))
-            if outside.any():
-                raise InputError(f"{dataset.root / 'landmarks.csv'}: subject {subject.subject_id!r}: landmark "
-                                 f"{LANDMARKS[int(np.argmax(outside))]} lies outside its "
-                                 f"{image.shape[1]}x{image.shape[0]} image")
+    def from_dataset(cls, data: str | Path, progress: Callable[[Iterable], Iterable] = iter,
+                     allow_shared_images: bool = True) -> TrainingImages:
+        """Every subject of a dataset directory with its landmarks.csv points (labels not needed), validated by
+        load_dataset (which also refuses landmarks outside their image) and each radiograph decoded once.
+        allow_shared_images=False refuses two subjects sharing a file (evaluation: it would leak across folds)."""
+        check_type(data, (str, Path), "data", "a dataset directory")
+        images: dict[str, WorkingImage] = {}
+
+        def keep(subject: Subject, radiograph: Radiograph) -> None:
+            images[subject.subject_id] = working_image(radiograph, subject.image_path)
+
+        dataset = load_dataset(data, require_labels=False, allow_shared_images=allow_shared_images, on_image=keep,
+                               progress=progress)
         summary = {"path": str(dataset.root), "hash": dataset.content_hash(), "n": len(dataset.subjects),
                    "synthetic": (dataset.root / "phantom.json").exists()}
-        return cls(images, [s.landmarks.copy() for s in dataset.subjects], [s.subject_id for s in dataset.subjects],
-                   summary)
+        return cls(dataset.subjects, [images[s.subject_id] for s in dataset.subjects], summary)
+
+    @property
+    def points(self) -> list[np.ndarray]:
+        """[8, 2] annotated points (px) per radiograph."""
+        return [s.landmarks for s in self.subjects]
+
+    @property
+    def subject_ids(self) -> list[str]:
+        return [s.subject_id for s in self.subjects]
 
     def subset(self, indices: Sequence[int]) -> TrainingImages:
-        return TrainingImages([self.images[i] for i in indices], [self.points[i] for i in indices],
-                              [self.subject_ids[i] for i in indices], dict(self.summary, n=len(indices)))
+        return TrainingImages([self.subjects[i] for i in indices], [self.images[i] for i in indices],
+                              dict(self.summary, n=len(indices)))
 
 
 def working_image(radiograph: Radiograph, what: str | Path = "image") -> WorkingImage:
@@ -188,9 +191,9 @@ class LandmarkModel:
         self.shape_sd = np.asarray(info["shape"]["sd"], dtype=np.float64)
 
     @classmethod
-    def fit(cls, data: str | Path | Dataset | TrainingImages, config: LandmarkConfig | None = None,
+    def fit(cls, data: str | Path | TrainingImages, config: LandmarkConfig | None = None,
             progress: Callable[[str], Callable] = lambda _: iter, weights: str = "imagenet") -> LandmarkModel:
-        """Train on annotated radiographs: a dataset directory or Dataset with landmarks.csv, or TrainingImages.
+        """Train on annotated radiographs: a dataset directory with landmarks.csv, or TrainingImages.
         progress(stage) wraps the images' loading ("images") and the training steps ("train")."""
         config = config or LandmarkConfig()
         check_type(config, LandmarkConfig, "config")
