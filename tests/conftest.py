@@ -1,4 +1,5 @@
-"""Shared fixtures: small phantom cohorts generated once per test session; web-test helpers."""
+"""Shared fixtures: small phantom cohorts generated once per test session, a planted landmark cohort and its
+landmark model; web-test helpers."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from osteoscreen.data.cohort import Cohort
 from osteoscreen.data.patches import PatchConfig
 from osteoscreen.data.phantom import PhantomConfig, synthesise
 from osteoscreen.data.subject_patches import SubjectPatches
-from osteoscreen.landmarks import GROUPS
+from osteoscreen.landmarking.model import LandmarkConfig, LandmarkModel
+from osteoscreen.landmarks import GROUPS, LANDMARKS
 from osteoscreen.model import train_model
 from osteoscreen.training.config import TrainConfig
 
@@ -97,6 +99,58 @@ def dataset_missing_one_subject(source: Path, out: Path) -> tuple[Path, dict[str
         writer.writeheader()
         writer.writerows(r for r in rows if r["subject_id"] != subject_id)
     return out, removed
+
+
+#: Where the planted landmarks sit, as fractions of (width, height): mirror-symmetric pairs, right (image left)
+#: first, like a PR's.
+TEMPLATE = np.array([(u, v) for u, v in ((0.15, 0.3), (0.18, 0.75), (0.36, 0.8), (0.25, 0.5))
+                     for u, v in ((u, v), (1 - u, v))])
+SIZE = (400, 800)  # height, width px
+
+
+def planted_image(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A radiograph-sized image with 8 bright blobs on a noisy background: (pixels [H, W] in [0, 1], points [8, 2])."""
+    height, width = SIZE
+    points = TEMPLATE * [width, height] + rng.normal(0, 12, TEMPLATE.shape)
+    yy, xx = np.mgrid[0:height, 0:width]
+    pixels = 0.2 + 0.03 * rng.standard_normal(SIZE)
+    for x, y in points:
+        pixels += 0.6 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 9.0 ** 2))
+    return np.clip(pixels, 0, 1), points
+
+
+def write_planted(root: Path, n: int, seed: int) -> Path:
+    """A dataset directory of n planted radiographs (16-bit PNG, spacing 0.1 mm) with their landmarks.csv."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    with open(root / "subjects.csv", "w", newline="") as subjects, open(root / "landmarks.csv", "w",
+                                                                          newline="") as landmarks:
+        subject_rows, landmark_rows = csv.writer(subjects), csv.writer(landmarks)
+        subject_rows.writerow(["subject_id", "image", "label", "pixel_spacing_mm"])
+        landmark_rows.writerow(["subject_id", "landmark", "x", "y"])
+        for i in range(n):
+            pixels, points = planted_image(rng)
+            Image.fromarray((pixels * 65535).round().astype(np.uint16)).save(root / "images" / f"S{i}.png")
+            subject_rows.writerow([f"S{i}", f"images/S{i}.png", "normal", "0.1"])
+            landmark_rows.writerows([f"S{i}", name, f"{x:.1f}", f"{y:.1f}"]
+                                    for name, (x, y) in zip(LANDMARKS, points, strict=True))
+    return root
+
+
+SMALL = LandmarkConfig(view=(96, 192), epochs=30, batch=6)
+
+
+@pytest.fixture(scope="session")
+def planted(tmp_path_factory):
+    """(dataset directory of 12 planted radiographs, a model trained on them with the SMALL configuration)."""
+    root = write_planted(tmp_path_factory.mktemp("planted") / "data", 12, seed=0)
+    return root, LandmarkModel.fit(root, SMALL)
+
+
+@pytest.fixture(scope="session")
+def planted_lmodel(planted, tmp_path_factory) -> Path:
+    """The planted model saved as a landmark model folder (LMODEL)."""
+    return planted[1].save(tmp_path_factory.mktemp("planted") / "lmodel")
 
 
 @pytest.fixture(scope="session")

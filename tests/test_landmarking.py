@@ -7,13 +7,12 @@ import csv
 import json
 import shutil
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from conftest import SIZE, TEMPLATE, planted_image
 from osteoscreen.cli import main
 from osteoscreen.data.dataset import load_dataset
 from osteoscreen.errors import InputError, InputWarning
@@ -26,53 +25,8 @@ from osteoscreen.landmarking.geometry import (
     to_view,
     whole_view,
 )
-from osteoscreen.landmarking.model import LandmarkConfig, LandmarkModel
+from osteoscreen.landmarking.model import LandmarkModel
 from osteoscreen.landmarks import LANDMARKS
-
-#: Where the planted landmarks sit, as fractions of (width, height): mirror-symmetric pairs, right (image left)
-#: first, like a PR's.
-TEMPLATE = np.array([(u, v) for u, v in ((0.15, 0.3), (0.18, 0.75), (0.36, 0.8), (0.25, 0.5))
-                     for u, v in ((u, v), (1 - u, v))])
-SIZE = (400, 800)  # height, width px
-
-
-def planted_image(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A radiograph-sized image with 8 bright blobs on a noisy background: (pixels [H, W] in [0, 1], points [8, 2])."""
-    height, width = SIZE
-    points = TEMPLATE * [width, height] + rng.normal(0, 12, TEMPLATE.shape)
-    yy, xx = np.mgrid[0:height, 0:width]
-    pixels = 0.2 + 0.03 * rng.standard_normal(SIZE)
-    for x, y in points:
-        pixels += 0.6 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 9.0 ** 2))
-    return np.clip(pixels, 0, 1), points
-
-
-def write_planted(root: Path, n: int, seed: int) -> Path:
-    """A dataset directory of n planted radiographs (16-bit PNG, spacing 0.1 mm) with their landmarks.csv."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    with open(root / "subjects.csv", "w", newline="") as subjects, open(root / "landmarks.csv", "w",
-                                                                          newline="") as landmarks:
-        subject_rows, landmark_rows = csv.writer(subjects), csv.writer(landmarks)
-        subject_rows.writerow(["subject_id", "image", "label", "pixel_spacing_mm"])
-        landmark_rows.writerow(["subject_id", "landmark", "x", "y"])
-        for i in range(n):
-            pixels, points = planted_image(rng)
-            Image.fromarray((pixels * 65535).round().astype(np.uint16)).save(root / "images" / f"S{i}.png")
-            subject_rows.writerow([f"S{i}", f"images/S{i}.png", "normal", "0.1"])
-            landmark_rows.writerows([f"S{i}", name, f"{x:.1f}", f"{y:.1f}"]
-                                    for name, (x, y) in zip(LANDMARKS, points, strict=True))
-    return root
-
-
-SMALL = LandmarkConfig(view=(96, 192), epochs=30, batch=6)
-
-
-@pytest.fixture(scope="module")
-def planted(tmp_path_factory):
-    """(dataset directory of 12 planted radiographs, a model trained on them with the SMALL configuration)."""
-    root = write_planted(tmp_path_factory.mktemp("planted") / "data", 12, seed=0)
-    return root, LandmarkModel.fit(root, SMALL)
 
 
 def test_views_map_points_both_ways_and_a_flip_swaps_the_sides():

@@ -4,6 +4,7 @@ import base64
 import csv
 import io
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -345,3 +346,43 @@ def test_screen_warns_when_the_upload_is_unlike_the_training_data(screening, sma
     data, landmarks, _ = subject_upload(noise)
     result = screening.post("/api/screen", files=upload(data), data={"landmarks": json.dumps(landmarks)}).json()
     assert result["unlike_training"] is True and result["p_osteoporosis"] >= 0
+
+
+def test_suggest_gives_the_landmark_models_points_in_both_modes_and_warns_on_a_photo(planted, planted_lmodel,
+                                                                                     web_model, tmp_path):
+    root, model = planted
+    data_dir = Path(shutil.copytree(root, tmp_path / "data"))
+    client = local_client(create_app(model_dir=web_model, data_dir=data_dir, landmark_model_dir=planted_lmodel))
+    info = client.get("/api/info").json()
+    assert info["suggest"] and info["landmark_model"]["training_radiographs"] == 12
+    expected = model.suggest(data_dir / "images" / "S0.png")
+    uploaded = client.post("/api/suggest", files=upload((data_dir / "images" / "S0.png").read_bytes())).json()
+    annotated = client.get("/api/subjects/0/suggestion").json()
+    for answer in (uploaded, annotated):
+        np.testing.assert_allclose(in_order(answer["landmarks"]), expected.points, atol=0.005)
+        assert [p["confidence"] for p in answer["points"]] == [round(float(c), 3) for c in expected.confidence]
+        assert [p["flagged"] for p in answer["points"]] == expected.flagged.tolist() and answer["warnings"] == []
+    assert annotated["subject_id"] == "S0"
+    assert (data_dir / "landmarks.csv").read_bytes() == (root / "landmarks.csv").read_bytes()  # nothing saved
+
+    square = io.BytesIO()
+    Image.fromarray(np.full((600, 600), 128, dtype=np.uint8)).save(square, format="PNG")
+    photo = client.post("/api/suggest", files=upload(square.getvalue())).json()
+    assert all(p["flagged"] for p in photo["points"])
+    assert len(photo["warnings"]) == 1 and "unlike a panoramic radiograph" in photo["warnings"][0]
+
+
+def test_suggestion_answers_only_with_a_landmark_model(screening, small_png_cohort):
+    data, _, _ = subject_upload(small_png_cohort)
+    assert not screening.get("/api/info").json()["suggest"]
+    refused = screening.post("/api/suggest", files=upload(data))
+    assert refused.status_code == 404 and "--landmarks-model LMODEL" in refused.json()["error"]
+    assert screening.get("/api/subjects/0/suggestion").status_code == 404
+
+
+def test_serve_refuses_a_tampered_landmark_model(planted, planted_lmodel, tmp_path, capsys):
+    tampered = Path(shutil.copytree(planted_lmodel, tmp_path / "lmodel"))
+    info = tampered / "landmark-model.json"
+    info.write_text(info.read_text().replace('"epochs": 30', '"epochs": 31'))
+    assert main(["serve", "--data", str(planted[0]), "--landmarks-model", str(tampered), "--port", "0"]) == 2
+    assert "landmark-model.json" in capsys.readouterr().err

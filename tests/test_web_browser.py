@@ -155,3 +155,69 @@ def test_annotation_mode_saves_the_clicked_landmarks(browser, annotation_dataset
     np.testing.assert_allclose(np.array([rows[n] for n in LANDMARKS]), np.array([removed[n] for n in LANDMARKS]),
                                atol=1.0 / scale + 0.5)
     assert len(list(Path(data_dir).glob("landmarks.csv.*.bak"))) == 1
+
+
+def suggested_classes(driver) -> dict[str, str]:
+    """{landmark: the marker's suggestion class ("suggested", "flagged" or "")}."""
+    return driver.execute_script(
+        "const out = {}; for (const c of document.querySelectorAll('#overlay circle')) out[c.dataset.name] = "
+        "c.classList.contains('flagged') ? 'flagged' : c.classList.contains('suggested') ? 'suggested' : '';"
+        "return out;")
+
+
+def test_suggest_marks_unsure_points_and_saves_only_after_the_user_checked_them(browser, planted, planted_lmodel,
+                                                                                 tmp_path):
+    root, model = planted
+    data_dir = Path(shutil.copytree(root, tmp_path / "data"))
+    expected = model.suggest(data_dir / "images" / "S0.png")
+    with Server(create_app(data_dir=data_dir, landmark_model_dir=planted_lmodel)) as url:
+        browser.get(url)
+        wait_for(browser, "window.osteoscreen.width > 0 && window.osteoscreen.subject === 0")
+        browser.find_element(By.ID, "suggest-button").click()
+        wait_for(browser, "Object.keys(window.osteoscreen.suggested).length === 8")
+        np.testing.assert_allclose(page_landmarks(browser), expected.points, atol=0.005)
+        assert suggested_classes(browser) == {name: "flagged" if flagged else "suggested"
+                                              for name, flagged in zip(LANDMARKS, expected.flagged, strict=True)}
+        save, review = browser.find_element(By.ID, "save-button"), browser.find_element(By.ID, "review-check")
+        assert review.is_displayed() and not save.is_enabled()  # not saved before the user has checked them
+
+        before = page_landmarks(browser)
+        marker = browser.find_element(By.CSS_SELECTOR, "#overlay circle[data-name='angle_left']")
+        ActionChains(browser).click_and_hold(marker).move_by_offset(0, 20).release().perform()
+        moved = page_landmarks(browser)
+        assert suggested_classes(browser)["angle_left"] == ""  # a moved point is the user's, not a suggestion
+        review.click()
+        assert save.is_enabled()
+        browser.save_screenshot(str(tmp_path / "annotation-suggested.png"))
+        save.click()
+        wait_for(browser, "document.getElementById('status').textContent.startsWith('saved')")
+    row = LANDMARKS.index("angle_left")
+    np.testing.assert_array_equal(np.delete(moved, row, 0), np.delete(before, row, 0))
+    assert moved[row, 1] > before[row, 1]
+    rows = {r["landmark"]: [float(r["x"]), float(r["y"])] for r in csv.DictReader(open(data_dir / "landmarks.csv"))
+            if r["subject_id"] == "S0"}
+    np.testing.assert_allclose(np.array([rows[n] for n in LANDMARKS]), moved, atol=0.005)
+
+
+def test_screening_straight_from_checked_suggested_points(browser, planted, planted_lmodel, web_model, tmp_path):
+    image_file = planted[0] / "images" / "S1.png"
+    with Server(create_app(model_dir=web_model, landmark_model_dir=planted_lmodel)) as url:
+        browser.get(url)
+        browser.find_element(By.ID, "file-input").send_keys(str(image_file))
+        wait_for(browser, "window.osteoscreen.width > 0")
+        browser.find_element(By.ID, "suggest-button").click()
+        wait_for(browser, "Object.keys(window.osteoscreen.suggested).length === 8")
+        screen = browser.find_element(By.ID, "screen-button")
+        assert not screen.is_enabled()
+        browser.find_element(By.ID, "review-check").click()
+        screen.click()
+        wait_for(browser, "!document.getElementById('result').hidden")
+        shown = browser.find_element(By.ID, "probability").text
+        source = browser.find_element(By.ID, "landmark-source").text
+        points = page_landmarks(browser)
+    assert source.startswith("Screened from 8 suggested landmark(s) the user checked")
+    landmarks = tmp_path / "points.json"
+    landmarks.write_text(json.dumps({name: list(p) for name, p in zip(LANDMARKS, points.tolist(), strict=True)}))
+    rows = list(csv.DictReader(open(predict(Model.load(web_model), single_image_dataset(image_file, landmarks),
+                                            tmp_path / "out", figures=False))))
+    assert shown == f"p(osteoporosis) = {float(rows[0]['p_osteoporosis']):.3f}"

@@ -380,7 +380,8 @@ def cmd_serve(args) -> None:
         raise InputError(f"--host {args.host} --port {args.port}: cannot listen there ({error.strerror or error})"
                          ) from None
     hosts = ("*",) if wildcard and not args.allowed_host else (*LOCAL_HOSTS, args.host, *args.allowed_host)
-    app = create_app(args.model, args.data, int(args.max_upload_mb * 2 ** 20), hosts, args.max_decodes)
+    app = create_app(args.model, args.data, int(args.max_upload_mb * 2 ** 20), hosts, args.max_decodes,
+                     args.landmarks_model)
     if not loopback:
         print(f"warning: serving on {args.host}: other machines can reach this page; it has no login"
               + (" (and it answers any Host name: name this machine with --allowed-host)" if "*" in hosts else ""),
@@ -445,16 +446,23 @@ def cmd_landmarks_suggest(args) -> None:
 
 
 def cmd_landmarks_evaluate(args) -> None:
-    from osteoscreen.landmarking.evaluation import evaluate_landmarks
+    from osteoscreen.landmarking.evaluation import evaluate_landmarks, evaluate_trained
+    from osteoscreen.landmarking.model import LandmarkModel
     from osteoscreen.landmarking.report import format_table, write_evaluation
     from osteoscreen.model import Model
     from osteoscreen.outputs import output_folder
 
+    if args.lmodel is not None and args.train_size is not None:
+        raise InputError("--train-size is for cross-validation; a trained --lmodel has learnt what it has learnt")
     screening = None if args.model is None else Model.load(args.model)
+    trained = None if args.lmodel is None else LandmarkModel.load(args.lmodel)
+    steps = lambda name: progress(name, unit="fold" if name == "folds" else "radiograph")  # noqa: E731
     with output_folder(args.out, replaces="metrics.json") as folder:
-        evaluation = evaluate_landmarks(args.data, args.folds, _landmark_config(args), screening,
-                                        progress=lambda name: progress(name, unit="fold" if name == "folds" else
-                                                                       "subject"))
+        if trained is None:
+            evaluation = evaluate_landmarks(args.data, args.folds, _landmark_config(args), screening, progress=steps,
+                                            train_size=args.train_size)
+        else:
+            evaluation = evaluate_trained(trained, args.data, screening, progress=steps)
         write_evaluation(evaluation, folder)
     print(format_table(evaluation.summary()))
     print(f"report: {Path(args.out) / 'report.html'}; per point: {Path(args.out) / 'errors.csv'}")
@@ -485,12 +493,18 @@ def _add_landmark_commands(commands) -> None:
     suggest.add_argument("--out", required=True, help="landmarks.csv to write (with confidence, flagged, reason)")
     suggest.set_defaults(run=cmd_landmarks_suggest)
 
-    evaluate = actions.add_parser("evaluate", help="k-fold cross-validated accuracy on an annotated dataset")
+    evaluate = actions.add_parser("evaluate", help="k-fold cross-validated accuracy on an annotated dataset, or "
+                                  "a trained model's on one it never saw (--lmodel)")
     evaluate.add_argument("data", help="dataset directory with landmarks.csv")
     evaluate.add_argument("--out", required=True, help="folder for report.html, metrics.json and errors.csv")
     evaluate.add_argument("--folds", type=number(int, 2, 10_000), default=5, help="folds (default 5)")
     evaluate.add_argument("--model", default=None, metavar="MODEL",
                           help="a screening model: also how far its p moves with suggested landmarks")
+    evaluate.add_argument("--lmodel", default=None, metavar="LMODEL",
+                          help="evaluate this trained landmark model on DATA (another cohort, device or format) "
+                               "instead of cross-validating")
+    evaluate.add_argument("--train-size", type=number(int, 2, 100_000), default=None, metavar="N",
+                          help="each fold's model learns from N of its training radiographs (a learning curve)")
     training_options(evaluate)
     evaluate.set_defaults(run=cmd_landmarks_evaluate)
 
@@ -601,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="a local web page: place landmarks and screen, or annotate a dataset")
     serve.add_argument("--model", default=None, help="model directory: screening mode")
     serve.add_argument("--data", default=None, help="dataset directory: annotation mode (saves its landmarks.csv)")
+    serve.add_argument("--landmarks-model", default=None, metavar="LMODEL",
+                       help="a landmark model (osteoscreen landmarks train): the page's Suggest button places the 8 "
+                            "points for you to check (either mode)")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     serve.add_argument("--port", type=number(int, 0, 65535), default=8000)
     serve.add_argument("--max-upload-mb", type=number(float, 0.001, 65536), default=64,

@@ -1,25 +1,27 @@
-"""How well a landmark model places the landmarks: k-fold cross-validation on an annotated dataset.
+"""How well a landmark model places the landmarks: k-fold cross-validation on an annotated dataset
+(evaluate_landmarks), or a trained model on an annotated dataset it never saw (evaluate_trained).
 
-Each fold trains a LandmarkModel on the other folds' radiographs and suggests the held-out ones' landmarks; no
-radiograph is ever suggested by a model that saw it. Figures follow the ISBI 2015 cephalometric challenge: the
-radial error (distance between suggested and annotated point) in mm where the pixel spacing is known (else in
-px, and said so), its mean and standard deviation, and the success detection rates within 2, 2.5, 3 and 4 mm;
-per landmark and overall. Then what matters downstream: how much of each annotated screening patch the suggested
-patch covers (intersection over union of the two squares), and, given a screening model, how far p(osteoporosis)
-moves when suggested landmarks replace the annotated ones.
+Each fold trains a LandmarkModel on the other folds' radiographs (or a drawn subset of them: a learning curve) and
+suggests the held-out ones' landmarks; no radiograph is ever suggested by a model that saw it.
+Figures follow the ISBI 2015 cephalometric challenge: the radial error (distance between suggested and annotated
+point) in mm where the pixel spacing is known (else in px, and said so), its mean and standard deviation, and the
+success detection rates within 2, 2.5, 3 and 4 mm; per landmark and overall. Then what matters downstream: how much
+of each annotated screening patch the suggested patch covers (intersection over union of the two squares), and,
+given a screening model, how far p(osteoporosis) moves when suggested landmarks replace the annotated ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import KFold
 
-from osteoscreen.arguments import check_range
+from osteoscreen.arguments import check_range, check_type
 from osteoscreen.data.patches import PatchConfig
+from osteoscreen.errors import InputError
 from osteoscreen.landmarking.geometry import WorkingImage
 from osteoscreen.landmarking.model import LandmarkConfig, LandmarkModel, Suggestion, TrainingImages
 from osteoscreen.landmarks import LANDMARKS
@@ -67,7 +69,8 @@ class LandmarkEvaluation:
             return entry
 
         flagged = np.stack([s.flagged for s in self.suggestions])
-        out = {"unit": self.unit, "n": len(self.subject_ids), "folds": int(self.folds.max()) + 1,
+        out = {"unit": self.unit, "n": len(self.subject_ids), "protocol": self.config["protocol"],
+               "folds": int(self.folds.max()) + 1,
                "landmarks": {name: stats(self.errors[:, i], self.overlap[:, i], flagged[:, i])
                              for i, name in enumerate(LANDMARKS)},
                "overall": stats(self.errors, self.overlap, flagged), "config": self.config}
@@ -90,26 +93,58 @@ class LandmarkEvaluation:
 
 def evaluate_landmarks(data: str | Path, folds: int = 5, config: LandmarkConfig | None = None,
                        screening_model=None, patch: PatchConfig | None = None,
-                       progress: Callable[[str], Callable] = lambda _: iter, weights: str = "imagenet"
-                       ) -> LandmarkEvaluation:
+                       progress: Callable[[str], Callable] = lambda _: iter, weights: str = "imagenet",
+                       train_size: int | None = None) -> LandmarkEvaluation:
     """k-fold cross-validated accuracy of a LandmarkModel on an annotated dataset directory (module docstring).
     The split is by radiograph (one per subject), shuffled with config.seed. screening_model: a Model whose p is
     compared between annotated and suggested landmarks; patch: the screening patch for the overlap (the model's,
-    else the default 100 px)."""
+    else the default 100 px); train_size: each fold's model learns from only this many of its training
+    radiographs (drawn with config.seed and the fold; a learning curve), default all of them."""
     config = config or LandmarkConfig()
     training = TrainingImages.from_dataset(data, progress("images"), allow_shared_images=False)
-    check_range(isinstance(folds, int) and 2 <= folds <= len(training.images), "folds",
-                f"an integer in 2..{len(training.images)} (the radiographs)", folds)
-    patch = patch or (screening_model.config.patch if screening_model is not None else PatchConfig())
     n = len(training.images)
+    check_range(isinstance(folds, int) and 2 <= folds <= n, "folds", f"an integer in 2..{n} (the radiographs)",
+                folds)
+    smallest = n - -(-n // folds)  # the training radiographs of the fold with the most held out
+    check_range(train_size is None or (isinstance(train_size, int) and 2 <= train_size <= smallest), "train_size",
+                f"None or an integer in 2..{smallest} (the training radiographs of each of {folds} folds)",
+                train_size)
     fold_of = np.zeros(n, dtype=np.int64)
     suggestions: list[Suggestion | None] = [None] * n
     splitter = KFold(folds, shuffle=True, random_state=config.seed)
     for fold, (train, test) in enumerate(progress("folds")(list(splitter.split(np.arange(n))))):
+        if train_size is not None:
+            train = np.sort(np.random.default_rng([config.seed, fold]).choice(train, train_size, replace=False))
         model = LandmarkModel.fit(training.subset(train), config, lambda _: iter, weights)
         for i in test:
             fold_of[i] = fold
             suggestions[i] = model.suggest_working(training.images[i], training.subject_ids[i])
+    protocol = {"protocol": "k-fold", "folds": folds, "train_size": train_size, "landmark_config": asdict(config)}
+    return _scored(training, suggestions, fold_of, protocol, screening_model, patch)
+
+
+def evaluate_trained(model: LandmarkModel, data: str | Path, screening_model=None, patch: PatchConfig | None = None,
+                     progress: Callable[[str], Callable] = lambda _: iter) -> LandmarkEvaluation:
+    """The accuracy of a trained LandmarkModel on an annotated dataset it did not learn from (another cohort,
+    device or file format): every radiograph suggested by `model`; the figures as evaluate_landmarks gives them.
+    A dataset with the content hash of the model's training data is refused (that would be training error)."""
+    check_type(model, LandmarkModel, "model")
+    training = TrainingImages.from_dataset(data, progress("images"), allow_shared_images=False)
+    if training.summary["hash"] == model.info["training_data"].get("hash"):
+        raise InputError(f"{data}: this is the dataset the landmark model was trained on; evaluate it on another "
+                         "(or cross-validate: landmarks evaluate DATA without a landmark model)")
+    suggestions = [model.suggest_working(image, subject_id) for image, subject_id in
+                   zip(progress("suggest")(training.images), training.subject_ids, strict=True)]
+    protocol = {"protocol": "held-out", "landmark_model": model.info["training_data"],
+                "landmark_config": asdict(model.config)}
+    return _scored(training, suggestions, np.zeros(len(suggestions), dtype=np.int64), protocol, screening_model,
+                   patch)
+
+
+def _scored(training: TrainingImages, suggestions: list[Suggestion], fold_of: np.ndarray, protocol: dict,
+            screening_model, patch: PatchConfig | None) -> LandmarkEvaluation:
+    """The radial errors, patch overlaps and p changes of suggestions [one per training radiograph]."""
+    patch = patch or (screening_model.config.patch if screening_model is not None else PatchConfig())
     annotated = np.stack(training.points)
     suggested = np.stack([s.points for s in suggestions])
     spacing = [image.spacing_mm for image in training.images]
@@ -122,8 +157,7 @@ def evaluate_landmarks(data: str | Path, folds: int = 5, config: LandmarkConfig 
     if screening_model is not None:
         p_change = np.array([_p_change(screening_model, subject, suggestion)
                              for subject, suggestion in zip(training.subjects, suggestions, strict=True)])
-    record = {"folds": folds, "landmark_config": config.__dict__.copy(), "patch": patch.__dict__.copy(),
-              "data": training.summary,
+    record = {**protocol, "patch": asdict(patch), "data": training.summary,
               "screening_model": None if screening_model is None else screening_model.info.get("method")}
     return LandmarkEvaluation(training.subject_ids, fold_of, annotated, suggestions, errors, unit, overlap, p_change,
                               record, training.images)

@@ -70,8 +70,8 @@ def _case_figure(evaluation: LandmarkEvaluation, index: int) -> Figure:
                   markeredgewidth=2)
         axis.annotate(f"{name} {evaluation.errors[index, k]:.1f} {evaluation.unit}", (xs, ys), xytext=(5, -7),
                       textcoords="offset points", color="#f1c40f", fontsize=7)
-    axis.set_title(f"{evaluation.subject_ids[index]} (fold {evaluation.folds[index]}): annotated o, suggested x "
-                   "(red: flagged)", fontsize=9)
+    fold = f" (fold {evaluation.folds[index]})" if evaluation.config["protocol"] == "k-fold" else ""
+    axis.set_title(f"{evaluation.subject_ids[index]}{fold}: annotated o, suggested x (red: flagged)", fontsize=9)
     axis.set_axis_off()
     figure.tight_layout()
     return figure
@@ -82,15 +82,22 @@ def report_html(evaluation: LandmarkEvaluation, summary: dict) -> str:
     cases = "".join(f'<figure><img src="{figure_uri(_case_figure(evaluation, int(i)))}" '
                     f'alt="{html.escape(evaluation.subject_ids[i])}"></figure>' for i in worst)
     config = html.escape(strict_json(summary["config"]))
+    if summary["protocol"] == "k-fold":
+        title = f"{summary['folds']}-fold cross-validation on {summary['n']} radiographs"
+        how = "Each radiograph's landmarks were suggested by a model trained on the other folds only."
+    else:
+        trained = summary["config"]["landmark_model"]
+        title = f"a trained model on {summary['n']} radiographs it never saw"
+        how = (f"Every radiograph's landmarks were suggested by one model, trained on the {trained['n']} radiographs "
+               f"of {html.escape(str(trained['path']))}.")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>osteoscreen landmark evaluation</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
 pre{{background:#f4f4f4;padding:1em;overflow-x:auto}}img{{max-width:100%}}</style></head><body>
-<h1>Landmark suggestion: {summary['folds']}-fold cross-validation on {summary['n']} radiographs</h1>
-<p>Research software, not a medical device. Each radiograph's landmarks were suggested by a model trained on the
-other folds only. Radial error in {summary['unit']}; success detection rates within 2, 2.5, 3 and 4 mm (ISBI 2015
-convention); overlap: intersection over union of the suggested and annotated screening patches; flagged: points
-the model marked as unsure.</p>
+<h1>Landmark suggestion: {title}</h1>
+<p>Research software, not a medical device. {how} Radial error in {summary['unit']}; success detection rates within
+2, 2.5, 3 and 4 mm (ISBI 2015 convention); overlap: intersection over union of the suggested and annotated screening
+patches; flagged: points the model marked as unsure.</p>
 <pre>{html.escape(format_table(summary))}</pre>
 <h2>The {len(worst)} worst radiographs (largest single error)</h2>{cases}
 <h2>Configuration</h2><pre>{config}</pre>

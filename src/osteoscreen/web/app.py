@@ -6,14 +6,18 @@ attention per group and the 8 patches. The server keeps nothing between requests
 Annotation (a dataset directory): GET /api/subjects, GET /api/subjects/{index}/image and /landmarks, and
 PUT /api/subjects/{index}/landmarks, which saves landmarks.csv at once. Subjects are addressed by their index in
 subjects.csv, so no path from a request reaches the filesystem; the page's three files are fixed routes.
+Suggestion (a landmark model, in either mode): POST /api/suggest (an uploaded radiograph) and GET
+/api/subjects/{index}/suggestion give the 8 suggested points with their confidences, flags and warnings; the
+page shows them for the user to check and correct, and nothing is saved or screened until the user says so.
 """
 
 from __future__ import annotations
 
 import base64
+import warnings
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -28,6 +32,10 @@ from osteoscreen.landmarks import GROUPS, LANDMARKS
 from osteoscreen.web.annotations import AnnotationStore, parse_landmarks
 from osteoscreen.web.guards import BodySizeLimit, InternalErrors, LocalOrigin
 from osteoscreen.web.uploads import DecodeSlots, UploadError, decode_upload, parse_covariates, png_bytes
+
+if TYPE_CHECKING:
+    from osteoscreen.data.imageio import Radiograph
+    from osteoscreen.landmarking.model import LandmarkModel
 
 DEFAULT_MAX_UPLOAD_MB = 64
 DEFAULT_MAX_DECODES = 2
@@ -57,23 +65,36 @@ def _landmark_info() -> list[dict]:
     return info
 
 
+def suggestion_response(model: LandmarkModel, radiograph: Radiograph, what: str) -> dict:
+    """The landmark model's suggestion for one radiograph as the page takes it: landmarks {name: [x, y]} px,
+    points (one record per landmark: confidence, flagged, reason) and the warnings (one line each)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        suggestion = model.suggest(radiograph, what=what)
+    return {"landmarks": {name: [round(x, 2), round(y, 2)] for name, (x, y) in suggestion.as_dict().items()},
+            "points": suggestion.records(), "warnings": [str(w.message).splitlines()[0] for w in caught]}
+
+
 def _data_uri(pixels) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(pixels)).decode()
 
 
 def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2 ** 20, hosts: tuple[str, ...] = LOCAL_HOSTS,
-               max_decodes: int = DEFAULT_MAX_DECODES) -> FastAPI:
-    """The application for a model directory (screening), a dataset directory (annotation), or both.
+               max_decodes: int = DEFAULT_MAX_DECODES, landmark_model_dir: str | Path | None = None) -> FastAPI:
+    """The application for a model directory (screening), a dataset directory (annotation), or both; with a
+    landmark model directory (osteoscreen landmarks train) the page can suggest the 8 points in either mode.
 
     hosts: the host names requests may be addressed to (guards.LocalOrigin); max_decodes: radiographs processed
     at once (more get 503)."""
+    from osteoscreen.landmarking.model import LandmarkModel
     from osteoscreen.model import Model
 
     if model_dir is None and data_dir is None:
         raise InputError("serve needs --model MODEL (screening), --data DATA (annotation) or both")
     screening_model = Model.load(model_dir) if model_dir is not None else None
-    store = AnnotationStore(data_dir) if data_dir is not None else None
+    landmark_model = LandmarkModel.load(landmark_model_dir) if landmark_model_dir is not None else None
+    store = AnnotationStore(data_dir) if data_dir is not None else None  # last: it locks the folder
     page = {route: (files("osteoscreen.web").joinpath("static", name).read_bytes(), media)
             for route, (name, media) in PAGE_FILES.items()}
 
@@ -115,6 +136,11 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
             raise UploadError(404, "annotation is off: start the server with --data DATA")
         return store
 
+    def need_landmark_model() -> LandmarkModel:
+        if landmark_model is None:
+            raise UploadError(404, "suggestion is off: start the server with --landmarks-model LMODEL")
+        return landmark_model
+
     def need_subject(index: int) -> Subject:
         subject = need_store().subject(index)
         if subject is None:
@@ -130,7 +156,13 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
                      "threshold": record["threshold"], "decision_rule": record["decision_rule"]["rule"],
                      "covariates": record["covariates"],
                      "synthetic_training_data": bool(record["training_data"].get("synthetic"))}
+        suggester = None
+        if landmark_model is not None:
+            suggester = {"created": landmark_model.info["created"],
+                         "training_radiographs": landmark_model.info["training_data"]["n"],
+                         "synthetic_training_data": bool(landmark_model.info["training_data"].get("synthetic"))}
         return {"screening": screening_model is not None, "annotation": store is not None, "model": model,
+                "suggest": landmark_model is not None, "landmark_model": suggester,
                 "landmarks": _landmark_info(), "groups": list(GROUPS), "max_upload_bytes": max_upload_bytes,
                 "disclaimer": DISCLAIMER}
 
@@ -139,6 +171,12 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
         with slots():
             radiograph = decode_upload(file.file.read())
             return Response(png_bytes(radiograph.pixels), media_type="image/png")
+
+    @app.post("/api/suggest")
+    def suggest(file: Annotated[UploadFile, File()]) -> dict:
+        model = need_landmark_model()
+        with slots():
+            return suggestion_response(model, decode_upload(file.file.read()), "the upload")
 
     @app.post("/api/screen")
     def screen(file: Annotated[UploadFile, File()], landmarks: Annotated[str, Form()],
@@ -176,6 +214,13 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     def subject_landmarks(index: int) -> dict:
         subject = need_subject(index)
         return {"subject_id": subject.subject_id, "landmarks": AnnotationStore.landmarks(subject)}
+
+    @app.get("/api/subjects/{index}/suggestion")
+    def subject_suggestion(index: int) -> dict:
+        model, subject = need_landmark_model(), need_subject(index)
+        with slots():
+            return {"subject_id": subject.subject_id,
+                    **suggestion_response(model, subject.load_image(), subject.subject_id)}
 
     @app.put("/api/subjects/{index}/landmarks")
     async def save_landmarks(index: int, request: Request) -> dict:

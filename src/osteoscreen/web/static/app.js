@@ -1,6 +1,8 @@
 // osteoscreen page: place the 8 landmarks on a radiograph (click, drag to correct), then screen it (with a
-// model) or save them to the dataset's landmarks.csv (with a dataset). Coordinates are image pixels with (0, 0)
-// at the centre of the top-left pixel, as in landmarks.csv.
+// model) or save them to the dataset's landmarks.csv (with a dataset). With a landmark model, "Suggest landmarks"
+// places all 8 (unsure ones flagged); a suggested point the user has not moved stays marked as suggested, and
+// nothing is screened or saved from suggested points until the user ticks that they have checked them.
+// Coordinates are image pixels with (0, 0) at the centre of the top-left pixel, as in landmarks.csv.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -8,6 +10,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const state = {
   info: null, mode: null, file: null, subject: null, subjects: [],
   width: 0, height: 0, scale: 1, landmarks: {}, current: null, dragging: null, dragged: false,
+  suggested: {}, // landmark -> {confidence, flagged, reason}: points as the landmark model placed them
 };
 window.osteoscreen = state; // read by the browser tests
 
@@ -30,6 +33,12 @@ function names() { return state.info.landmarks.map((l) => l.name); }
 function landmark(name) { return state.info.landmarks.find((l) => l.name === name); }
 function placedCount() { return names().filter((n) => state.landmarks[n]).length; }
 function firstMissing() { return names().find((n) => !state.landmarks[n]) || null; }
+function stillSuggested() { return names().filter((n) => state.suggested[n]); }
+function reviewed() { return stillSuggested().length === 0 || $("review-check").checked; }
+function setPoint(name, point) { // the user placed or moved a point: it is theirs now, not a suggestion
+  state.landmarks[name] = point;
+  delete state.suggested[name];
+}
 
 // ---------- viewer: zoom and coordinates ----------
 function applyZoom(scale) {
@@ -76,6 +85,8 @@ function drawMarkers() {
     circle.setAttribute("r", 9 * unit);
     circle.setAttribute("stroke-width", 2 * unit);
     circle.dataset.name = name;
+    const suggestion = state.suggested[name];
+    if (suggestion) circle.classList.add(suggestion.flagged ? "flagged" : "suggested");
     if (name === state.current) circle.classList.add("current");
     circle.addEventListener("pointerdown", (event) => startDrag(event, name));
     const text = document.createElementNS(SVG, "text");
@@ -99,6 +110,13 @@ function drawPanel() {
     li.textContent = item.label + (point ? ` ✓ (${point[0].toFixed(1)}, ${point[1].toFixed(1)})` : "");
     li.title = item.hint;
     li.dataset.name = item.name;
+    const suggestion = state.suggested[item.name];
+    if (suggestion) {
+      li.classList.toggle("flagged", suggestion.flagged);
+      li.append(" ", Object.assign(document.createElement("span"), { className: "note",
+        textContent: `suggested, confidence ${suggestion.confidence.toFixed(2)}` +
+          (suggestion.flagged ? ` — check: ${suggestion.reason}` : "") }));
+    }
     if (item.name === state.current) li.classList.add("current");
     li.addEventListener("click", () => { state.current = item.name; update(); });
     list.append(li);
@@ -118,12 +136,19 @@ function drawPanel() {
     prompt.innerHTML = "";
     prompt.append("Click the ", Object.assign(document.createElement("b"), { textContent: item.label }),
       ` (${item.hint}) — ${names().indexOf(item.name) + 1} of ${names().length}; drag a point to correct it.`);
+  } else if (stillSuggested().length) {
+    const flagged = stillSuggested().filter((n) => state.suggested[n].flagged).length;
+    prompt.textContent = `${stillSuggested().length} suggested point(s)` +
+      (flagged ? `, ${flagged} flagged as unsure (red, dashed)` : "") +
+      ": drag any that are wrong, then tick that you have checked them.";
   } else {
     prompt.textContent = complete ? (state.mode === "annotation" ? "All 8 placed: save them, or drag to correct."
       : "All 8 placed: screen the radiograph, or drag to correct.") : "";
   }
-  $("screen-button").disabled = !(complete && state.file);
-  $("save-button").disabled = !(complete && state.subject !== null);
+  $("review").hidden = stillSuggested().length === 0;
+  $("suggest-button").disabled = !state.width;
+  $("screen-button").disabled = !(complete && state.file && reviewed());
+  $("save-button").disabled = !(complete && state.subject !== null && reviewed());
   $("download-csv").disabled = $("download-json").disabled = placedCount() === 0;
 }
 
@@ -139,13 +164,13 @@ function startDrag(event, name) {
 
 $("overlay").addEventListener("pointermove", (event) => {
   if (!state.dragging) return;
-  state.landmarks[state.dragging] = toImage(event);
+  setPoint(state.dragging, toImage(event));
   state.dragged = true;
   drawMarkers();
 });
 $("overlay").addEventListener("pointerup", (event) => {
   if (!state.dragging) return;
-  if (state.dragged) state.landmarks[state.dragging] = toImage(event);
+  if (state.dragged) setPoint(state.dragging, toImage(event));
   state.dragging = null;
   clearResult();
   update();
@@ -153,7 +178,7 @@ $("overlay").addEventListener("pointerup", (event) => {
 $("overlay").addEventListener("click", (event) => {
   if (state.dragged) { state.dragged = false; return; }
   if (!state.current || !state.width) return;
-  state.landmarks[state.current] = toImage(event);
+  setPoint(state.current, toImage(event));
   state.current = firstMissing();
   clearResult();
   update();
@@ -187,6 +212,38 @@ $("download-csv").addEventListener("click", () => download(
 $("download-json").addEventListener("click", () => download(
   JSON.stringify(placed(), null, 2) + "\n", `${stem()}.json`, "application/json"));
 
+// ---------- suggestion ----------
+function resetSuggestion() {
+  state.suggested = {};
+  $("review-check").checked = false;
+}
+
+$("suggest-button").addEventListener("click", async () => {
+  setStatus("suggesting the landmarks ...");
+  try {
+    let response;
+    if (state.mode === "annotation") {
+      response = await request(`api/subjects/${state.subject}/suggestion`);
+    } else {
+      const form = new FormData();
+      form.append("file", state.file);
+      response = await request("api/suggest", { method: "POST", body: form });
+    }
+    const result = await response.json();
+    resetSuggestion();
+    state.landmarks = result.landmarks;
+    for (const point of result.points) state.suggested[point.landmark] = point;
+    const flagged = result.points.filter((p) => p.flagged).length;
+    state.current = null;
+    clearResult();
+    setStatus([`8 landmarks suggested, ${flagged} flagged`, ...result.warnings].join("; "), result.warnings.length > 0);
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+  update();
+});
+$("review-check").addEventListener("change", update);
+
 // ---------- screening ----------
 function clearResult() { $("result").hidden = true; }
 
@@ -201,6 +258,7 @@ $("file-input").addEventListener("change", async () => {
     const response = await request("api/render", { method: "POST", body: form });
     state.file = file;
     state.landmarks = {};
+    resetSuggestion();
     await showImage(await response.blob());
     state.current = firstMissing();
     setStatus(`${state.width} x ${state.height} pixels`);
@@ -221,6 +279,12 @@ $("screen-button").addEventListener("click", async () => {
   try {
     const result = await (await request("api/screen", { method: "POST", body: form })).json();
     showResult(result);
+    const suggested = stillSuggested();
+    $("landmark-source").textContent = suggested.length
+      ? `Screened from ${suggested.length} suggested landmark(s) the user checked ` +
+        `(${suggested.filter((n) => state.suggested[n].flagged).length} of them flagged) and ` +
+        `${8 - suggested.length} placed by hand.`
+      : "Screened from 8 landmarks placed by hand.";
     setStatus("screened");
   } catch (error) {
     setStatus(error.message, true);
@@ -281,6 +345,7 @@ async function openSubject(index) {
       request(`api/subjects/${index}/landmarks`)]);
     const payload = await marks.json();
     state.landmarks = Object.fromEntries(Object.entries(payload.landmarks).filter(([, p]) => p));
+    resetSuggestion();
     await showImage(await image.blob());
     state.current = firstMissing();
     setStatus(`${payload.subject_id}: ${placedCount()} of 8 landmarks in landmarks.csv`);
@@ -300,6 +365,7 @@ $("save-button").addEventListener("click", async () => {
       method: "PUT", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ landmarks: state.landmarks }) });
     const saved = await response.json();
+    resetSuggestion();
     await loadSubjects();
     $("subject-select").value = index;
     setStatus(`saved ${saved.saved} to ${saved.file} (${saved.complete} of ${state.subjects.length} subjects complete)`);
@@ -315,6 +381,7 @@ function setMode(mode) {
   state.width = 0;
   state.file = null;
   state.subject = null;
+  resetSuggestion();
   $("radiograph").removeAttribute("src");
   $("screening-controls").hidden = $("screen-button").hidden = mode !== "screening";
   $("annotation-controls").hidden = $("save-button").hidden = mode !== "annotation";
@@ -330,6 +397,7 @@ function setMode(mode) {
     ? " This model was trained on synthetic phantoms: no clinical validity." : "");
   // a model trained with age and sex (+clinical) asks for them; any model accepts them
   $("covariates").hidden = !(state.info.model && state.info.model.covariates.length);
+  $("suggest-button").hidden = !state.info.suggest;
   const modes = ["screening", "annotation"].filter((m) => state.info[m]);
   if (modes.length > 1) {
     for (const mode of modes) {
