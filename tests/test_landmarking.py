@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SIZE, TEMPLATE, planted_image
+from conftest import SIZE, SMALL, TEMPLATE, planted_image, write_planted
 from osteoscreen.cli import main
 from osteoscreen.data.dataset import load_dataset
 from osteoscreen.errors import InputError, InputWarning
+from osteoscreen.landmarking.evaluation import evaluate_landmarks
 from osteoscreen.landmarking.geometry import (
     SWAP,
     WorkingImage,
@@ -25,7 +26,7 @@ from osteoscreen.landmarking.geometry import (
     to_view,
     whole_view,
 )
-from osteoscreen.landmarking.model import LandmarkModel
+from osteoscreen.landmarking.model import LandmarkConfig, LandmarkModel
 from osteoscreen.landmarks import LANDMARKS
 
 
@@ -152,3 +153,26 @@ def test_predict_screens_a_radiograph_without_landmarks_from_suggested_ones(plan
     assert record["landmark_model"]["path"] == str(lmodel)
     assert [r["landmark"] for r in record["suggested_landmarks"]["S0"]] == list(LANDMARKS)
     assert main(["predict", str(web_model), str(image), "--out", str(tmp_path / "q")]) == 2  # neither given
+
+
+def test_a_trained_model_is_evaluated_on_unseen_data_and_a_learning_curve_subsamples_each_fold(planted, tmp_path,
+                                                                                             capsys):
+    root, model = planted
+    lmodel = model.save(tmp_path / "lmodel")
+    assert main(["landmarks", "evaluate", str(root), "--lmodel", str(lmodel), "--out", str(tmp_path / "x")]) == 2
+    assert "the dataset the landmark model was trained on" in capsys.readouterr().err  # training error, refused
+    unseen = write_planted(tmp_path / "unseen", 6, seed=11)
+    assert main(["landmarks", "evaluate", str(unseen), "--lmodel", str(lmodel), "--out", str(tmp_path / "held")]) == 0
+    metrics = json.loads((tmp_path / "held" / "metrics.json").read_text())
+    assert metrics["protocol"] == "held-out" and metrics["n"] == 6 and metrics["config"]["landmark_model"]["n"] == 12
+    errors = list(csv.DictReader(open(tmp_path / "held" / "errors.csv")))
+    first = model.suggest(unseen / "images" / "S0.png")
+    assert [float(r["x_suggested"]) for r in errors[:8]] == pytest.approx(first.points[:, 0], abs=0.05)
+    assert "never saw" in (tmp_path / "held" / "report.html").read_text()
+
+    curve = evaluate_landmarks(root, 3, LandmarkConfig(view=(96, 192), epochs=1, batch=2), train_size=3)
+    assert curve.config["train_size"] == 3 and curve.config["protocol"] == "k-fold" and curve.folds.max() == 2
+    with pytest.raises(InputError, match="train_size"):
+        evaluate_landmarks(root, 3, SMALL, train_size=9)  # a 3-fold split of 12 trains on 8
+    assert main(["landmarks", "evaluate", str(root), "--lmodel", str(lmodel), "--train-size", "3",
+                 "--out", str(tmp_path / "y")]) == 2
