@@ -1,3 +1,5 @@
+import pytest
+
 from osteoscreen.cli import main
 
 
@@ -17,3 +19,30 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert "dataset directory not found" in capsys.readouterr().err
     assert main(["synth", str(tmp_path / "x"), "--n", "3", "--positives", "5"]) == 2
     assert not (tmp_path / "x" / "subjects.csv").exists()
+
+
+def test_library_errors_name_the_arguments_and_the_command_line_its_flags(small_png_cohort, tmp_path, capsys):
+    from osteoscreen.evaluation.crossval import CVConfig
+    from osteoscreen.operating_point import DecisionRule
+
+    with pytest.raises(ValueError, match=r"^folds: expected an integer >= 2, got 1$"):
+        CVConfig(folds=1)
+    with pytest.raises(ValueError, match=r"^target_sensitivity: expected None or a number strictly between"):
+        DecisionRule(target_sensitivity=1.5)
+    out = str(tmp_path / "run")
+    assert main(["cv", str(small_png_cohort), "--out", out, "--seeds", "0,0"]) == 2
+    assert capsys.readouterr().err == "osteoscreen: error: --seeds: expected distinct seeds >= 0, got (0, 0)\n"
+    assert main(["cv", str(small_png_cohort), "--out", out, "--protocol", "kfold", "--leave-pair-out"]) == 2
+    assert capsys.readouterr().err.startswith("osteoscreen: error: --leave-pair-out: is for --protocol loo with "
+                                              "--mode frozen")
+
+
+def test_flags_replace_only_the_arguments_the_command_line_has():
+    from osteoscreen.cli import build_parser, flags_of, in_flags
+
+    flags = flags_of(build_parser())
+    assert flags["image_format"] == "--format" and flags["folds"] == "--folds" and flags["patch_mm"] == "--patch-mm"
+    assert in_flags("image_format: expected one of png, got 'gif'", flags) == "--format: expected one of png, got 'gif'"
+    assert in_flags("x.png: patch_mm=12 needs it", flags) == "x.png: --patch-mm 12 needs it"
+    assert in_flags("pass weights='none' or weights=PATH", flags) == "pass --weights none or --weights PATH"
+    assert in_flags("unknown_thing: value=3 of https://a.b/?q=1", flags) == "unknown_thing: value=3 of https://a.b/?q=1"

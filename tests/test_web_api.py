@@ -162,12 +162,13 @@ def test_each_mode_answers_only_when_it_is_on(screening, annotation_dataset, sma
     data, landmarks, _ = subject_upload(small_png_cohort)
     refused = annotation.post("/api/screen", files=upload(data), data={"landmarks": json.dumps(landmarks)})
     assert refused.status_code == 404 and "--model" in refused.json()["error"]
-    with pytest.raises(InputError, match="--model MODEL"):
+    with pytest.raises(InputError, match=r"needs model_dir= \(a screening model"):
         create_app()
 
 
 def test_serve_usage_errors_exit_2(capsys, tmp_path):
-    assert main(["serve"]) == 2 and "--model MODEL" in capsys.readouterr().err
+    assert main(["serve"]) == 2 and "needs --model (a screening model: screening), --data (a dataset: annotation)" \
+        in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
     assert main(["serve", "--data", str(tmp_path), "--max-upload-mb", "0"]) == 2
 

@@ -7,7 +7,7 @@ Features: the LBP histograms of the 8 patches (`features.lbp_features`) for the 
   closest scikit-learn counterpart of MATLAB's bagged-tree ensemble that such LBP studies used; trees need no
   scaling, and bagging is robust on 70 subjects with 432 features;
 - `majority`: always the training folds' majority class, with p = the training-fold osteoporosis fraction;
-- `clinical` (not an image method: age and sex, covariates.covariate_matrix): StandardScaler + logistic
+- `clinical` (not an image method: age and sex, data.cohort.covariate_matrix): StandardScaler + logistic
   regression (C = 1), the scaler inside the fold; it answers "does the image add anything over age and sex?".
 """
 

@@ -1,4 +1,6 @@
-"""Command line (README "Command-line tour"): argument parsing only; the work happens in the modules it calls.
+"""Command line (README "Command-line tour"): the parser (`build_parser`), one `cmd_*` function per command that
+turns its arguments into the library's configurations and calls the modules that do the work, and `main`, which
+prints bad input (InputError, its argument names reworded into flags by `in_flags`) as one line.
 
 Exit codes: 0 success, 2 bad input or usage, 1 internal error.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -638,13 +641,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def show_warnings_as_lines() -> None:
-    """Print every warning as one line `osteoscreen: warning: ...` on stderr, without Python's source lines;
-    every InputWarning is shown (each names its file), not once per place."""
+def show_warnings_as_lines(wording: Callable[[str], str] = str) -> None:
+    """Print every warning as one line `osteoscreen: warning: ...` on stderr (worded by `wording`), without Python's
+    source lines; every InputWarning is shown (each names its file), not once per place."""
     import warnings
 
     def show(message, category, filename, lineno, file=None, line=None):
-        text = " ".join(str(message).split())
+        text = wording(" ".join(str(message).split()))
         print(f"osteoscreen: warning: {text}", file=sys.stderr, flush=True)
 
     warnings.simplefilter("always", InputWarning)
@@ -685,20 +688,54 @@ STORAGE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quot
                   errno.EROFS: "read-only file system"}
 
 
+#: Library arguments whose command-line flag is not their name with dashes (the rest map by the parser's dests).
+FLAG_OF = {"image_format": "--format", "calibration": "--calibrate", "groups": "--signal", "model_dir": "--model",
+           "data_dir": "--data", "landmark_model_dir": "--landmarks-model"}
+ARGUMENT = re.compile(r"^([a-z][a-z0-9_]*)(?=: )|\b([a-z][a-z0-9_]*)=(['\"]?)([^'\"\s,;)]*)\3")
+
+
+def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """{argument name: its long flag} for every option of the parser and its subcommands, and FLAG_OF."""
+    flags: dict[str, str] = {}
+    pending = [parser]
+    while pending:
+        for action in pending.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending += list(action.choices.values())
+            elif action.option_strings and action.option_strings[-1].startswith("--"):
+                flags.setdefault(action.dest, action.option_strings[-1])
+    return flags | FLAG_OF
+
+
+def in_flags(message: str, flags: dict[str, str]) -> str:
+    """A library message in the command line's terms. The library names arguments as Python does (`folds: ...` at
+    the start of a message, `folds=1` inside it); each one the command line has a flag for becomes that flag."""
+    def flag(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in flags:
+            return match.group(0)
+        value = match.group(4)
+        return flags[name] if match.group(1) or not value else f"{flags[name]} {value}"
+
+    return ARGUMENT.sub(flag, message)
+
+
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as stop:  # usage errors (2), --help and --version (0): argparse has printed them
         return int(stop.code or 0)
+    flags = flags_of(parser)
     keep_freed_memory()
-    show_warnings_as_lines()
+    show_warnings_as_lines(lambda text: in_flags(text, flags))
     terminate_like_interrupt()
     keep_matplotlib_cache_out_of_home()
     try:
         args.run(args)
     except InputError as error:
         for line in str(error).splitlines():
-            print(f"osteoscreen: error: {line}", file=sys.stderr)
+            print(f"osteoscreen: error: {in_flags(line, flags)}", file=sys.stderr)
         return 2
     except Terminated:
         print("osteoscreen: terminated", file=sys.stderr)

@@ -37,7 +37,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise InputError(f"--backend ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+        raise InputError(f"backend='ray' needs Ray, which is not installed: {INSTALL_HINT}") from None
     return ray
 
 
@@ -54,7 +54,7 @@ def ray_session(address: str | None = None):
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                  configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
-        raise InputError(f"--address {address}: cannot join a Ray cluster ({str(error).splitlines()[0]})") from None
+        raise InputError(f"address={address}: cannot join a Ray cluster ({str(error).splitlines()[0]})") from None
     try:
         yield ray
     finally:

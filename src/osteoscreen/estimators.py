@@ -21,6 +21,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
 
 from osteoscreen.arguments import check_range, check_type
 from osteoscreen.baselines import BASELINES, CLINICAL, build_baseline
@@ -60,7 +61,7 @@ class CohortClassifier(ClassifierMixin, BaseEstimator):
 
     def _fitted(self):
         if not hasattr(self, "classes_"):
-            raise InputError(f"this {type(self).__name__} is not fitted yet: call fit first")
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit first")
 
 
 class Baseline(CohortClassifier):

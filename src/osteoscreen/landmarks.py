@@ -78,7 +78,7 @@ DEFAULT_TASK = "osteoporosis-vs-normal"
 
 def check_task(task: str) -> str:
     if task not in TASKS:
-        raise InputError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+        raise InputError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
     return task
 
 

@@ -170,7 +170,7 @@ class Model:
             raise InputError(f"this model ({self.method}) needs age and sex for every radiograph; "
                              f"{len(lacking)} lack them ({', '.join(map(repr, lacking[:5]))}"
                              f"{', ...' if len(lacking) > 5 else ''}): fill the age and sex columns of subjects.csv, "
-                             "or give --age and --sex with a single image")
+                             "or give age= and sex= with a single image")
 
     def predict(self, cohort: Cohort) -> list[Screening]:
         """Screen every subject of a cohort (its labels are not used)."""

@@ -27,7 +27,7 @@ from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from osteoscreen.arguments import check_fields
+from osteoscreen.arguments import check_fields, check_range
 from osteoscreen.errors import InputError
 from osteoscreen.evaluation.calibration import CLIP
 from osteoscreen.landmarks import THRESHOLD
@@ -47,9 +47,9 @@ class DecisionRule:
     def __post_init__(self):
         check_fields(self)
         if self.calibration not in CALIBRATIONS:
-            raise InputError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
-        if self.target_sensitivity is not None and not 0 < self.target_sensitivity < 1:
-            raise InputError(f"--target-sensitivity must lie strictly between 0 and 1, got {self.target_sensitivity}")
+            raise InputError(f"calibration: expected one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
+        check_range(self.target_sensitivity is None or 0 < self.target_sensitivity < 1, "target_sensitivity",
+                    "None or a number strictly between 0 and 1", self.target_sensitivity)
         if self.inner_folds < 2:
             raise InputError(f"inner folds must be >= 2, got {self.inner_folds}")
 

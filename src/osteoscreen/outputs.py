@@ -126,7 +126,7 @@ def output_folder_in_place(path: str | Path) -> Path:
     not a file, created if absent, and writable. InputError names it otherwise."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise InputError(f"{path}: is a file; --out needs a folder")
+        raise InputError(f"{path}: is a file; the output must be a folder")
     _writable_folder(path, path)
     return path
 
@@ -136,7 +136,7 @@ def output_file(path: str | Path) -> Path:
     written. InputError names the path otherwise."""
     path = Path(path)
     if path.is_dir():
-        raise InputError(f"{path}: is a folder; --out needs a file name here")
+        raise InputError(f"{path}: is a folder; the output must be a file name here")
     _writable_folder(path.parent, path)
     return path
 
@@ -156,7 +156,7 @@ def lock_folder(folder: Path, what: str) -> int | None:
     except BlockingIOError:
         os.close(descriptor)
         raise InputError(f"{folder}: {what} is in use by another osteoscreen process; wait until it ends, or "
-                         "choose another --out") from None
+                         "choose another output") from None
     return descriptor
 
 
@@ -198,16 +198,16 @@ def output_folder(out: str | Path, replaces: str | None = None) -> Iterator[Path
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: is a file; --out needs a folder")
+        raise InputError(f"{out}: is a file; the output must be a folder")
     if out.is_dir() and any(out.iterdir()):
         if not (replaces and (out / replaces).is_file()):
             earlier = f" (nor an earlier output of this command: it has no {replaces})" if replaces else ""
-            raise InputError(f"{out}: already exists and is not empty{earlier}; choose another --out or delete it")
+            raise InputError(f"{out}: already exists and is not empty{earlier}; choose another output or delete it")
         foreign = _foreign_files(out)
         if foreign:
             raise InputError(f"{out}: holds {len(foreign)} file(s) this command did not write "
                              f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}), which replacing it "
-                             "would delete; move them, or choose another --out")
+                             "would delete; move them, or choose another output")
     if out.is_dir():
         _writable_folder(out, out)  # it is replaced at the end: refuse a folder we cannot change before any work
     partial = out.with_name(out.name + ".partial")

@@ -29,7 +29,7 @@ def bf16_native(device: str = "cpu") -> bool:
 def warn_if_emulated(precision: str, device: str = "cpu") -> None:
     """bf16 on a device that only emulates it warns: it is then slower than fp32."""
     if precision == "bf16" and not bf16_native(device):
-        warnings.warn(f"--precision bf16: no native bf16 on this {device.split(':')[0].upper()} with the kernels in "
+        warnings.warn(f"precision='bf16': no native bf16 on this {device.split(':')[0].upper()} with the kernels in "
                       "use, so bf16 is emulated and slower than fp32 (a CPU with AVX512-BF16 or AMX runs it natively "
                       "with OSTEOSCREEN_KERNELS=native; osteoscreen.kernels)", stacklevel=2)
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from osteoscreen.arguments import check_fields
+from osteoscreen.arguments import check_fields, check_range
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import LANDMARKS
 
@@ -41,8 +41,8 @@ class PatchConfig:
             raise InputError(f"flip_probability must lie in [0, 1], got {self.flip_probability}")
         if not MIN_PATCH_PX <= self.patch_px <= MAX_PATCH_PX:
             raise InputError(f"patch size must lie in [{MIN_PATCH_PX}, {MAX_PATCH_PX}] px, got {self.patch_px}")
-        if self.patch_mm is not None and not (self.patch_mm > 0 and math.isfinite(self.patch_mm)):
-            raise InputError(f"--patch-mm must be a positive number, got {self.patch_mm}")
+        check_range(self.patch_mm is None or self.patch_mm > 0, "patch_mm", "None or a positive number",
+                    self.patch_mm)
         if not 0 <= self.stretch < 0.5 or (1 + self.stretch) > self.context:
             raise InputError(f"stretch {self.stretch} must lie in [0, 0.5) and fit the context {self.context}")
 
@@ -51,11 +51,11 @@ class PatchConfig:
         if self.patch_mm is None:
             return self.patch_px
         if spacing_mm is None:
-            raise InputError(f"{where}: --patch-mm needs the pixel spacing, which this image does not give "
-                             "(add pixel_spacing_mm to subjects.csv)")
+            raise InputError(f"{where}: patch_mm={self.patch_mm:g} needs the pixel spacing, which this image does not "
+                             "give (add pixel_spacing_mm to subjects.csv)")
         side = max(MIN_PATCH_PX, round(self.patch_mm / spacing_mm))
         if side > MAX_PATCH_PX:
-            raise InputError(f"{where}: --patch-mm {self.patch_mm:g} at {spacing_mm:g} mm per pixel is {side} px, over "
+            raise InputError(f"{where}: patch_mm={self.patch_mm:g} at {spacing_mm:g} mm per pixel is {side} px, over "
                              f"the limit of {MAX_PATCH_PX} px")
         return side
 

@@ -87,11 +87,11 @@ class PhantomConfig:
             raise InputError(f"need n >= 2 and 0 <= positives + osteopenia <= n, got n={self.n} positives="
                              f"{self.positives} osteopenia={self.osteopenia}")
         if self.image_format not in FORMATS:
-            raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {self.image_format!r}")
+            raise InputError(f"image_format: expected one of {', '.join(FORMATS)}, got {self.image_format!r}")
         if set(self.signal) != set(GROUPS) or not all(0 <= v <= 1 for v in self.signal.values()):
             raise InputError(f"signal needs a value in [0, 1] for each of {', '.join(GROUPS)}")
         if not 0 <= self.age_signal <= 40:
-            raise InputError(f"--age-signal must lie in [0, 40] years, got {self.age_signal}")
+            raise InputError(f"age_signal: expected a number of years in [0, 40], got {self.age_signal}")
         if not 0 <= self.background_signal <= 1 or not 0 <= self.effect <= 10:
             raise InputError(f"background signal must lie in [0, 1] and effect in [0, 10], got "
                              f"{self.background_signal} and {self.effect}")
@@ -102,7 +102,7 @@ class PhantomConfig:
         other group and the bone elsewhere carry none)."""
         unknown = sorted(set(groups) - set(GROUPS))
         if unknown or not groups:
-            raise InputError(f"--signal: expected landmark groups among {', '.join(GROUPS)}, got "
+            raise InputError(f"groups: expected landmark groups among {', '.join(GROUPS)}, got "
                              f"{','.join(groups) or '(none)'}")
         signal = {group: DEFAULT_SIGNAL[group] if group in groups else 0.0 for group in GROUPS}
         return PhantomConfig(signal=signal, background_signal=0.0, **kwargs)

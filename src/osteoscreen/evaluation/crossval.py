@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from osteoscreen.arguments import check_fields
+from osteoscreen.arguments import check_fields, check_range
 from osteoscreen.baselines import BASELINES, CLINICAL
 from osteoscreen.data.cohort import Cohort
 from osteoscreen.errors import InputError
@@ -53,16 +53,16 @@ class CVConfig:
                              f"{', '.join(METHODS)}")
         if self.protocol not in PROTOCOLS:
             raise InputError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
-        if self.folds < 2 or self.repeats < 1:
-            raise InputError(f"need --folds >= 2 and --repeats >= 1, got {self.folds} and {self.repeats}")
+        check_range(self.folds >= 2, "folds", "an integer >= 2", self.folds)
+        check_range(self.repeats >= 1, "repeats", "an integer >= 1", self.repeats)
         check_task(self.task)
         if self.leave_pair_out and (self.protocol != "loo" or self.train.mode != "frozen"):
-            raise InputError("--leave-pair-out is for --protocol loo in frozen mode (it fits one model per "
+            raise InputError("leave_pair_out: is for protocol='loo' with mode='frozen' (it fits one model per "
                              "positive-negative pair: about 1,000 for 70 subjects)")
-        if self.prevalence is not None and not 0 < self.prevalence < 1:
-            raise InputError(f"--prevalence must lie strictly between 0 and 1, got {self.prevalence}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise InputError(f"--seeds needs distinct seeds >= 0, got {','.join(map(str, self.seeds)) or '(none)'}")
+        check_range(self.prevalence is None or 0 < self.prevalence < 1, "prevalence",
+                    "None or a number strictly between 0 and 1", self.prevalence)
+        check_range(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0, "seeds",
+                    "distinct seeds >= 0", self.seeds)
 
 
 def batched(method: str, config: CVConfig) -> bool:

@@ -151,7 +151,7 @@ def check_cohort(cohort: Cohort, config: CVConfig) -> None:
         raise InputError(f"task {info.get('task', config.task)} kept {len(cohort)} of {info.get('listed', len(cohort))}"
                          f" subject(s): {counts[1]} {CLASSES[1]} (positive), {counts[0]} negative"
                          f"{'; excluded by the task: ' + excluded if excluded else ''}. Cross-validation needs at least"
-                         " 2 subjects of each class: choose another --task or add subjects")
+                         " 2 subjects of each class: choose another task= or add subjects")
     for seed in config.seeds:
         make_folds(cohort.labels, config, seed)
     if CLINICAL in config.methods:

@@ -297,7 +297,7 @@ def _decision_figure(decisions: dict):
 def _decision_html(decisions: dict, dataset: dict) -> str:
     prevalence = next(iter(decisions.values()))["prevalence"]
     cohort = dataset.get("positives", 0) / max(dataset.get("n", 1), 1)
-    source = ("the cohort's own" if abs(prevalence - cohort) < 1e-9 else f"given with --prevalence (the cohort's is "
+    source = ("the cohort's own" if abs(prevalence - cohort) < 1e-9 else f"given (prevalence; the cohort's is "
               f"{cohort:.2f})")
     return (_img(figure_uri(_decision_figure(decisions)), "decision curves") +
             f"<p>Net benefit (Vickers &amp; Elkin 2006) of referring for DXA the subjects whose out-of-fold "

@@ -204,7 +204,7 @@ def prepare_run(run_dir: Path, config: CVConfig, dataset_info: dict) -> dict:
                                if (previous or {}).get(k) != identity.get(k))
             detail = _first_difference(previous or {}, identity)
             raise InputError(f"{run_dir} holds results of a different configuration ({', '.join(differing)}"
-                             f"{': ' + detail if detail else ''}); use another --out or delete it")
+                             f"{': ' + detail if detail else ''}); use another output folder or delete it")
         return stored
     record = {"identity": identity, "dataset": dataset_info, "versions": package_versions(), "kernels": kernel_record(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -224,7 +224,7 @@ def _read_config(path: Path) -> dict:
     if not (isinstance(stored, dict) and isinstance(stored.get("identity"), dict)
             and isinstance(stored.get("versions"), dict)):
         raise InputError(f"{path}: damaged ({reason}); the results in {path.parent} cannot be trusted to match a "
-                         "configuration: use another --out, or delete the folder to start again")
+                         "configuration: use another output folder, or delete the folder to start again")
     return stored
 
 

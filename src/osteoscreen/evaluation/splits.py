@@ -35,7 +35,7 @@ def make_folds(labels: np.ndarray, config, seed: int = 0) -> list[Fold]:
         splitter = LeaveOneOut().split(indices)
         return [Fold(f"loo-{test[0]:04d}", train, test) for train, test in splitter]
     if np.bincount(labels, minlength=2).min() < config.folds:
-        raise InputError(f"--folds {config.folds} exceeds the size of the smaller class "
+        raise InputError(f"folds={config.folds} exceeds the size of the smaller class "
                          f"({np.bincount(labels, minlength=2).min()} subjects)")
     splitter = RepeatedStratifiedKFold(n_splits=config.folds, n_repeats=config.repeats, random_state=seed)
     return [Fold(f"r{i // config.folds:02d}-f{i % config.folds:02d}", train, test)

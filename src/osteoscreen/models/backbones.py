@@ -135,8 +135,8 @@ class AlexNet(nn.Module):
             return _download(ALEXNET_URL)
         except InputError:
             raise InputError(f"AlexNet ImageNet weights are not available offline: place torchvision's "
-                             f"{cached.name} at {cached} (from {ALEXNET_URL}), or pass --weights PATH, or "
-                             "--weights none to train from random initialisation") from None
+                             f"{cached.name} at {cached} (from {ALEXNET_URL}), or pass weights=PATH, or "
+                             "weights='none' to train from random initialisation") from None
 
     def weights_target(self) -> nn.Module:
         return self
@@ -340,7 +340,7 @@ def _download(url: str) -> Path:
             torch.hub.download_url_to_file(url, str(target), progress=False)
         except Exception as error:
             raise InputError(f"cannot download weights from {url} ({error}); download the file by hand and "
-                             f"place it at {target}, or pass --weights PATH") from None
+                             f"place it at {target}, or pass weights=PATH") from None
     return target
 
 

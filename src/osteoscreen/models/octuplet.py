@@ -26,7 +26,7 @@ class OctupletNet(nn.Module):
 
     BatchNorm layers (EfficientNet) keep their ImageNet running statistics in training mode too: the usual
     practice when fine-tuning on small batches, and what makes a batch processed in chunks give exactly the
-    gradient of the whole batch (see training.finetune_step). AlexNet has no BatchNorm.
+    gradient of the whole batch (see training.finetune.finetune_step). AlexNet has no BatchNorm.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, feature: str = "pooled", covariates: int = 0):

@@ -84,7 +84,7 @@ class TrainConfig:
                 raise InputError(message)
         object.__setattr__(self, "device", resolved_device(self.device))
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA device is available to this torch build")
+            raise InputError("device: 'cuda' asked for, but no CUDA device is available to this torch build")
         warn_if_emulated(self.precision, self.device)
 
     def input_size(self, backbone: Backbone) -> int:

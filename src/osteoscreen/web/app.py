@@ -91,7 +91,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     from osteoscreen.model import Model
 
     if model_dir is None and data_dir is None:
-        raise InputError("serve needs --model MODEL (screening), --data DATA (annotation) or both")
+        raise InputError("needs model_dir= (a screening model: screening), data_dir= (a dataset: annotation) or both")
     screening_model = Model.load(model_dir) if model_dir is not None else None
     landmark_model = LandmarkModel.load(landmark_model_dir) if landmark_model_dir is not None else None
     store = AnnotationStore(data_dir) if data_dir is not None else None  # last: it locks the folder
