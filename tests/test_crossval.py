@@ -204,7 +204,7 @@ def test_leave_pair_out_auroc_is_the_fraction_of_pairs_one_model_orders_right(pl
             p = predict_proba(model, small, [i, j])[0]
             wins.append(float(p[0] > p[1]) + 0.5 * float(p[0] == p[1]))
     assert result["pairs"] == 16 and result["auroc"] == pytest.approx(np.mean(wins))
-    with pytest.raises(InputError, match="leave-pair-out"):
+    with pytest.raises(InputError, match="^leave_pair_out: is for protocol=.loo."):
         CVConfig(protocol="kfold", leave_pair_out=True)
 
 

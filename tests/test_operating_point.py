@@ -41,8 +41,8 @@ def test_a_fixed_rule_fits_nothing():
     assert rule.threshold == 0.5 and rule.calibration == {"method": "none"} and "threshold 0.5" in rule.rule
 
 
-@pytest.mark.parametrize("kwargs, message", [({"calibration": "isotonic"}, "--calibrate"),
-                                             ({"target_sensitivity": 1.0}, "--target-sensitivity")])
+@pytest.mark.parametrize("kwargs, message", [({"calibration": "isotonic"}, "^calibration: expected one of"),
+                                             ({"target_sensitivity": 1.0}, "^target_sensitivity: expected None or")])
 def test_ill_rules(kwargs, message):
     with pytest.raises(InputError, match=message):
         DecisionRule(**kwargs)
