@@ -46,3 +46,7 @@ def test_flags_replace_only_the_arguments_the_command_line_has():
     assert in_flags("x.png: patch_mm=12 needs it", flags) == "x.png: --patch-mm 12 needs it"
     assert in_flags("pass weights='none' or weights=PATH", flags) == "pass --weights none or --weights PATH"
     assert in_flags("unknown_thing: value=3 of https://a.b/?q=1", flags) == "unknown_thing: value=3 of https://a.b/?q=1"
+    # an argument's name inside a path or a query string is part of the path, not an argument
+    assert in_flags("runs/seed=3/x.png: cannot read it", flags) == "runs/seed=3/x.png: cannot read it"
+    assert in_flags("see http://h/?seed=3&folds=2", flags) == "see http://h/?seed=3&folds=2"
+    assert in_flags("weights=/tmp/w.pt is missing", flags) == "--weights /tmp/w.pt is missing"

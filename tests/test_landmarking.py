@@ -174,5 +174,7 @@ def test_a_trained_model_is_evaluated_on_unseen_data_and_a_learning_curve_subsam
     assert curve.config["train_size"] == 3 and curve.config["protocol"] == "k-fold" and curve.folds.max() == 2
     with pytest.raises(InputError, match="train_size"):
         evaluate_landmarks(root, 3, SMALL, train_size=9)  # a 3-fold split of 12 trains on 8
-    assert main(["landmarks", "evaluate", str(root), "--lmodel", str(lmodel), "--train-size", "3",
-                 "--out", str(tmp_path / "y")]) == 2
+    for ignored in (["--train-size", "3"], ["--epochs", "7"], ["--folds", "3"]):  # cross-validation's own options
+        assert main(["landmarks", "evaluate", str(unseen), "--lmodel", str(lmodel), *ignored,
+                     "--out", str(tmp_path / "y")]) == 2
+        assert ignored[0] in capsys.readouterr().err and not (tmp_path / "y").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import math
 import re
 import sys
@@ -450,13 +451,18 @@ def cmd_landmarks_suggest(args) -> None:
 
 def cmd_landmarks_evaluate(args) -> None:
     from osteoscreen.landmarking.evaluation import evaluate_landmarks, evaluate_trained
-    from osteoscreen.landmarking.model import LandmarkModel
+    from osteoscreen.landmarking.model import LandmarkConfig, LandmarkModel
     from osteoscreen.landmarking.report import format_table, write_evaluation
     from osteoscreen.model import Model
     from osteoscreen.outputs import output_folder
 
-    if args.lmodel is not None and args.train_size is not None:
-        raise InputError("--train-size is for cross-validation; a trained --lmodel has learnt what it has learnt")
+    if args.lmodel is not None:
+        given = [flag for flag, value, default in (("--train-size", args.train_size, None), ("--folds", args.folds, 5),
+                                                   ("--epochs", args.epochs, LandmarkConfig.epochs),
+                                                   ("--seed", args.seed, LandmarkConfig.seed)) if value != default]
+        if given:
+            raise InputError(f"{', '.join(given)}: for cross-validation; a trained --lmodel has learnt what it has "
+                             "learnt")
     screening = None if args.model is None else Model.load(args.model)
     trained = None if args.lmodel is None else LandmarkModel.load(args.lmodel)
     steps = lambda name: progress(name, unit="fold" if name == "folds" else "radiograph")  # noqa: E731
@@ -691,7 +697,8 @@ STORAGE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quot
 #: Library arguments whose command-line flag is not their name with dashes (the rest map by the parser's dests).
 FLAG_OF = {"image_format": "--format", "calibration": "--calibrate", "groups": "--signal", "model_dir": "--model",
            "data_dir": "--data", "landmark_model_dir": "--landmarks-model"}
-ARGUMENT = re.compile(r"^([a-z][a-z0-9_]*)(?=: )|\b([a-z][a-z0-9_]*)=(['\"]?)([^'\"\s,;)]*)\3")
+#: `name: ` at the start of a message, or `name=value` standing alone (not inside a path or URL such as seed=3/x.png).
+ARGUMENT = re.compile(r"^([a-z][a-z0-9_]*)(?=: )|(?<![\w/.\-=?&])([a-z][a-z0-9_]*)=(['\"]?)([^'\"\s,;)]*)\3")
 
 
 def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -726,16 +733,16 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # usage errors (2), --help and --version (0): argparse has printed them
         return int(stop.code or 0)
-    flags = flags_of(parser)
+    flags = functools.cache(lambda: flags_of(parser))  # built only when a message is printed
     keep_freed_memory()
-    show_warnings_as_lines(lambda text: in_flags(text, flags))
+    show_warnings_as_lines(lambda text: in_flags(text, flags()))
     terminate_like_interrupt()
     keep_matplotlib_cache_out_of_home()
     try:
         args.run(args)
     except InputError as error:
         for line in str(error).splitlines():
-            print(f"osteoscreen: error: {in_flags(line, flags)}", file=sys.stderr)
+            print(f"osteoscreen: error: {in_flags(line, flags())}", file=sys.stderr)
         return 2
     except Terminated:
         print("osteoscreen: terminated", file=sys.stderr)

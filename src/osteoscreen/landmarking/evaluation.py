@@ -129,38 +129,38 @@ def evaluate_trained(model: LandmarkModel, data: str | Path, screening_model=Non
     device or file format): every radiograph suggested by `model`; the figures as evaluate_landmarks gives them.
     A dataset with the content hash of the model's training data is refused (that would be training error)."""
     check_type(model, LandmarkModel, "model")
-    training = TrainingImages.from_dataset(data, progress("images"), allow_shared_images=False)
-    if training.summary["hash"] == model.info["training_data"].get("hash"):
+    cohort = TrainingImages.from_dataset(data, progress("images"), allow_shared_images=False)
+    if cohort.summary["hash"] == model.info["training_data"].get("hash"):
         raise InputError(f"{data}: this is the dataset the landmark model was trained on; evaluate it on another "
                          "(or cross-validate: landmarks evaluate DATA without a landmark model)")
     suggestions = [model.suggest_working(image, subject_id) for image, subject_id in
-                   zip(progress("suggest")(training.images), training.subject_ids, strict=True)]
+                   zip(progress("suggest")(cohort.images), cohort.subject_ids, strict=True)]
     protocol = {"protocol": "held-out", "landmark_model": model.info["training_data"],
                 "landmark_config": asdict(model.config)}
-    return _scored(training, suggestions, np.zeros(len(suggestions), dtype=np.int64), protocol, screening_model,
+    return _scored(cohort, suggestions, np.zeros(len(suggestions), dtype=np.int64), protocol, screening_model,
                    patch)
 
 
-def _scored(training: TrainingImages, suggestions: list[Suggestion], fold_of: np.ndarray, protocol: dict,
+def _scored(cohort: TrainingImages, suggestions: list[Suggestion], fold_of: np.ndarray, protocol: dict,
             screening_model, patch: PatchConfig | None) -> LandmarkEvaluation:
-    """The radial errors, patch overlaps and p changes of suggestions [one per training radiograph]."""
+    """The radial errors, patch overlaps and p changes of suggestions [one per radiograph of the cohort]."""
     patch = patch or (screening_model.config.patch if screening_model is not None else PatchConfig())
-    annotated = np.stack(training.points)
+    annotated = np.stack(cohort.points)
     suggested = np.stack([s.points for s in suggestions])
-    spacing = [image.spacing_mm for image in training.images]
+    spacing = [image.spacing_mm for image in cohort.images]
     unit = "mm" if all(s is not None for s in spacing) else "px"
     scale = np.array([s if unit == "mm" else 1.0 for s in spacing])[:, None]
     errors = np.hypot(*(suggested - annotated).transpose(2, 0, 1)) * scale
-    sides = np.array([patch.side_px(image.spacing_mm) for image in training.images], dtype=np.float64)[:, None]
+    sides = np.array([patch.side_px(image.spacing_mm) for image in cohort.images], dtype=np.float64)[:, None]
     overlap = patch_overlap(suggested, annotated, sides)
     p_change = None
     if screening_model is not None:
         p_change = np.array([_p_change(screening_model, subject, suggestion)
-                             for subject, suggestion in zip(training.subjects, suggestions, strict=True)])
-    record = {**protocol, "patch": asdict(patch), "data": training.summary,
+                             for subject, suggestion in zip(cohort.subjects, suggestions, strict=True)])
+    record = {**protocol, "patch": asdict(patch), "data": cohort.summary,
               "screening_model": None if screening_model is None else screening_model.info.get("method")}
-    return LandmarkEvaluation(training.subject_ids, fold_of, annotated, suggestions, errors, unit, overlap, p_change,
-                              record, training.images)
+    return LandmarkEvaluation(cohort.subject_ids, fold_of, annotated, suggestions, errors, unit, overlap, p_change,
+                              record, cohort.images)
 
 
 def _p_change(model, subject, suggestion: Suggestion) -> float:
