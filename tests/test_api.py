@@ -99,8 +99,10 @@ def test_bad_use_raises_scikit_learns_errors(cohort):
         osteoscreen.Baseline().predict(cohort)
     with pytest.raises(InputError, match="Cohort"):
         osteoscreen.Baseline().fit(np.zeros((3, 2)), [0, 1, 0])
-    with pytest.raises(InputError, match="unknown head"):
+    with pytest.raises(InputError, match="head: expected one of"):
         osteoscreen.HeadClassifier("no-such-head").fit(cohort)
+    with pytest.raises(TypeError, match="unexpected parameter.* attention; its parameters are head, mode"):
+        osteoscreen.HeadClassifier(attention="softmax")
 
 
 def test_cross_validate_in_memory_resumes_from_its_store(cohort, monkeypatch):

@@ -99,6 +99,8 @@ def test_a_clinical_model_records_its_covariates_and_predict_asks_for_them(clini
                                                                           tmp_path, capsys):
     info = json.loads((clinical_model / "model.json").read_text())
     assert info["method"] == "concat+clinical" and info["covariates"] == ["age", "sex"]
+    assert info["recipe"] == {"recipe": "osteoscreen", "changed": {"epochs": 5, "views": 1}}
+    assert "training recipe: osteoscreen, changed: epochs 5, views 1" in (clinical_model / "README.md").read_text()
     assert main(["predict", str(clinical_model), str(small_png_cohort), "--out", str(tmp_path / "a"),
                  "--no-figures"]) == 0
     without = tmp_path / "without"

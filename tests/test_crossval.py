@@ -94,8 +94,11 @@ def test_cv_command_writes_every_output(small_png_cohort, tmp_path, capsys):
                       "att_tuberosity,seed")
     assert len((run / "predictions.csv").read_text().splitlines()) == 1 + 4 * len(METHODS)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"dataset", "config", "kernels", "methods", "comparisons", "seeds", "spread",
+    assert set(metrics) == {"dataset", "config", "recipe", "kernels", "methods", "comparisons", "seeds", "spread",
                             "training_curves", "decision_curves"}
+    recipe = {"recipe": "osteoscreen", "changed": {"epochs": 5, "views": 1}}  # what the flags changed
+    assert metrics["recipe"] == recipe and json.loads((run / "config.json").read_text())["recipe"] == recipe
+    assert "training recipe: osteoscreen, changed: epochs 5, views 1" in (run / "report.html").read_text()
     assert metrics["training_curves"] == {}  # frozen heads record none
     calibration = metrics["methods"]["group-attention"]["calibration"]
     assert set(calibration) == {"brier", "brier_prevalence", "calibration_intercept", "calibration_slope",

@@ -377,7 +377,7 @@ def test_input_errors_are_value_errors_and_type_errors_are_type_errors(small_png
         osteoscreen.load_dataset(small_png_cohort, patch="100")
     with pytest.raises(ArgumentTypeError, match="cache_dir"):
         osteoscreen.load_dataset(small_png_cohort, cache_dir=3)
-    with pytest.raises(ValueError, match="unknown head"):
+    with pytest.raises(ValueError, match="head: expected one of"):
         osteoscreen.TrainConfig(head="nope")
 
 
@@ -392,11 +392,14 @@ def test_cross_validate_names_its_wrong_arguments(small_png_cohort):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"hidden": -1}, "hidden must be >= 1"), ({"views": 2.5}, "views: expected an integer, got 2.5"),
+    ({"hidden": -1}, r"hidden: expected a value in \[1, 65536\], got -1"),
+    ({"views": 2.5}, "views: expected an integer, got 2.5"),
     ({"lr_head": math.nan}, "lr_head: expected a finite number"), ({"lr_head": math.inf}, "lr_head: expected"),
-    ({"lr_head": -1.0}, "lr_head must be positive"), ({"momentum": 1.5}, "momentum must lie in"),
+    ({"lr_head": -1.0}, "lr_head: expected a number > 0"),
+    ({"momentum": 1.5}, r"momentum: expected a number in \[0, 1\)"),
     ({"epochs": "3"}, "epochs: expected an integer"), ({"clinical": 1}, "clinical: expected True or False"),
-    ({"activation": "relu"}, "attention must be one of"), ({"weight_decay": -1e-4}, "weight_decay must be"),
+    ({"activation": "relu"}, "activation: expected one of softmax, sigmoid"),
+    ({"weight_decay": -1e-4}, "weight_decay: expected a number >= 0"),
     ({"taps": [1, "a"]}, "taps: expected a tuple of an integer or None")])
 def test_head_classifier_checks_each_parameter_on_fit_naming_it(small_png_cohort, params, message):
     import osteoscreen

@@ -85,9 +85,9 @@ def test_the_default_precision_does_not_follow_the_hardware(monkeypatch, native)
         with pytest.warns(UserWarning, match="no native bf16"):
             assert TrainConfig(precision="bf16").precision == "bf16"
     for bad in ("fp16", "auto"):
-        with pytest.raises(InputError, match="precision must be one of fp32, bf16"):
+        with pytest.raises(InputError, match="precision: expected one of fp32, bf16"):
             TrainConfig(precision=bad)
-    with pytest.raises(InputError, match="threads must be 1 to 256"):
+    with pytest.raises(InputError, match=r"threads: expected a value in \[1, 256\]"):
         TrainConfig(threads=0)
 
 

@@ -100,7 +100,7 @@ def rebind(directory: Path, info: dict) -> None:
     ("method", "concat", r"method and mode differ"),
     ("classes", ["normal", "osteopenia"], r"\$\.classes: expected"),
     ("config.epochs", "100", r"\$\.config\.epochs: expected an integer"),
-    ("config.epochs", 0, r"\$\.config: epochs must be >= 1"),
+    ("config.epochs", 0, r"\$\.config: epochs: expected a value in \[1, 100000\], got 0"),
     ("config.lr_head", "1e400", r"number 1e400 overflows"),
     ("config.patch.context", None, r"\$\.config\.patch\.context: expected a number, got null"),
     ("config.extra", 1, r"\$\.config: unknown member\(s\) extra"),

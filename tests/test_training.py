@@ -48,8 +48,9 @@ def test_frozen_features_are_computed_once(cohort):
     assert frozen_features(cohort, config) is frozen_features(cohort, config)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"head": "svm"}, "unknown head"), ({"mode": "warm"}, "mode must be"),
-                                             ({"epochs": 0}, "epochs"), ({"backbone": "vgg"}, "unknown backbone")])
+@pytest.mark.parametrize("kwargs, message", [
+    ({"head": "svm"}, "head: expected one of concat, group-attention"), ({"mode": "warm"}, "mode: expected one of"),
+    ({"epochs": 0}, r"epochs: expected a value in \[1, 100000\], got 0"), ({"backbone": "vgg"}, "backbone: expected")])
 def test_ill_args(kwargs, message):
     with pytest.raises(InputError, match=message):
         TrainConfig(**kwargs)

@@ -14,7 +14,8 @@ The public Python API (README "Python API"); names load on first use, so `import
   `model.screen(image, landmarks)`, `model.save(path)` -> `Screening` results;
 - landmarks by suggestion: `LandmarkModel.fit(dataset_dir)`, `.suggest(image)` -> `Suggestion` (points,
   confidence, flags), `.save(path)`, `LandmarkModel.load(path)`; `LandmarkConfig`;
-- configuration: `TrainConfig`, `CVConfig`, `PatchConfig`, `DecisionRule`; registries `HEADS`, `BACKBONES`,
+- configuration: `TrainConfig`, `CVConfig`, `PatchConfig`, `DecisionRule`; `recipe_config(name, **changes)`
+  (the `osteoscreen` defaults or the `paper`'s, `RECIPES`) and `recipe_of(config)`; registries `HEADS`, `BACKBONES`,
   `METRICS`; `InputError` for bad input.
 """
 
@@ -37,6 +38,9 @@ _EXPORTS = {
     "Model": "osteoscreen.model",
     "Screening": "osteoscreen.model",
     "TrainConfig": "osteoscreen.training.config",
+    "RECIPES": "osteoscreen.training.recipes",
+    "recipe_config": "osteoscreen.training.recipes",
+    "recipe_of": "osteoscreen.training.recipes",
     "DecisionRule": "osteoscreen.operating_point",
     "HEADS": "osteoscreen.models.heads",
     "BACKBONES": "osteoscreen.models.backbones",

@@ -5,6 +5,10 @@ InputError) for a wrong type, InputError (a ValueError) for a value out of range
 
 Annotations understood: bool, int (any integral number, NumPy's too), float (any real number, not bool,
 finite), str, X | None, tuple[int, ...] (a list is accepted and kept as a tuple) and classes (isinstance).
+
+A field made with `option(...)` is declared once: its default, its documentation, its allowed values (a set of
+choices, or a rule such as `between(1, 64)`) and whether the command line offers it. check_fields checks the
+allowed values too; the estimators' parameters and the CLI's flags (with their help) are derived from it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import math
 import numbers
 import types
 import typing
-from dataclasses import fields
+from collections.abc import Callable, Collection
+from dataclasses import Field, field, fields
 
 import numpy as np
 
@@ -60,17 +65,51 @@ def _conforms(value: object, hint: object) -> tuple[bool, object]:
     return True, value
 
 
+#: A rule on a field's value: (the test, what it expects in words).
+Rule = tuple[Callable[[object], bool], str]
+
+
+def between(low: float, high: float) -> Rule:
+    """The rule low <= value <= high."""
+    return (lambda value: low <= value <= high), f"a value in [{low}, {high}]"
+
+
+def option(default: object, doc: str, *, choices: Collection | None = None, rule: Rule | None = None,
+           flag: bool = True, factory: Callable[[], object] | None = None) -> Field:
+    """A dataclass field declared once. doc: what it means (an estimator's parameter documentation and the
+    command-line flag's help); choices or rule: its allowed values, checked by check_fields; flag: whether the
+    command line offers it (as --name-with-dashes); factory: a default_factory instead of default."""
+    metadata = {"doc": doc, "choices": choices, "rule": rule, "flag": flag}  # choices: live (a registry may grow)
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def value_problem(spec: Field, value: object) -> str | None:
+    """What is wrong with value for an option() field's choices or rule (None when nothing is)."""
+    choices, rule = spec.metadata.get("choices"), spec.metadata.get("rule")
+    if choices is not None and value not in choices:
+        return f"expected one of {', '.join(map(str, choices))}, got {value!r}"
+    if rule is not None and not rule[0](value):
+        return f"expected {rule[1]}, got {value!r}"
+    return None
+
+
 def check_fields(instance: object) -> None:
     """Check (and normalise: lists to tuples, ints to floats) every field of a frozen dataclass instance against
-    its annotation; ArgumentTypeError naming the first field that does not fit."""
+    its annotation (ArgumentTypeError), then against its option() choices or rule (InputError); the error names
+    the first field that does not fit."""
     hints = typing.get_type_hints(type(instance))
-    for field in fields(instance):
-        value = getattr(instance, field.name)
-        ok, converted = _conforms(value, hints[field.name])
+    for spec in fields(instance):
+        value = getattr(instance, spec.name)
+        ok, converted = _conforms(value, hints[spec.name])
         if not ok:
-            raise ArgumentTypeError(f"{field.name}: expected {_describe(hints[field.name])}, got {value!r}")
+            raise ArgumentTypeError(f"{spec.name}: expected {_describe(hints[spec.name])}, got {value!r}")
         if converted is not value:
-            object.__setattr__(instance, field.name, converted)
+            object.__setattr__(instance, spec.name, converted)
+        problem = value_problem(spec, converted)
+        if problem:
+            raise InputError(f"{spec.name}: {problem}")
 
 
 def check_type(value: object, expected: type | tuple[type, ...], name: str, hint: str = "") -> None:

@@ -14,13 +14,14 @@ import math
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import Field, fields, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from osteoscreen import __version__
+from osteoscreen.arguments import value_problem
 from osteoscreen.errors import InputError, InputWarning
 from osteoscreen.models.heads import CLINICAL_HEADS, HEADS
 from osteoscreen.utils import keep_freed_memory
@@ -121,44 +122,52 @@ def cmd_patches(args) -> None:
           f"each subject's files); overview: {summary.overview}")
 
 
-def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    from osteoscreen.landmarks import DEFAULT_TASK, TASKS
-    from osteoscreen.models.backbones import BACKBONES
-    from osteoscreen.models.heads import ATTENTION_ACTIVATIONS
-    from osteoscreen.models.octuplet import PATCH_FEATURES
-    from osteoscreen.operating_point import CALIBRATIONS
-    from osteoscreen.precision import PRECISIONS
-    from osteoscreen.training.config import DEVICES, MAX_THREADS, MODES, TrainConfig
+def _config_flag_type(spec: Field) -> Callable[[str], object]:
+    """The argparse type of an option() field: its kind (int, float, str), then its own choices or rule."""
+    kind = type(spec.default)
 
-    defaults = TrainConfig()
-    parser.add_argument("--mode", choices=list(MODES), default=defaults.mode)
-    parser.add_argument("--backbone", choices=list(BACKBONES), default=defaults.backbone)
-    parser.add_argument("--weights", default=defaults.weights, help="imagenet (default), none, a path or a URL")
-    parser.add_argument("--attention", choices=list(ATTENTION_ACTIVATIONS), default=defaults.attention,
-                        help="group-attention weights: softmax (default) or sigmoid")
-    parser.add_argument("--epochs", type=number(int, 1, 100_000), default=defaults.epochs,
-                        help="default 100 (the paper)")
-    parser.add_argument("--batch-size", type=number(int, 1, 4096), default=defaults.batch_size)
-    parser.add_argument("--views", type=number(int, 1, 64), default=defaults.views,
-                        help="frozen mode: views per subject (1 plain + augmented), default 4")
-    parser.add_argument("--class-weighting", action="store_true", help="weight the loss by inverse class frequency")
-    parser.add_argument("--precision", choices=list(PRECISIONS), default=defaults.precision,
-                        help="arithmetic: fp32 (default, the same results on every CPU) or bf16 autocast (a speed "
-                             "option, about 2x where the CPU or GPU has native bf16; changes the results)")
-    parser.add_argument("--threads", type=number(int, 1, MAX_THREADS), default=defaults.threads,
-                        help="intra-op threads of each computation (default 1, so results do not depend on the "
-                             "number of cores: independent computations run side by side instead); more speeds up "
-                             "a single long fit and changes the last digits of its results")
-    parser.add_argument("--device", choices=list(DEVICES), default="auto",
-                        help="auto (default): CUDA when available, else CPU")
-    parser.add_argument("--native-res", action="store_true",
-                        help="feed patches at their own resolution (--patch-px, 100) instead of upsampling to 224 "
-                             "(a deviation from the paper; about 5x less fine-tune work)")
-    parser.add_argument("--patch-feature", choices=list(PATCH_FEATURES), default=defaults.patch_feature,
-                        help="fine-tune mode: what each patch gives the head: texture (default: standardised "
-                             "statistics of intermediate layers, as in frozen mode) or pooled (the backbone's last "
-                             "layer, the paper's AlexNet fc7); see docs/method.md")
-    parser.add_argument("--seed", type=SEED, default=0)
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got "
+                                             f"{text!r}") from None
+        problem = value_problem(spec, value)
+        if problem or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(problem or f"expected a finite number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    """--recipe, then one flag per TrainConfig field that offers one (arguments.option): its documentation as the
+    help, its values checked by its own rule, default None (the recipe decides); then the rule and patch flags."""
+    from osteoscreen.landmarks import DEFAULT_TASK, TASKS
+    from osteoscreen.operating_point import CALIBRATIONS
+    from osteoscreen.training.config import TrainConfig
+    from osteoscreen.training.recipes import DEFAULT_RECIPE, RECIPES, recipe_config
+
+    parser.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
+                        help="the starting point every training flag below changes: osteoscreen (default: this "
+                             "project's defaults) or paper (Fan et al. 2021 as published: AlexNet fine-tuned at "
+                             "224 px on its pooled fc7 feature, SGD, 100 epochs, no class weighting; ImageNet "
+                             "weights from torchvision's file; docs/method.md)")
+    recipes = {name: recipe_config(name) for name in RECIPES}
+    for spec in fields(TrainConfig):
+        if not spec.metadata.get("flag"):
+            continue
+        values = {name: getattr(config, spec.name) for name, config in recipes.items()}
+        default = f"default {values[DEFAULT_RECIPE]}" + "".join(
+            f"; --recipe {name}: {value}" for name, value in values.items() if value != values[DEFAULT_RECIPE])
+        help_text = f"{spec.metadata['doc']} ({default})".replace("%", "%%")
+        flag = "--" + spec.name.replace("_", "-")
+        if isinstance(spec.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            choices = spec.metadata["choices"]
+            parser.add_argument(flag, type=_config_flag_type(spec), default=None, help=help_text,
+                                choices=None if choices is None else list(choices))
     parser.add_argument("--task", choices=list(TASKS), default=DEFAULT_TASK,
                         help="the binary question: osteoporosis-vs-normal (default, the paper's: osteopenia "
                              "excluded), osteoporosis-vs-rest (osteopenia negative) or low-bmd-vs-normal "
@@ -173,25 +182,24 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args, head: str = "group-attention"):
+    """The recipe's TrainConfig with every training flag given on the command line."""
     from osteoscreen.training.config import TrainConfig
+    from osteoscreen.training.recipes import recipe_config
 
-    return TrainConfig(head=head, mode=args.mode, backbone=args.backbone, weights=args.weights,
-                       attention=args.attention, epochs=args.epochs, batch_size=args.batch_size, views=args.views,
-                       class_weighting=args.class_weighting, seed=args.seed, precision=args.precision,
-                       threads=args.threads,
-                       device=args.device, native_res=args.native_res, patch_feature=args.patch_feature,
-                       patch=_patch_config(args))
+    given = {spec.name: getattr(args, spec.name) for spec in fields(TrainConfig)
+             if spec.metadata.get("flag") and getattr(args, spec.name) is not None}
+    return recipe_config(args.recipe, **given, head=head, patch=_patch_config(args))
 
 
 def _cv_config(args):
     from osteoscreen.evaluation.crossval import DEFAULT_METHODS, CVConfig
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else DEFAULT_METHODS
-    seeds = _seed_list(args.seeds) if args.seeds else (args.seed,)
+    train = _train_config(args)
+    seeds = _seed_list(args.seeds) if args.seeds else (train.seed,)
     return CVConfig(methods=methods, protocol=args.protocol, folds=args.folds, repeats=args.repeats, seeds=seeds,
                     prevalence=args.prevalence, rule=_decision_rule(args), leave_pair_out=args.leave_pair_out,
-                    task=args.task,
-                    train=replace(_train_config(args), seed=seeds[0]))
+                    task=args.task, train=replace(train, seed=seeds[0]))
 
 
 def _decision_rule(args):
@@ -710,7 +718,8 @@ def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
             if isinstance(action, argparse._SubParsersAction):
                 pending += list(action.choices.values())
             elif action.option_strings and action.option_strings[-1].startswith("--"):
-                flags.setdefault(action.dest, action.option_strings[-1])
+                positive = isinstance(action, argparse.BooleanOptionalAction)  # --x, not --no-x
+                flags.setdefault(action.dest, action.option_strings[0 if positive else -1])
     return flags | FLAG_OF
 
 

@@ -15,8 +15,9 @@ the cohort, so the folds of a cross-validation share them.
 
 from __future__ import annotations
 
+import inspect
 import numbers
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import torch
@@ -109,54 +110,55 @@ class Baseline(CohortClassifier):
         return p, None
 
 
-class HeadClassifier(CohortClassifier):
-    """A CNN head over the shared backbone (TrainConfig says what each parameter means; defaults: the paper's
-    optimiser and schedule, frozen mode, EfficientNet-Lite0 with ImageNet weights). activation: group attention's
-    softmax or sigmoid (TrainConfig.attention); clinical: the head's final layer also sees age and sex (the
-    `+clinical` methods). After fit: `model_` (training.fitted.FittedModel) and,
-    fine-tuned, `history_` (per-epoch training loss and accuracy)."""
+#: HeadClassifier's parameters: TrainConfig's fields (declared there once, with their documentation), except the
+#: patch settings, which are the cohort's; {parameter: field} where the name differs (`attention` is a method).
+HEAD_PARAMETERS = {"activation" if spec.name == "attention" else spec.name: spec for spec in fields(TrainConfig)
+                   if spec.name != "patch"}
 
-    def __init__(self, head: str = "group-attention", mode: str = "frozen", clinical: bool = False,
-                 backbone: str = "efficientnet_lite0", weights: str = "imagenet", activation: str = "softmax",
-                 epochs: int = 100, batch_size: int = 32, views: int = 4, class_weighting: bool = False,
-                 native_res: bool = False, patch_feature: str = "texture", precision: str = "fp32",
-                 threads: int = 1, device: str = "auto", seed: int = 0, hidden: int = 128, lr_backbone: float = 1e-4,
-                 lr_head: float = 1e-2, momentum: float = 0.9, weight_decay: float = 1e-4,
-                 taps: tuple[int, ...] | None = None):
-        self.head = head
-        self.mode = mode
-        self.clinical = clinical
-        self.backbone = backbone
-        self.weights = weights
-        self.activation = activation
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.views = views
-        self.class_weighting = class_weighting
-        self.native_res = native_res
-        self.patch_feature = patch_feature
-        self.precision = precision
-        self.threads = threads
-        self.device = device
-        self.seed = seed
-        self.hidden = hidden
-        self.lr_backbone = lr_backbone
-        self.lr_head = lr_head
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.taps = taps
+
+class HeadClassifier(CohortClassifier):
+    """A CNN head over the shared backbone; its parameters are TrainConfig's fields but `patch`, with `attention`
+    named `activation` (defaults: the `osteoscreen` recipe; `HeadClassifier.from_config(recipe_config("paper"))`
+    is the paper's). After fit: `model_` (training.fitted.FittedModel) and, fine-tuned, `history_` (per-epoch
+    training loss and accuracy).
+
+    Parameters (head and mode may be given by position):
+"""
+
+    def __init__(self, head: str = TrainConfig.head, mode: str = TrainConfig.mode, **params):
+        unknown = sorted(set(params) - set(HEAD_PARAMETERS))
+        if unknown:
+            raise TypeError(f"HeadClassifier got unexpected parameter(s) {', '.join(unknown)}; its parameters are "
+                            f"{', '.join(HEAD_PARAMETERS)}")
+        params |= {"head": head, "mode": mode}
+        for name, spec in HEAD_PARAMETERS.items():
+            setattr(self, name, params.get(name, spec.default))
+
+    __init__.__signature__ = inspect.Signature(  # what scikit-learn's get_params, clone and repr read
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD if name in ("head", "mode")
+                             else inspect.Parameter.KEYWORD_ONLY, default=spec.default)
+           for name, spec in HEAD_PARAMETERS.items()])
+    __doc__ += "".join(f"    - {name} (default {spec.default!r}): {spec.metadata['doc']}\n"
+                       for name, spec in HEAD_PARAMETERS.items())
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> HeadClassifier:
         """The estimator of a TrainConfig (its patch settings are the cohort's, not the estimator's)."""
-        return cls(**{name: getattr(config, "attention" if name == "activation" else name)
-                      for name in cls._get_param_names()})
+        return cls(**{name: getattr(config, spec.name) for name, spec in HEAD_PARAMETERS.items()})
 
     def train_config(self, cohort: Cohort) -> TrainConfig:
         """The TrainConfig of these parameters for patches cut as the cohort's were (validated here)."""
         params = self.get_params()
-        activation = params.pop("activation")
-        return TrainConfig(**params, attention=activation, patch=cohort.patch_config)
+        try:
+            return TrainConfig(**{spec.name: params[name] for name, spec in HEAD_PARAMETERS.items()},
+                               patch=cohort.patch_config)
+        except InputError as error:  # name the parameter as the caller did
+            renamed = next((name for name, spec in HEAD_PARAMETERS.items()
+                            if name != spec.name and str(error).startswith(f"{spec.name}:")), None)
+            if renamed is None:
+                raise
+            raise type(error)(renamed + str(error)[len(HEAD_PARAMETERS[renamed].name):]) from None
 
     def fit(self, X, y=None) -> HeadClassifier:
         cohort = _labelled(X, y)

@@ -52,6 +52,7 @@ from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.finetune import build_finetune_net
 from osteoscreen.training.fit import fit, head_features, predict_proba
 from osteoscreen.training.fitted import FittedModel
+from osteoscreen.training.recipes import recipe_of
 
 #: 2: model.json is bound to the weights (model_info.py); 3: decision rule, novelty reference and covariates.
 MODEL_FORMAT = 3
@@ -257,7 +258,8 @@ def _info(fitted: FittedModel, rule: FittedRule, novelty: dict | None, training_
     config, backbone = fitted.config, _backbone(fitted)
     info = {"format": MODEL_FORMAT, "osteoscreen": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "method": method_name(config.head, config.clinical), "mode": config.mode,
-            "config": config.to_dict(), "covariates": list(COVARIATES_NEEDED) if config.clinical else [],
+            "config": config.to_dict(), "recipe": recipe_of(config),
+            "covariates": list(COVARIATES_NEEDED) if config.clinical else [],
             "preprocessing": preprocessing(config, backbone),
             "backbone": {"name": config.backbone, "taps": list(backbone.taps), "weights": backbone.weights_source},
             "classes": list(CLASSES), "positive_class": CLASSES[1], "threshold": rule.threshold,

@@ -4,6 +4,7 @@ method, decision rule, novelty check, cross-validated performance, limitations).
 from __future__ import annotations
 
 from osteoscreen.landmarks import DEFAULT_TASK
+from osteoscreen.training.recipes import recipe_text
 
 
 def model_card(info: dict) -> str:
@@ -28,6 +29,8 @@ def model_card(info: dict) -> str:
               "## Method",
               f"- Fan et al. 2021 pipeline: 8 landmark patches ({_patch_text(info)}), one shared "
               f"{info['backbone']['name']} backbone, head `{info['method']}`, mode `{info['mode']}`",
+              f"- training recipe: {recipe_text(info['recipe']) if info.get('recipe') else 'not recorded'} "
+              "(`paper`: Fan et al. 2021 as published; `osteoscreen`: this project's defaults; docs/method.md)",
               f"- backbone weights: {info['backbone']['weights'].get('weights')} "
               f"(file {info['backbone']['weights'].get('file')}, SHA-256 {info['backbone']['weights'].get('sha256')})",
               f"- decision: osteoporosis when p_osteoporosis >= {info['threshold']:.4g} "

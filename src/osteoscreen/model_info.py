@@ -144,6 +144,10 @@ def check_model_info(info: JsonValue) -> TrainConfig:
     if counts[0] != counts[1] + counts[2] or counts[0] < 1:
         raise data.error("n must be positives + negatives, at least 1")
     data["synthetic"].boolean()
+    recipe = info.get("recipe")  # (models written before recipes have none)
+    if recipe is not None:
+        recipe["recipe"].string()
+        recipe["changed"].object()
     cross_validation = info.get("cross_validation")
     if cross_validation is not None:
         cross_validation["run"].string()

@@ -18,6 +18,7 @@ from sklearn.metrics import roc_curve
 
 from osteoscreen.landmarks import CLASSES, GROUPS, THRESHOLD, flagged
 from osteoscreen.outputs import strict_json
+from osteoscreen.training.recipes import recipe_text
 from osteoscreen.visualise import CLASS_COLOURS, figure_uri, subject_montage
 
 PAPER_TABLE_1 = {"knn-lbp": (0.653, 0.429, 0.586), "ensemble-lbp": (0.796, 0.191, 0.614),
@@ -211,7 +212,8 @@ def _checklist_html(config: dict, dataset: dict, metrics: dict) -> str:
         ("Operating point and how it was chosen",
          config.get("rule_text") or f"fixed threshold {THRESHOLD:g}, chosen in advance", "Operating point"),
         ("Clinical usefulness", "decision curves (net benefit) at the stated prevalence", "Decision curves"),
-        ("Model and training details", f"methods {', '.join(metrics)}; every hyperparameter fixed in advance, none "
+        ("Model and training details", f"methods {', '.join(metrics)}; recipe {_recipe_text(config)}; every "
+         "hyperparameter fixed in advance, none "
          "tuned on test folds; training curves for fine-tuned methods", "Configuration; Training curves"),
         ("Software versions and seeds", ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; seeds {seeds}",
          "Configuration"),
@@ -223,6 +225,10 @@ def _checklist_html(config: dict, dataset: dict, metrics: dict) -> str:
     return ("<p>Items of STARD-AI (2025), TRIPOD+AI (2024) and CLAIM (2024) that this run can answer, filled from "
             "it, and where the report answers them.</p><table><tr><th>item</th><th>from this run</th>"
             f"<th>where</th></tr>{rows}</table><p>Items no software run can answer:</p><ul>{authors}</ul>")
+
+
+def _recipe_text(config: dict) -> str:
+    return recipe_text(config["recipe"]) if config.get("recipe") else "not recorded"
 
 
 def _numerics_text(config: dict) -> str:
@@ -438,7 +444,7 @@ overflow-x:auto;font-size:0.8em}}</style></head>
 <p>Research pre-screening of osteoporosis from panoramic radiographs (Fan et al. 2021). Not a diagnostic device.
 Dataset: {html.escape(str(dataset.get('path')))} — task {html.escape(str(config.get('task')))}:
 {dataset.get('n')} subjects analysed ({_counts_text(dataset)}).
-Protocol: {html.escape(str(config.get('protocol')))}.</p>
+Protocol: {html.escape(str(config.get('protocol')))}; training recipe: {html.escape(_recipe_text(config))}.</p>
 {banner}{body}</body></html>
 """
 

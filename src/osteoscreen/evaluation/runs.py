@@ -32,6 +32,7 @@ from osteoscreen.landmarks import CLASSES, DEFAULT_TASK, GROUPS, THRESHOLD, deci
 from osteoscreen.operating_point import DecisionRule
 from osteoscreen.outputs import atomic_path, exclusive, output_folder_in_place, strict_json, write_text_atomic
 from osteoscreen.training.config import TrainConfig
+from osteoscreen.training.recipes import recipe_of
 
 ATTENTION_COLUMNS = [f"att_{group}" for group in GROUPS]
 #: cv's predictions.csv: one row per subject, method, fold and seed. subject_id, y_true (the subject's class in
@@ -146,10 +147,12 @@ def _run_locked(data_dir: Path, run_dir: Path, config: CVConfig, progress: Calla
     record = prepare_run(run_dir, config, cohort.info)
     result = cross_validate(cohort, config, backend, RunFolder(run_dir), progress, log)
     labels, subject_ids = result.labels, result.subject_ids
-    config_dict = {**asdict(config), "versions": record["versions"], "kernels": kernel_record(),
+    config_dict = {**asdict(config), "recipe": recipe_of(config.train), "versions": record["versions"],
+                   "kernels": kernel_record(),
                    "rule_text": None if config.rule.fixed else config.rule.describe()}
     write_predictions(run_dir / "predictions.csv", result.records, subject_ids, labels)
-    payload = {"dataset": cohort.info, "config": asdict(config), "kernels": config_dict["kernels"],
+    payload = {"dataset": cohort.info, "config": asdict(config), "recipe": config_dict["recipe"],
+               "kernels": config_dict["kernels"],
                "methods": result.metrics,
                "comparisons": result.comparisons,
                "seeds": [{"seed": seed, "methods": result.seed_metrics[seed]} for seed in config.seeds],
@@ -206,7 +209,8 @@ def prepare_run(run_dir: Path, config: CVConfig, dataset_info: dict) -> dict:
             raise InputError(f"{run_dir} holds results of a different configuration ({', '.join(differing)}"
                              f"{': ' + detail if detail else ''}); use another output folder or delete it")
         return stored
-    record = {"identity": identity, "dataset": dataset_info, "versions": package_versions(), "kernels": kernel_record(),
+    record = {"identity": identity, "recipe": recipe_of(config.train), "dataset": dataset_info,
+              "versions": package_versions(), "kernels": kernel_record(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _write_json(path, record)
     return record
