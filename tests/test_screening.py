@@ -18,6 +18,8 @@ from osteoscreen.data.dataset import load_dataset
 from osteoscreen.errors import InputError
 from osteoscreen.landmarks import LANDMARKS
 from osteoscreen.model import Model
+from osteoscreen.outputs import subject_file_names
+from osteoscreen.prediction_writers import PredictionTable, Screened, Writer
 from osteoscreen.screening import predict
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fit import fit, predict_proba
@@ -316,3 +318,36 @@ def test_model_screen_names_what_is_wrong_with_its_landmarks(web_model, small_pn
         model.screen(subject.image_path, {name: (10.0, 10.0) for name in LANDMARKS if name != "condyle_left"})
     with pytest.raises(InputError, match="8 \\(x, y\\) points"):
         model.screen(subject.image_path, np.zeros((7, 2)))
+
+
+class _Lines(Writer):
+    """A further output, as a new format would be: one file per radiograph and a list of them."""
+
+    def __init__(self):
+        self.started = None
+
+    def start(self, folder, run):
+        self.started = [s.subject_id for s in run.subjects]
+        (folder / "lines").mkdir()
+
+    def radiograph(self, folder, item, model):
+        assert isinstance(item, Screened) and item.radiograph.pixels.ndim == 2
+        (folder / "lines" / f"{item.name}.txt").write_text(f"{item.result.probability:.6f} {item.result.decision}")
+        return item.subject.subject_id, item.result.probability
+
+    def finish(self, folder, run, records):
+        (folder / "lines" / "all.txt").write_text("\n".join(f"{s} {p:.6f}" for s, p in records))
+
+
+def test_a_new_output_is_one_writer_handed_each_typed_result_in_input_order(frozen_model, dataset, tmp_path):
+    _, _, directory = frozen_model
+    writer = _Lines()
+    out = tmp_path / "out"
+    rows = read_rows(predict(Model.load(directory), dataset, out, figures=False, writers=[writer]))
+    ids = [s.subject_id for s in dataset.subjects]
+    assert writer.started == ids and [r["subject_id"] for r in rows] == ids
+    assert (out / "lines" / "all.txt").read_text().splitlines() == [f"{r['subject_id']} {r['p_osteoporosis']}"
+                                                                    for r in rows]
+    first = (out / "lines" / f"{subject_file_names(ids)[0]}.txt").read_text().split()
+    assert first == [rows[0]["p_osteoporosis"], rows[0]["decision"]]
+    assert isinstance(PredictionTable(), Writer)  # predictions.csv is a writer like any other

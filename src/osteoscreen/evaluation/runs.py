@@ -37,7 +37,7 @@ from osteoscreen.training.recipes import recipe_of
 ATTENTION_COLUMNS = [f"att_{group}" for group in GROUPS]
 #: cv's predictions.csv: one row per subject, method, fold and seed. subject_id, y_true (the subject's class in
 #: the run's task), p_osteoporosis (out of fold, after the fold's calibration), decision (the class at the fold's
-#: threshold) and att_<group> are named and mean what they do in predict's (screening.PREDICTION_COLUMNS).
+#: threshold) and att_<group> are named and mean what they do in predict's (prediction_writers.PREDICTION_COLUMNS).
 PREDICTION_COLUMNS = ["subject_id", "method", "fold", "y_true", "p_osteoporosis", "decision", *ATTENTION_COLUMNS,
                       "seed"]
 
