@@ -41,7 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 # The emulation of an ordinary x86-64 CPU (AVX2, no AVX-512, no native bf16) with one thread: the variables
-# osteoscreen.kernels sets, set from outside, and OMP_NUM_THREADS=1 (docs/performance.md).
+# osteoscreen.core.kernels sets, set from outside, and OMP_NUM_THREADS=1 (docs/performance.md).
 AVX2_EMULATION := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE MKL_ENABLE_INSTRUCTIONS=AVX2 \
 	OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=1
 

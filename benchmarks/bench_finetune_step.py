@@ -17,10 +17,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from common import REPEATS, Row, median_seconds
 from hardware import peak
+from osteoscreen.core.precision import bf16_native
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import build_head
 from osteoscreen.models.octuplet import OctupletNet
-from osteoscreen.precision import bf16_native
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.finetune import build_finetune_net, finetune_step
 

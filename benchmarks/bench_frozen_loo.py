@@ -22,10 +22,10 @@ from osteoscreen.data.cohort import Cohort
 from osteoscreen.data.subject_patches import load_dataset_with_patches
 from osteoscreen.evaluation.crossval import CVConfig
 from osteoscreen.evaluation.experiment import run_folds
-from osteoscreen.evaluation.runs import RunFolder
 from osteoscreen.evaluation.splits import make_folds
-from osteoscreen.features import forget_frozen_features
+from osteoscreen.features.frozen import forget_frozen_features
 from osteoscreen.models.heads import HEADS
+from osteoscreen.reporting.runs import RunFolder
 from osteoscreen.training.fit import fit, predict_proba
 
 TARGET_RATIO = 15.0  # against the naive way, on any machine (the seconds depend on it)
@@ -69,7 +69,7 @@ def run() -> list[Row]:
 
 if __name__ == "__main__":
     from common import format_table
-    from osteoscreen.utils import keep_freed_memory
+    from osteoscreen.core.utils import keep_freed_memory
 
     keep_freed_memory()  # as the osteoscreen command does
     print(format_table(run()))

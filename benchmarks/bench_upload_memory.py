@@ -59,8 +59,8 @@ def _rss_kib(pid: int, field: str) -> int:
 def _model(folder: Path) -> Path:
     from osteoscreen.data.cohort import Cohort
     from osteoscreen.data.dataset import load_dataset
-    from osteoscreen.data.phantom import PhantomConfig, synthesise
-    from osteoscreen.model import Model
+    from osteoscreen.data.phantom.synthesis import PhantomConfig, synthesise
+    from osteoscreen.deploy.model import Model
     from osteoscreen.training.config import TrainConfig
     from osteoscreen.training.fit import fit
 

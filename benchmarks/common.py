@@ -42,7 +42,7 @@ def median_seconds(function: Callable[[], object], repeats: int = REPEATS, warmu
 def default_cohort() -> Path:
     """The 70-subject default phantom cohort (synthesised once into runs/bench/data; not timed)."""
     if not (COHORT_DIR / "subjects.csv").exists():
-        from osteoscreen.data.phantom import PhantomConfig, synthesise
+        from osteoscreen.data.phantom.synthesis import PhantomConfig, synthesise
 
         print(f"synthesising the default cohort into {COHORT_DIR} (once, not timed) ...", flush=True)
         synthesise(COHORT_DIR, PhantomConfig())

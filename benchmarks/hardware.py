@@ -8,7 +8,7 @@ those at rename (that chain read 11.9 GHz on a Xeon).
 FLOP per cycle per core, fp32: FMA units x fp32 lanes per unit x 2 (multiply and add). AMD Zen 4 executes
 AVX-512 on two 256-bit FMA pipes (8 lanes each); Intel server cores with AVX-512 have two 512-bit FMA units
 (16 lanes); AVX2 cores two 256-bit units. bf16 (AVX512-BF16 VDPBF16PS: two bf16 products per fp32 lane) doubles it.
-With the AVX2 kernel pin (osteoscreen.kernels, the default) the peak is that of the AVX2 kernels in use.
+With the AVX2 kernel pin (osteoscreen.core.kernels, the default) the peak is that of the AVX2 kernels in use.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from osteoscreen.kernels import cpu_name, cpuinfo
-from osteoscreen.precision import bf16_native
+from osteoscreen.core.kernels import cpu_name, cpuinfo
+from osteoscreen.core.precision import bf16_native
 
 CHAIN_C = """
 void chain(long n, long step) {
@@ -84,7 +84,7 @@ def measured_clock_ghz() -> float | None:
 
 
 def _vector_units(flags: set[str], vendor: str, family: int) -> tuple[int, str]:
-    """fp32 FLOP per cycle per core of the kernels in use: with osteoscreen.kernels' AVX2 pin in effect (torch's
+    """fp32 FLOP per cycle per core of the kernels in use: with osteoscreen.core.kernels' AVX2 pin in effect (torch's
     CPU capability AVX2), those of AVX2 whatever wider units the CPU has."""
     import torch
 

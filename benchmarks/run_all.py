@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import osteoscreen.kernels  # noqa: F401  (first: the AVX2 kernel pin, before torch and numpy load)
+import osteoscreen.core.kernels  # noqa: F401  (first: the AVX2 kernel pin, before torch and numpy load)
 
 # isort: split
 import platform
@@ -18,7 +18,7 @@ import bench_render
 import bench_upload_memory
 from common import REPEATS, format_table
 from hardware import cpu_name, peak
-from osteoscreen.utils import keep_freed_memory
+from osteoscreen.core.utils import keep_freed_memory
 
 
 def main() -> int:

@@ -6,7 +6,7 @@ Needs the realism kit (patch_stats.py and real_pr_patch_stats.json; only numbers
 calibration cohort in memory (seed 1 by default, not the demo's seed 0), cuts its patches exactly as
 `osteoscreen patches` does, and runs a coordinate search over the parameters below, minimising the squared
 log-ratios to the real medians beyond 1.12x. Prints each improvement and the final values, to be copied into
-phantom.py, phantom_anatomy.py and imaging_chain.py by hand (the search never edits the code).
+data/phantom/synthesis.py, anatomy.py and imaging_chain.py by hand (the search never edits the code).
 """
 
 import argparse
@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-import osteoscreen.data.imaging_chain as chain
-import osteoscreen.data.phantom as phantom
-import osteoscreen.data.phantom_anatomy as anatomy
+import osteoscreen.data.phantom.anatomy as anatomy
+import osteoscreen.data.phantom.imaging_chain as chain
+import osteoscreen.data.phantom.synthesis as phantom
+from osteoscreen.core.landmarks import GROUPS, LANDMARKS
 from osteoscreen.data.dataset import Subject
-from osteoscreen.data.imageio import Radiograph
 from osteoscreen.data.patches import PatchConfig, to_uint8
 from osteoscreen.data.subject_patches import cut_subject_patches
-from osteoscreen.landmarks import GROUPS, LANDMARKS
+from osteoscreen.io.imageio import Radiograph
 
 #: name: (module, attribute or a setter, lower bound, upper bound)
 PARAMETERS = {

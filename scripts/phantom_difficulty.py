@@ -17,10 +17,10 @@ from sklearn.model_selection import LeaveOneOut, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from osteoscreen.core.landmarks import GROUPS
 from osteoscreen.data.patches import PatchConfig, to_uint8
 from osteoscreen.data.subject_patches import load_dataset_with_patches
-from osteoscreen.features import subject_lbp
-from osteoscreen.landmarks import GROUPS
+from osteoscreen.features.lbp import subject_lbp
 
 
 def difficulty(features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

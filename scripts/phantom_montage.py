@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from osteoscreen.landmarks import CLASSES, GROUPS  # noqa: E402
+from osteoscreen.core.landmarks import CLASSES, GROUPS  # noqa: E402
 
 
 def main() -> None:

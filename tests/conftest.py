@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from osteoscreen.data.bone import bone_parameters, trabecular_field
+from osteoscreen.core.landmarks import GROUPS, LANDMARKS
 from osteoscreen.data.cohort import Cohort
 from osteoscreen.data.patches import PatchConfig
-from osteoscreen.data.phantom import PhantomConfig, synthesise
+from osteoscreen.data.phantom.bone import bone_parameters, trabecular_field
+from osteoscreen.data.phantom.synthesis import PhantomConfig, synthesise
 from osteoscreen.data.subject_patches import SubjectPatches
+from osteoscreen.deploy.model import train_model
 from osteoscreen.landmarking.model import LandmarkConfig, LandmarkModel
-from osteoscreen.landmarks import GROUPS, LANDMARKS
-from osteoscreen.model import train_model
 from osteoscreen.training.config import TrainConfig
 
 

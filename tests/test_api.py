@@ -10,7 +10,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import cross_val_predict
 
 import osteoscreen
-from osteoscreen.errors import InputError
+from osteoscreen.core.errors import InputError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

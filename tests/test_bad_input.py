@@ -19,7 +19,7 @@ from PIL import Image
 
 from osteoscreen.cli import main
 from osteoscreen.data.dataset import DatasetError, load_dataset
-from osteoscreen.outputs import subject_file_names
+from osteoscreen.io.outputs import subject_file_names
 
 ADVERSARIAL_IDS = ["../../../escaped", "/tmp/absolute-id", "a/b", "a b", "a_b", "a_b-2", "A_B", ".hidden", "CON",
                    "x" * 300, "Zoë", "a_b~0123456789ab", "..", "-rf"]
@@ -284,7 +284,7 @@ def test_train_writes_nothing_when_the_dataset_is_bad(small_png_cohort, tmp_path
 
 
 def test_exif_orientation_is_applied_when_reading(tmp_path):
-    from osteoscreen.data.imageio import read_radiograph
+    from osteoscreen.io.imageio import read_radiograph
 
     pixels = np.zeros((20, 40), np.uint8)
     pixels[:5, :10] = 255  # a bright block top-left as stored
@@ -298,8 +298,8 @@ def test_exif_orientation_is_applied_when_reading(tmp_path):
 
 
 def test_a_multipage_tiff_gives_its_first_page_with_a_warning(tmp_path):
-    from osteoscreen.data.imageio import read_radiograph
-    from osteoscreen.errors import InputWarning
+    from osteoscreen.core.errors import InputWarning
+    from osteoscreen.io.imageio import read_radiograph
 
     pages = [Image.fromarray(np.full((8, 8), value, np.uint8)) for value in (51, 204)]
     pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
@@ -354,8 +354,8 @@ def test_an_image_path_outside_the_dataset_is_never_read(small_png_cohort, tmp_p
 
 
 def test_a_float_image_with_nan_is_refused(tmp_path):
-    from osteoscreen.data.imageio import read_radiograph
-    from osteoscreen.errors import InputError
+    from osteoscreen.core.errors import InputError
+    from osteoscreen.io.imageio import read_radiograph
 
     pixels = np.zeros((8, 8), np.float32)
     pixels[3, 3] = np.nan

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from osteoscreen.baselines import BASELINES, build_baseline
-from osteoscreen.data.bone import bone_parameters, trabecular_field
+from osteoscreen.core.errors import InputError
 from osteoscreen.data.patches import to_uint8
-from osteoscreen.errors import InputError
-from osteoscreen.features import lbp_histograms, subject_lbp
+from osteoscreen.data.phantom.bone import bone_parameters, trabecular_field
+from osteoscreen.features.lbp import lbp_histograms, subject_lbp
+from osteoscreen.methods.baselines import BASELINES, build_baseline
 
 
 def test_lbp_histogram_bins_and_normalisation():

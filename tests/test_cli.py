@@ -23,7 +23,7 @@ def test_usage_errors_exit_2(tmp_path, capsys):
 
 def test_library_errors_name_the_arguments_and_the_command_line_its_flags(small_png_cohort, tmp_path, capsys):
     from osteoscreen.evaluation.crossval import CVConfig
-    from osteoscreen.operating_point import DecisionRule
+    from osteoscreen.evaluation.operating_point import DecisionRule
 
     with pytest.raises(ValueError, match=r"^folds: expected an integer >= 2, got 1$"):
         CVConfig(folds=1)
@@ -38,7 +38,8 @@ def test_library_errors_name_the_arguments_and_the_command_line_its_flags(small_
 
 
 def test_flags_replace_only_the_arguments_the_command_line_has():
-    from osteoscreen.cli import build_parser, flags_of, in_flags
+    from osteoscreen.cli.entry import flags_of, in_flags
+    from osteoscreen.cli.parser import build_parser
 
     flags = flags_of(build_parser())
     assert flags["image_format"] == "--format" and flags["folds"] == "--folds" and flags["patch_mm"] == "--patch-mm"

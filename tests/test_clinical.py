@@ -15,8 +15,8 @@ from osteoscreen.cli import main
 from osteoscreen.evaluation.aggregate import summarise
 from osteoscreen.evaluation.crossval import CVConfig
 from osteoscreen.evaluation.experiment import run_folds
-from osteoscreen.evaluation.runs import RunFolder
 from osteoscreen.models.heads import build_head
+from osteoscreen.reporting.runs import RunFolder
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.web.app import create_app
 

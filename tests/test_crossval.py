@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 
 from osteoscreen.cli import main
-from osteoscreen.errors import InputError
-from osteoscreen.evaluation import crossval, runs
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.kernels import kernel_record
+from osteoscreen.evaluation import crossval
 from osteoscreen.evaluation.aggregate import summarise, training_curves
 from osteoscreen.evaluation.crossval import CVConfig
 from osteoscreen.evaluation.experiment import run_folds
-from osteoscreen.evaluation.report import SECTIONS
-from osteoscreen.evaluation.runs import RunFolder
 from osteoscreen.evaluation.splits import Fold, LeakageError, check_no_leakage, make_folds
-from osteoscreen.kernels import kernel_record
+from osteoscreen.reporting import runs
+from osteoscreen.reporting.report import SECTIONS
+from osteoscreen.reporting.runs import RunFolder
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fit import fit, predict_proba
 
@@ -241,7 +242,7 @@ def test_a_run_made_before_later_options_resumes_when_they_keep_their_neutral_va
 @pytest.fixture(scope="module")
 def osteopenia_cohort(tmp_path_factory):
     """8 phantom subjects: 3 osteoporosis, 2 osteopenia, 3 normal."""
-    from osteoscreen.data.phantom import PhantomConfig, synthesise
+    from osteoscreen.data.phantom.synthesis import PhantomConfig, synthesise
 
     return synthesise(tmp_path_factory.mktemp("osteopenia") / "data",
                       PhantomConfig(n=8, positives=3, osteopenia=2, seed=4))

@@ -13,15 +13,15 @@ import pytest
 import ray
 
 from osteoscreen.cli import main
+from osteoscreen.core.distributed import import_ray
+from osteoscreen.core.errors import InputError
 from osteoscreen.data.cohort import Cohort
 from osteoscreen.data.dataset import load_dataset
-from osteoscreen.distributed import import_ray
-from osteoscreen.errors import InputError
+from osteoscreen.deploy.model import Model
+from osteoscreen.deploy.screening import predict
 from osteoscreen.evaluation.crossval import CVConfig, run_job
 from osteoscreen.evaluation.execution import RayBackend
-from osteoscreen.evaluation.runs import run_cross_validation
-from osteoscreen.model import Model
-from osteoscreen.screening import predict
+from osteoscreen.reporting.runs import run_cross_validation
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fit import fit
 
@@ -110,7 +110,7 @@ def test_predict_on_ray_writes_the_local_rows_in_input_order(local_ray, small_pn
     model = Model.load(Model(fit(cohort, np.arange(len(cohort)), config), training_data=dataset.summary())
                        .save(tmp_path / "model"))
     local = predict(model, dataset, tmp_path / "local")
-    from osteoscreen.distributed import TaskResources
+    from osteoscreen.core.distributed import TaskResources
 
     sharded = predict(model, dataset, tmp_path / "ray", ray=TaskResources())
     assert sharded.read_bytes() == local.read_bytes()

@@ -11,11 +11,11 @@ import pydicom
 import pytest
 
 from osteoscreen.cli import main
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.landmarks import LANDMARKS, decision, flagged
 from osteoscreen.data.dataset import checked_covariates, load_dataset
-from osteoscreen.data.imageio import read_radiograph
-from osteoscreen.errors import InputError
-from osteoscreen.landmarks import LANDMARKS, decision, flagged
-from osteoscreen.model import Model
+from osteoscreen.deploy.model import Model
+from osteoscreen.io.imageio import read_radiograph
 
 
 @pytest.fixture(scope="module")
@@ -165,9 +165,9 @@ def test_a_damaged_feature_cache_is_rebuilt(small_png_cohort, tmp_path, damage):
     import torch
     from safetensors.torch import save_file
 
+    from osteoscreen.core.errors import InputWarning
     from osteoscreen.data.cohort import Cohort
-    from osteoscreen.errors import InputWarning
-    from osteoscreen.features import frozen_features
+    from osteoscreen.features.frozen import frozen_features
     from osteoscreen.training.config import TrainConfig
 
     config = TrainConfig(views=1)
@@ -186,7 +186,7 @@ def test_a_damaged_feature_cache_is_rebuilt(small_png_cohort, tmp_path, damage):
 # 3. One RUN folder, one writer (and one per output folder, one server per dataset).
 
 def test_a_second_cv_on_a_run_folder_in_use_is_refused(small_png_cohort, tmp_path, capsys):
-    from osteoscreen.outputs import exclusive
+    from osteoscreen.io.outputs import exclusive
 
     run = tmp_path / "run"
     run.mkdir()
@@ -198,7 +198,7 @@ def test_a_second_cv_on_a_run_folder_in_use_is_refused(small_png_cohort, tmp_pat
 
 
 def test_a_second_writer_of_an_output_folder_is_refused_and_the_first_keeps_its_work(tmp_path):
-    from osteoscreen.outputs import output_folder
+    from osteoscreen.io.outputs import output_folder
 
     with output_folder(tmp_path / "out") as partial:
         (partial / "mine.txt").write_text("first")
@@ -279,7 +279,7 @@ def test_a_full_or_read_only_disk_is_one_line_with_the_path(small_png_cohort, tm
     import errno
     import os
 
-    from osteoscreen import outputs
+    from osteoscreen.io import outputs
 
     assert code == {28: errno.ENOSPC, 30: errno.EROFS}[code]
 
@@ -287,7 +287,7 @@ def test_a_full_or_read_only_disk_is_one_line_with_the_path(small_png_cohort, tm
         raise OSError(code, os.strerror(code), str(index_folder / "index.csv"))
 
     monkeypatch.setattr(outputs, "write_index", full)
-    monkeypatch.setattr("osteoscreen.patch_export.write_index", full)
+    monkeypatch.setattr("osteoscreen.reporting.patch_export.write_index", full)
     assert main(["patches", str(small_png_cohort), "--out", str(tmp_path / "out")]) == status
     (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("osteoscreen:")]
     assert error.startswith("osteoscreen: error: ") and "index.csv" in error and text in error
@@ -371,7 +371,7 @@ def test_sigterm_during_predict_leaves_no_partial_output(web_model, small_png_co
 
 def test_input_errors_are_value_errors_and_type_errors_are_type_errors(small_png_cohort):
     import osteoscreen
-    from osteoscreen.errors import ArgumentTypeError
+    from osteoscreen.core.errors import ArgumentTypeError
 
     with pytest.raises(TypeError, match="patch: expected PatchConfig or NoneType"):
         osteoscreen.load_dataset(small_png_cohort, patch="100")
@@ -425,7 +425,7 @@ def test_configurations_take_numpy_numbers_and_lists_as_their_plain_kinds():
                                                   ("t_score", "1e308", "t_score: 1e+308 is outside"),
                                                   ("pixel_spacing_mm", "1e-9", "pixel_spacing_mm: 1e-09 is outside")])
 def test_implausible_values_are_used_with_a_warning_naming_the_row(small_png_cohort, tmp_path, field, value, warned):
-    from osteoscreen.errors import InputWarning
+    from osteoscreen.core.errors import InputWarning
 
     data = tmp_path / "data"
     shutil.copytree(small_png_cohort, data)
@@ -505,7 +505,7 @@ def test_the_command_line_keeps_matplotlib_out_of_home(small_png_cohort, tmp_pat
 def test_the_decision_rule_of_a_clinical_model_is_fitted_on_the_clinical_model(small_png_cohort, monkeypatch):
     import osteoscreen
     from osteoscreen.evaluation.crossval import FoldRunner
-    from osteoscreen.operating_point import DecisionRule
+    from osteoscreen.evaluation.operating_point import DecisionRule
 
     asked = []
 
@@ -524,9 +524,9 @@ def test_the_decision_rule_of_a_clinical_model_is_fitted_on_the_clinical_model(s
 # Library review, item 4: a model trained in bf16 runs in fp32 where bf16 is not native, with the same decisions.
 
 def test_a_bf16_model_runs_in_fp32_where_bf16_is_not_native(small_png_cohort, tmp_path, monkeypatch):
-    from osteoscreen import precision
+    from osteoscreen.core import precision
+    from osteoscreen.core.errors import InputWarning
     from osteoscreen.data.cohort import Cohort
-    from osteoscreen.errors import InputWarning
 
     model_dir = tmp_path / "model"
     assert main(["train", str(small_png_cohort), "--out", str(model_dir), "--views", "1", "--epochs", "3",
@@ -558,7 +558,7 @@ import torch
 torch.manual_seed(123)
 state, benchmark = torch.get_rng_state(), torch.backends.cudnn.benchmark
 import osteoscreen
-from osteoscreen.visualise import save_figure, subject_montage
+from osteoscreen.reporting.visualise import save_figure, subject_montage
 cohort = osteoscreen.load_dataset({str(small_png_cohort)!r})
 estimator = osteoscreen.HeadClassifier(views=1, epochs=2).fit(cohort)
 estimator.predict_proba(cohort)

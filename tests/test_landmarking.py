@@ -14,8 +14,9 @@ import torch
 
 from conftest import SIZE, SMALL, TEMPLATE, planted_image, write_planted
 from osteoscreen.cli import main
+from osteoscreen.core.errors import InputError, InputWarning
+from osteoscreen.core.landmarks import LANDMARKS
 from osteoscreen.data.dataset import load_dataset
-from osteoscreen.errors import InputError, InputWarning
 from osteoscreen.landmarking.evaluation import evaluate_landmarks
 from osteoscreen.landmarking.geometry import (
     SWAP,
@@ -27,7 +28,6 @@ from osteoscreen.landmarking.geometry import (
     whole_view,
 )
 from osteoscreen.landmarking.model import LandmarkConfig, LandmarkModel
-from osteoscreen.landmarks import LANDMARKS
 
 
 def test_views_map_points_both_ways_and_a_flip_swaps_the_sides():

@@ -16,7 +16,7 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("osteoscreen"):
-            for alias in node.names:  # `from osteoscreen.data import imageio` imports a module
+            for alias in node.names:  # `from osteoscreen.io import imageio` imports a module
                 candidate = f"{node.module}.{alias.name}"
                 found.add(candidate if candidate in modules else node.module)
         elif isinstance(node, ast.Import):
@@ -46,11 +46,46 @@ def test_the_import_graph_has_no_cycle():
         visit(name, [])
 
 
-def test_lower_layers_do_not_import_the_interfaces():
+#: The layers of docs/design.md, lowest first: a module may import its own layer and those before it, never one
+#: after. cli and web are both the top, and web never imports cli (the command line serves the page). Nothing
+#: imports the root package, whose names are lazy re-exports for users.
+LAYERS = ["core", "io", "data", "models", "features", "training", "methods", "evaluation", "reporting",
+          "landmarking", "deploy", "web", "cli"]
+
+
+def layer_of(module: str) -> int:
+    folder = module.split(".")[1]
+    assert folder in LAYERS, f"{module} sits in no layer of docs/design.md: put it in one of the folders"
+    return LAYERS.index(folder)
+
+
+def upward_imports(files: dict[str, Path]) -> list[str]:
+    """Every import of a module by one in a lower layer (or of the root package by any module), as text."""
+    modules = set(files) | {"osteoscreen"}
+    found = []
+    for name, path in sorted(files.items()):
+        if name == "osteoscreen":
+            continue
+        for target in sorted(imports_of(path, modules) - {name}):
+            if target == "osteoscreen":
+                found.append(f"{name} imports the root package")
+            elif layer_of(target) > layer_of(name):
+                found.append(f"{name} ({LAYERS[layer_of(name)]}) imports {target} ({LAYERS[layer_of(target)]})")
+    return found
+
+
+def test_every_module_sits_in_a_layer_and_imports_only_its_own_or_lower_ones():
     files = {module_name(path): path for path in PACKAGE.rglob("*.py")}
-    top = {"osteoscreen.cli", "osteoscreen.web.app", "osteoscreen.screening", "osteoscreen.model"}
-    for name, path in files.items():
-        lower = name.startswith(("osteoscreen.data", "osteoscreen.models", "osteoscreen.training",
-                                 "osteoscreen.evaluation", "osteoscreen.features", "osteoscreen.estimators"))
-        if lower:
-            assert not imports_of(path, set(files)) & top, name
+    assert [name for name in files if name.count(".") == 1 and not (PACKAGE / name.split(".")[1]).is_dir()] == []
+    assert upward_imports(files) == []
+
+
+def test_the_layer_check_sees_an_upward_import_and_one_of_the_root(tmp_path):
+    lower, higher = tmp_path / "frozen.py", tmp_path / "config.py"
+    lower.write_text("from osteoscreen.training.config import TrainConfig\nfrom osteoscreen import __version__\n")
+    higher.write_text("from osteoscreen.features.frozen import frozen_features\n")
+    files = {"osteoscreen.features.frozen": lower, "osteoscreen.training.config": higher}
+    assert upward_imports(files) == [
+        "osteoscreen.features.frozen imports the root package",
+        "osteoscreen.features.frozen (features) imports osteoscreen.training.config (training)",
+    ]

@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from osteoscreen.errors import InputError
+from osteoscreen.core.errors import InputError
 from osteoscreen.evaluation.metrics import (
     confusion_counts,
     delong_test,

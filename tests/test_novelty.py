@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.covariance import LedoitWolf
 
-from osteoscreen.novelty import fit_novelty, novelty_distance
+from osteoscreen.deploy.novelty import fit_novelty, novelty_distance
 
 
 def test_threshold_is_the_largest_leave_one_out_distance_and_far_points_exceed_it():

@@ -4,18 +4,18 @@ cohort the behaviour of a rule chosen without leakage."""
 import numpy as np
 import pytest
 
-from osteoscreen.errors import InputError
+from osteoscreen.core.errors import InputError
 from osteoscreen.evaluation.aggregate import summarise
 from osteoscreen.evaluation.crossval import CVConfig
 from osteoscreen.evaluation.experiment import run_folds
-from osteoscreen.evaluation.runs import RunFolder
-from osteoscreen.operating_point import (
+from osteoscreen.evaluation.operating_point import (
     DecisionRule,
     apply_calibration,
     fit_calibration,
     fit_rule,
     sensitivity_threshold,
 )
+from osteoscreen.reporting.runs import RunFolder
 from osteoscreen.training.config import TrainConfig
 from test_calibration import grouped_cohort
 

@@ -1,6 +1,6 @@
 import pytest
 
-from osteoscreen.outputs import atomic_path, write_text_atomic
+from osteoscreen.io.outputs import atomic_path, write_text_atomic
 
 
 def test_replaces_the_file_whole(tmp_path):

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from osteoscreen.core.errors import InputError
 from osteoscreen.data.cohort import Cohort
 from osteoscreen.data.patches import random_augmentation, render_views
 from osteoscreen.data.subject_patches import SubjectPatches
-from osteoscreen.errors import InputError
 from osteoscreen.evaluation.crossval import CVConfig
 from osteoscreen.evaluation.execution import LocalBackend
 from osteoscreen.evaluation.experiment import run_folds
-from osteoscreen.evaluation.runs import RunFolder
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import build_head
 from osteoscreen.models.octuplet import OctupletNet
+from osteoscreen.reporting.runs import RunFolder
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.finetune import finetune_step
 from osteoscreen.training.fit import fit, predict_proba
@@ -77,7 +77,7 @@ def test_training_mode_keeps_batchnorm_statistics_frozen():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_the_default_precision_does_not_follow_the_hardware(monkeypatch, native):
-    monkeypatch.setattr("osteoscreen.precision.bf16_native", lambda device="cpu": native)
+    monkeypatch.setattr("osteoscreen.core.precision.bf16_native", lambda device="cpu": native)
     assert TrainConfig().precision == "fp32"
     if native:
         assert TrainConfig(precision="bf16").precision == "bf16"

@@ -1,5 +1,5 @@
 """Results do not depend on the machine: not on the number of cores or of torch threads in the calling process
-(every computation runs on TrainConfig.threads), and not on the CPU's vector width (osteoscreen.kernels pins the
+(every computation runs on TrainConfig.threads), and not on the CPU's vector width (osteoscreen.core.kernels pins the
 AVX2 kernels). CI runs the whole suite a second time under the AVX2 emulation with one thread (Makefile)."""
 
 import os
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from osteoscreen import kernels
+from osteoscreen.core import kernels
 from osteoscreen.evaluation.crossval import CVConfig
 from osteoscreen.evaluation.execution import LocalBackend, default_workers
 from osteoscreen.evaluation.experiment import run_folds
-from osteoscreen.evaluation.runs import RunFolder
-from osteoscreen.features import forget_frozen_features, frozen_features
+from osteoscreen.features.frozen import forget_frozen_features, frozen_features
+from osteoscreen.reporting.runs import RunFolder
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fit import fit, predict_proba
 
@@ -30,7 +30,7 @@ def cohort(planted_cohort):
 
 def _machine(monkeypatch, cores: int, torch_threads: int) -> None:
     """Pretend this process runs on `cores` cores with `torch_threads` torch threads set by its caller."""
-    for module in ("osteoscreen.utils", "osteoscreen.evaluation.execution"):
+    for module in ("osteoscreen.core.utils", "osteoscreen.evaluation.execution"):
         monkeypatch.setattr(f"{module}.available_cores", lambda: cores)
     torch.set_num_threads(torch_threads)
 
@@ -109,7 +109,7 @@ def test_importing_osteoscreen_pins_the_avx2_kernels_unless_told_otherwise():
 
 
 def test_the_kernel_fingerprint_is_recorded_and_does_not_follow_the_callers_threads():
-    code = ("import osteoscreen, torch; torch.set_num_threads({}); from osteoscreen import kernels; "
+    code = ("import osteoscreen, torch; torch.set_num_threads({}); from osteoscreen.core import kernels; "
             "print(kernels.fingerprint())")
     one, two = (subprocess.run([sys.executable, "-c", code.format(n)], capture_output=True, text=True, check=True)
                 .stdout.strip() for n in (1, 2))

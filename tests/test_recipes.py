@@ -7,7 +7,9 @@ from dataclasses import asdict, fields
 import pytest
 
 import osteoscreen
-from osteoscreen.cli import _train_config, build_parser, flags_of, main
+from osteoscreen.cli.entry import flags_of, main
+from osteoscreen.cli.options import train_config
+from osteoscreen.cli.parser import build_parser
 from osteoscreen.evaluation.crossval import CVConfig
 from osteoscreen.models.backbones import AlexNet
 from osteoscreen.training.config import TrainConfig
@@ -46,10 +48,10 @@ def test_the_command_line_starts_from_the_recipe_and_every_flag_changes_it():
     parser = build_parser()
     args = parser.parse_args(["cv", "DATA", "--out", "O", "--recipe", "paper", "--epochs", "5", "--weights", "w.pt",
                               "--class-weighting", "--lr-head", "0.05"])
-    assert _train_config(args) == recipe_config("paper", epochs=5, weights="w.pt", class_weighting=True,
+    assert train_config(args) == recipe_config("paper", epochs=5, weights="w.pt", class_weighting=True,
                                                  lr_head=0.05)
     args = parser.parse_args(["train", "DATA", "--out", "O", "--mode", "finetune", "--no-class-weighting"])
-    assert _train_config(args) == TrainConfig(mode="finetune")
+    assert train_config(args) == TrainConfig(mode="finetune")
 
 
 def test_each_training_option_is_declared_once():

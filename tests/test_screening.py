@@ -12,15 +12,15 @@ import torch
 
 from conftest import noise_copy
 from osteoscreen.cli import main
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.landmarks import LANDMARKS
 from osteoscreen.data.annotations import import_landmarks
 from osteoscreen.data.cohort import Cohort
 from osteoscreen.data.dataset import load_dataset
-from osteoscreen.errors import InputError
-from osteoscreen.landmarks import LANDMARKS
-from osteoscreen.model import Model
-from osteoscreen.outputs import subject_file_names
-from osteoscreen.prediction_writers import PredictionTable, Screened, Writer
-from osteoscreen.screening import predict
+from osteoscreen.deploy.model import Model
+from osteoscreen.deploy.prediction_writers import PredictionTable, Screened, Writer
+from osteoscreen.deploy.screening import predict
+from osteoscreen.io.outputs import subject_file_names
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fit import fit, predict_proba
 
@@ -84,7 +84,7 @@ def rebind(directory: Path, info: dict) -> None:
     """Rewrite a model's model.json as `info` with a consistent binding (what a model written that way has)."""
     from safetensors.torch import load_file, save_file
 
-    from osteoscreen.model_info import BINDING_KEY, canonical_digest
+    from osteoscreen.io.bound_files import BINDING_KEY, canonical_digest
 
     weights = directory / "weights.safetensors"
     save_file(load_file(str(weights)), str(weights), metadata={"format": "3", BINDING_KEY: canonical_digest(info)})
@@ -277,7 +277,7 @@ def test_inputs_unlike_the_training_data_are_flagged(web_model, small_png_cohort
 
 
 def test_the_screening_figure_carries_the_novelty_warning(monkeypatch, web_model, small_png_cohort, tmp_path):
-    import osteoscreen.visualise as visualise
+    import osteoscreen.reporting.visualise as visualise
 
     seen = []
     original = visualise.screening_figure
@@ -291,14 +291,14 @@ def test_the_screening_figure_carries_the_novelty_warning(monkeypatch, web_model
 def test_screening_one_radiograph_extracts_only_its_plain_view(small_png_cohort, tmp_path, monkeypatch):
     """A model trained on 3 views per subject screens a radiograph from its plain view alone (the web page and
     `predict` take this path): one view's features are extracted, and the result equals `predict` on a cohort."""
-    import osteoscreen.features
-    from osteoscreen.model import train_model
+    import osteoscreen.features.frozen
+    from osteoscreen.deploy.model import train_model
 
     model = Model.load(train_model(small_png_cohort, tmp_path / "model", TrainConfig(views=3, epochs=5)))
     assert model.config.views == 3
     extracted = []
-    original = osteoscreen.features._extract
-    monkeypatch.setattr(osteoscreen.features, "_extract",
+    original = osteoscreen.features.frozen._extract
+    monkeypatch.setattr(osteoscreen.features.frozen, "_extract",
                         lambda cohort, backbone, config, progress: extracted.append(config.views) or original(
                             cohort, backbone, config, progress))
     subject = load_dataset(small_png_cohort).subjects[0]

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from osteoscreen.errors import InputError
-from osteoscreen.features import frozen_features
-from osteoscreen.landmarks import GROUPS
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.landmarks import GROUPS
+from osteoscreen.features.frozen import frozen_features
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fit import fit, predict_proba
 

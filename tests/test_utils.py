@@ -2,7 +2,7 @@ import platform
 
 import pytest
 
-from osteoscreen.utils import keep_freed_memory
+from osteoscreen.core.utils import keep_freed_memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt settings are glibc's")

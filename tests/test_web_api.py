@@ -14,11 +14,11 @@ from PIL import Image
 
 from conftest import local_client, noise_copy, subject_upload
 from osteoscreen.cli import main
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.landmarks import LANDMARKS
 from osteoscreen.data.dataset import single_image_dataset
-from osteoscreen.errors import InputError
-from osteoscreen.landmarks import LANDMARKS
-from osteoscreen.model import Model
-from osteoscreen.screening import predict
+from osteoscreen.deploy.model import Model
+from osteoscreen.deploy.screening import predict
 from osteoscreen.web.app import create_app
 
 
@@ -221,10 +221,10 @@ def test_an_unreadable_subject_image_is_422_on_every_annotation_endpoint(annotat
 
 
 def test_an_unexpected_error_is_a_500_with_one_log_line(web_model, small_png_cohort, monkeypatch, caplog, capsys):
-    import osteoscreen.model
+    import osteoscreen.deploy.model
 
     client = local_client(create_app(model_dir=web_model))
-    monkeypatch.setattr(osteoscreen.model, "predict_proba", lambda *a: (_ for _ in ()).throw(RuntimeError("x")))
+    monkeypatch.setattr(osteoscreen.deploy.model, "predict_proba", lambda *a: (_ for _ in ()).throw(RuntimeError("x")))
     data, landmarks, _ = subject_upload(small_png_cohort)
     response = client.post("/api/screen", files=upload(data), data={"landmarks": json.dumps(landmarks)})
     assert response.status_code == 500 and response.json() == {"error": "internal error (the server log has one "
@@ -255,7 +255,7 @@ def test_an_over_limit_upload_is_413_whatever_its_framing(web_model, small_png_c
 
 
 def test_an_image_over_the_decoded_size_budget_is_refused_before_decoding(screening, monkeypatch):
-    from osteoscreen.data import imageio
+    from osteoscreen.io import imageio
 
     buffer = io.BytesIO()
     Image.new("RGBA", (100, 100)).save(buffer, format="PNG")

@@ -20,10 +20,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from conftest import subject_upload
+from osteoscreen.core.landmarks import LANDMARKS
 from osteoscreen.data.dataset import single_image_dataset
-from osteoscreen.landmarks import LANDMARKS
-from osteoscreen.model import Model
-from osteoscreen.screening import predict
+from osteoscreen.deploy.model import Model
+from osteoscreen.deploy.screening import predict
 from osteoscreen.web.app import GROUP_NAMES, create_app
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or \

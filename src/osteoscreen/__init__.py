@@ -19,32 +19,31 @@ The public Python API (README "Python API"); names load on first use, so `import
   `METRICS`; `InputError` for bad input.
 """
 
-from osteoscreen import kernels  # noqa: F401  (first: pins the CPU kernels before numpy and torch load)
-from osteoscreen.landmarks import DEFAULT_TASK
-
-__version__ = "0.1.0"
+from osteoscreen.core import kernels  # noqa: F401  (first: pins the CPU kernels before numpy and torch load)
+from osteoscreen.core.landmarks import DEFAULT_TASK
+from osteoscreen.core.version import __version__
 
 _EXPORTS = {
-    "synth": "osteoscreen.data.phantom",
+    "synth": "osteoscreen.data.phantom.synthesis",
     "Cohort": "osteoscreen.data.cohort",
     "PatchConfig": "osteoscreen.data.patches",
-    "Baseline": "osteoscreen.estimators",
-    "HeadClassifier": "osteoscreen.estimators",
-    "make_estimator": "osteoscreen.estimators",
+    "Baseline": "osteoscreen.methods.estimators",
+    "HeadClassifier": "osteoscreen.methods.estimators",
+    "make_estimator": "osteoscreen.methods.estimators",
     "cross_validate": "osteoscreen.evaluation.experiment",
     "CVResult": "osteoscreen.evaluation.experiment",
     "CVConfig": "osteoscreen.evaluation.crossval",
     "METRICS": "osteoscreen.evaluation.metrics",
-    "Model": "osteoscreen.model",
-    "Screening": "osteoscreen.model",
+    "Model": "osteoscreen.deploy.model",
+    "Screening": "osteoscreen.deploy.model",
     "TrainConfig": "osteoscreen.training.config",
     "RECIPES": "osteoscreen.training.recipes",
     "recipe_config": "osteoscreen.training.recipes",
     "recipe_of": "osteoscreen.training.recipes",
-    "DecisionRule": "osteoscreen.operating_point",
+    "DecisionRule": "osteoscreen.evaluation.operating_point",
     "HEADS": "osteoscreen.models.heads",
     "BACKBONES": "osteoscreen.models.backbones",
-    "InputError": "osteoscreen.errors",
+    "InputError": "osteoscreen.core.errors",
     "LandmarkModel": "osteoscreen.landmarking.model",
     "LandmarkConfig": "osteoscreen.landmarking.model",
     "Suggestion": "osteoscreen.landmarking.model",

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from osteoscreen.cli import main
+from osteoscreen.core.errors import InputWarning
 from osteoscreen.data.dataset import DatasetError, load_dataset
-from osteoscreen.errors import InputWarning
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pydicom.dataset import Dataset as DicomDataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from osteoscreen.data import imageio
-from osteoscreen.data.imageio import read_radiograph
-from osteoscreen.errors import InputError
+from osteoscreen.core.errors import InputError
+from osteoscreen.io import imageio
+from osteoscreen.io.imageio import read_radiograph
 
 PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
@@ -206,7 +206,7 @@ RAMP = (np.arange(48 * 64).reshape(48, 64) * 7 % 4096).astype(np.uint16)
     ({"RescaleSlope": "1", "RescaleIntercept": "0"}, (b"1 ", b"x "), r"rescale .* unusable"),
 ])
 def test_unusable_dicom_lut_headers_are_ignored_with_a_warning(tmp_path, extra, patch, warning):
-    from osteoscreen.errors import InputWarning
+    from osteoscreen.core.errors import InputWarning
 
     path = write_dicom(tmp_path / "vendor.dcm", RAMP, bits_stored=12, **extra)
     if patch:
@@ -237,8 +237,8 @@ def test_unusable_pixel_spacing_falls_back_with_a_warning(tmp_path, recwarn, spa
 def test_the_csv_spacing_fills_in_for_an_unusable_dicom_spacing(small_dicom_cohort, tmp_path):
     import shutil
 
+    from osteoscreen.core.errors import InputWarning
     from osteoscreen.data.dataset import load_dataset
-    from osteoscreen.errors import InputWarning
 
     data = shutil.copytree(small_dicom_cohort, tmp_path / "data")
     image = data / "images" / "P001.dcm"

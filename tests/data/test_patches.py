@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from osteoscreen.core.errors import InputError
 from osteoscreen.data.patches import (
     PatchConfig,
     crop_contexts,
@@ -10,7 +11,6 @@ from osteoscreen.data.patches import (
     render_views,
     to_uint8,
 )
-from osteoscreen.errors import InputError
 
 
 def ramp_image(height=60, width=80):

@@ -4,13 +4,13 @@ import numpy as np
 import pydicom
 import pytest
 
-from osteoscreen.data.bone import bone_parameters, erode_cortex, mci_class, trabecular_field
+from osteoscreen.core.errors import InputError
 from osteoscreen.data.dataset import load_dataset
-from osteoscreen.data.imaging_chain import Acquisition, form_radiograph
 from osteoscreen.data.patches import PatchConfig
-from osteoscreen.data.phantom import PhantomConfig, cohort_labels, render_subject, synthesise
+from osteoscreen.data.phantom.bone import bone_parameters, erode_cortex, mci_class, trabecular_field
+from osteoscreen.data.phantom.imaging_chain import Acquisition, form_radiograph
+from osteoscreen.data.phantom.synthesis import PhantomConfig, cohort_labels, render_subject, synthesise
 from osteoscreen.data.subject_patches import load_subject_patches
-from osteoscreen.errors import InputError
 
 
 def test_default_cohort_labels():

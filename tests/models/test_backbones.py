@@ -2,7 +2,7 @@ import pytest
 import torch
 from skimage import data
 
-from osteoscreen.errors import InputError
+from osteoscreen.core.errors import InputError
 from osteoscreen.models import backbones
 from osteoscreen.models.backbones import AlexNet, Backbone, imagenet_top5
 

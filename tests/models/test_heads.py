@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from osteoscreen.errors import InputError
+from osteoscreen.core.errors import InputError
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import HEADS, build_head, group_sums
 from osteoscreen.models.octuplet import OctupletNet

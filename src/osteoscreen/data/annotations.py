@@ -15,11 +15,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.landmarks import LANDMARKS
 from osteoscreen.data.dataset import LANDMARK_COLUMNS, DatasetError
-from osteoscreen.errors import InputError
-from osteoscreen.jsoninput import JsonValue, read_json
-from osteoscreen.landmarks import LANDMARKS
-from osteoscreen.outputs import atomic_path, output_file
+from osteoscreen.io.jsoninput import JsonValue, read_json
+from osteoscreen.io.outputs import atomic_path, output_file
 
 FORMATS = ("auto", "labelme", "coco")
 Points = dict[str, dict[str, tuple[float, float]]]  # subject id -> landmark -> (x, y)

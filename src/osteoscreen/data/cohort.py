@@ -6,7 +6,7 @@ crops uploaded to a device) are kept in, so every fold and method computes them 
 
 Indexing a cohort with positions (an integer array, a slice or a boolean mask) gives a view of those subjects that
 shares the memo: scikit-learn's `cross_val_predict` and `train_test_split` cut a cohort as they would cut an
-array, and the estimators (osteoscreen.estimators) fit on `view.root` at `view.positions`.
+array, and the estimators (osteoscreen.methods.estimators) fit on `view.root` at `view.positions`.
 
 Covariate layout [N, 3]: age in years, female (0/1), male (0/1): sex one-hot, so that neither sex is a reference
 level a model could confuse with a missing value; a row is NaN where the subject lacks age or sex.
@@ -21,7 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from osteoscreen.arguments import check_type
+from osteoscreen.core.arguments import check_type
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.landmarks import DEFAULT_TASK, LANDMARKS
+from osteoscreen.core.utils import thread_map
 from osteoscreen.data.dataset import Dataset
 from osteoscreen.data.patches import PatchConfig, random_augmentation, render_views
 from osteoscreen.data.subject_patches import (
@@ -30,9 +33,6 @@ from osteoscreen.data.subject_patches import (
     load_subject_patches,
     select_task,
 )
-from osteoscreen.errors import InputError
-from osteoscreen.landmarks import DEFAULT_TASK, LANDMARKS
-from osteoscreen.utils import thread_map
 
 COVARIATE_NAMES = ("age", "female", "male")  # the model inputs
 COVARIATES_NEEDED = ("age", "sex")  # the subjects.csv columns (and web page fields) they come from
@@ -63,7 +63,7 @@ class Cohort:
         self.info = info or {}
         self.root = self
         self.positions = np.arange(len(self.patches))
-        self.memo: dict = {}  # features computed from this cohort (osteoscreen.features), shared by its views
+        self.memo: dict = {}  # features computed from this cohort (osteoscreen.features.frozen), shared by its views
 
     @classmethod
     def load(cls, path: str | Path, patch: PatchConfig | None = None, task: str = DEFAULT_TASK,

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from osteoscreen.data.imageio import PLAUSIBLE_SPACING_MM, Radiograph, read_radiograph
-from osteoscreen.errors import InputError, InputWarning
-from osteoscreen.jsoninput import read_json
-from osteoscreen.landmarks import (
+from osteoscreen.core.errors import InputError, InputWarning
+from osteoscreen.core.landmarks import (
     DEFAULT_TASK,
     LANDMARKS,
     WHO_CLASSES,
@@ -25,7 +23,9 @@ from osteoscreen.landmarks import (
     who_from_t_score,
     who_index,
 )
-from osteoscreen.utils import thread_map
+from osteoscreen.core.utils import thread_map
+from osteoscreen.io.imageio import PLAUSIBLE_SPACING_MM, Radiograph, read_radiograph
+from osteoscreen.io.jsoninput import read_json
 
 SUBJECT_COLUMNS = ("subject_id", "image", "label")
 LANDMARK_COLUMNS = ("subject_id", "landmark", "x", "y")

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from osteoscreen.arguments import check_fields, check_range
-from osteoscreen.errors import InputError
-from osteoscreen.landmarks import LANDMARKS
+from osteoscreen.core.arguments import check_fields, check_range
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.landmarks import LANDMARKS
 
 #: Patch sides accepted, in pixels (the paper's is 100; the limit keeps a patch's crops within memory).
 MIN_PATCH_PX, MAX_PATCH_PX = 8, 1024

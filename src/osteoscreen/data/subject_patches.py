@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from osteoscreen.core.errors import InputError
 from osteoscreen.data.dataset import Dataset, Subject, load_dataset
-from osteoscreen.data.imageio import Radiograph
 from osteoscreen.data.patches import PatchConfig, crop_contexts, normalise_intensity, render_views
-from osteoscreen.errors import InputError
+from osteoscreen.io.imageio import Radiograph
 
 
 @dataclass

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from osteoscreen.core.landmarks import flagged
 from osteoscreen.evaluation.calibration import calibration_metrics
 from osteoscreen.evaluation.metrics import (
     decision_metrics,
@@ -16,7 +17,6 @@ from osteoscreen.evaluation.metrics import (
     repeat_auroc,
     screening_metrics,
 )
-from osteoscreen.landmarks import flagged
 
 REFERENCE_METHOD = "group-attention"  # the paper's model: every other method is compared with it
 

@@ -1,6 +1,6 @@
 """Cross-validation's unit of work: its configuration, and `FoldRunner`, which runs a method on folds.
 
-Every method is an estimator (osteoscreen.estimators) fitted on a fold's training subjects and scoring its test
+Every method is an estimator (osteoscreen.methods.estimators) fitted on a fold's training subjects and scoring its test
 subjects; the one fast path is frozen mode, where the heads of many folds train as one stacked computation
 (training.stacked). With a decision rule to fit, each fold's rule is fitted on inner out-of-fold scores of its own
 training subjects. Work is cut into jobs (one seed, one method, some folds) that a backend runs
@@ -14,15 +14,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from osteoscreen.arguments import check_fields, check_range
-from osteoscreen.baselines import BASELINES, CLINICAL
+from osteoscreen.core.arguments import check_fields, check_range
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.landmarks import DEFAULT_TASK, check_task
 from osteoscreen.data.cohort import Cohort
-from osteoscreen.errors import InputError
-from osteoscreen.estimators import make_estimator
+from osteoscreen.evaluation.operating_point import DecisionRule, FittedRule, fit_rule, inner_splits
 from osteoscreen.evaluation.splits import PROTOCOLS, Fold
-from osteoscreen.landmarks import DEFAULT_TASK, check_task
+from osteoscreen.methods.baselines import BASELINES, CLINICAL
+from osteoscreen.methods.estimators import make_estimator
 from osteoscreen.models.heads import CLINICAL_HEADS, HEADS, head_of
-from osteoscreen.operating_point import DecisionRule, FittedRule, fit_rule, inner_splits
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fit import predict_proba
 from osteoscreen.training.stacked import fit_frozen_folds

@@ -1,5 +1,5 @@
 """Where cross-validation jobs run: `LocalBackend` (this process; fine-tune folds in worker processes) or
-`RayBackend` (one Ray task per job, osteoscreen.distributed). Results do not depend on the backend."""
+`RayBackend` (one Ray task per job, osteoscreen.core.distributed). Results do not depend on the backend."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_compl
 
 import torch
 
+from osteoscreen.core.distributed import TaskResources, cluster_slots, ray_map, ray_session
+from osteoscreen.core.utils import Counted, available_cores, intra_op_threads, side_by_side
 from osteoscreen.data.cohort import Cohort
-from osteoscreen.distributed import TaskResources, cluster_slots, ray_map, ray_session
 from osteoscreen.evaluation.crossval import CVConfig, FoldRunner, Job, run_job
 from osteoscreen.models.heads import head_of
-from osteoscreen.utils import Counted, available_cores, intra_op_threads, side_by_side
 
 _worker_state: dict = {}
 

@@ -3,7 +3,7 @@
 `cross_validate(cohort, config)` returns a `CVResult`: the fold records, per-subject out-of-fold probabilities and
 attention, metrics per method and seed, comparisons with the reference method, training curves and decision
 curves. A `store` keeps finished folds (and leave-pair-out results) so that a rerun resumes: in memory by default;
-the RUN folder of `osteoscreen cv` (evaluation.runs) is one on disk. Jobs run on a backend (evaluation.execution).
+the RUN folder of `osteoscreen cv` (reporting.runs) is one on disk. Jobs run on a backend (evaluation.execution).
 """
 
 from __future__ import annotations
@@ -14,24 +14,25 @@ from typing import Protocol
 
 import numpy as np
 
-from osteoscreen.arguments import check_type
-from osteoscreen.baselines import CLINICAL
+from osteoscreen.core.arguments import check_type
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.landmarks import CLASSES
+from osteoscreen.core.utils import intra_op_threads
 from osteoscreen.data.cohort import Cohort
-from osteoscreen.errors import InputError
 from osteoscreen.evaluation.aggregate import comparisons, summarise, training_curves
 from osteoscreen.evaluation.crossval import CVConfig, FoldRunner, Job, batched, check_covariates
 from osteoscreen.evaluation.decision_curve import net_benefit
 from osteoscreen.evaluation.execution import LocalBackend, RayBackend
 from osteoscreen.evaluation.metrics import seed_spread
-from osteoscreen.evaluation.report import format_spread, format_table
 from osteoscreen.evaluation.splits import Fold, check_no_leakage, make_folds
-from osteoscreen.features import frozen_features, lbp_features
-from osteoscreen.landmarks import CLASSES
+from osteoscreen.evaluation.tables import format_spread, format_table
+from osteoscreen.features.frozen import frozen_features
+from osteoscreen.features.lbp import lbp_features
+from osteoscreen.methods.baselines import CLINICAL
 from osteoscreen.models.heads import head_of
 from osteoscreen.training.finetune import finetune_steps, time_finetune_step
 from osteoscreen.training.fitted import clinical_covariates
 from osteoscreen.training.stacked import FOLD_CHUNK
-from osteoscreen.utils import intra_op_threads
 
 
 class FoldStore(Protocol):

@@ -15,8 +15,8 @@ import numpy as np
 from scipy.stats import binomtest, rankdata
 from sklearn.metrics import roc_auc_score
 
-from osteoscreen.errors import InputError
-from osteoscreen.landmarks import THRESHOLD, flagged
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.landmarks import THRESHOLD, flagged
 
 
 def wilson_interval(successes: int, total: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import LeaveOneOut, RepeatedStratifiedKFold
 
-from osteoscreen.errors import InputError
+from osteoscreen.core.errors import InputError
 
 PROTOCOLS = ("loo", "kfold")
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import KFold
 
-from osteoscreen.arguments import check_range, check_type
+from osteoscreen.core.arguments import check_range, check_type
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.landmarks import LANDMARKS
 from osteoscreen.data.patches import PatchConfig
-from osteoscreen.errors import InputError
 from osteoscreen.landmarking.geometry import WorkingImage
 from osteoscreen.landmarking.model import LandmarkConfig, LandmarkModel, Suggestion, TrainingImages
-from osteoscreen.landmarks import LANDMARKS
 
 SDR_MM = (2.0, 2.5, 3.0, 4.0)
 #: The targets the docs hold the model to (docs/landmarks.md): mean radial error and the 4 mm success rate per

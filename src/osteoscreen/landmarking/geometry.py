@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from osteoscreen.landmarks import LANDMARKS
+from osteoscreen.core.landmarks import LANDMARKS
 
 #: For landmark index i, the index of its twin on the other side (condyle_right <-> condyle_left, ...).
 SWAP: tuple[int, ...] = tuple(i ^ 1 for i in range(len(LANDMARKS)))

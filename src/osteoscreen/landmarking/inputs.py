@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.landmarks import LANDMARKS
 from osteoscreen.data.dataset import Dataset, Subject, load_dataset
-from osteoscreen.data.imageio import SUPPORTED_SUFFIXES
-from osteoscreen.errors import InputError
+from osteoscreen.io.imageio import SUPPORTED_SUFFIXES
+from osteoscreen.io.outputs import atomic_path
 from osteoscreen.landmarking.model import LandmarkModel, Suggestion
-from osteoscreen.landmarks import LANDMARKS
-from osteoscreen.outputs import atomic_path
 
 SUGGESTED_COLUMNS = ("subject_id", "landmark", "x", "y", "confidence", "flagged", "reason")
 

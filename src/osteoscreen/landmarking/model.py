@@ -34,20 +34,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from osteoscreen import __version__
-from osteoscreen.arguments import check_fields, check_range, check_type
-from osteoscreen.bound_files import read_bound, write_bound
+from osteoscreen.core.arguments import check_fields, check_range, check_type
+from osteoscreen.core.errors import InputError, InputWarning
+from osteoscreen.core.landmarks import LANDMARKS
+from osteoscreen.core.utils import intra_op_threads
+from osteoscreen.core.version import __version__
 from osteoscreen.data.dataset import Subject, load_dataset
-from osteoscreen.data.imageio import Radiograph, radiograph_from_array, read_radiograph
-from osteoscreen.errors import InputError, InputWarning
-from osteoscreen.jsoninput import JsonValue
+from osteoscreen.io.bound_files import read_bound, write_bound
+from osteoscreen.io.imageio import Radiograph, radiograph_from_array, read_radiograph
+from osteoscreen.io.jsoninput import JsonValue, read_dataclass
+from osteoscreen.io.outputs import output_folder
 from osteoscreen.landmarking.geometry import SWAP, WorkingImage, about, sample, to_image, whole_view
 from osteoscreen.landmarking.network import HeatmapNet, read_heatmaps
 from osteoscreen.landmarking.training import build_net, train_net
-from osteoscreen.landmarks import LANDMARKS
-from osteoscreen.model_info import read_dataclass
-from osteoscreen.outputs import output_folder
-from osteoscreen.utils import intra_op_threads
 
 LANDMARK_MODEL_FORMAT = 1
 WEIGHTS_FILE, INFO_FILE = "weights.safetensors", "landmark-model.json"

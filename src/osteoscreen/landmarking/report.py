@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from osteoscreen.core.landmarks import LANDMARKS
+from osteoscreen.io.outputs import strict_json
 from osteoscreen.landmarking.evaluation import P_CHANGE, SDR_MM, LandmarkEvaluation
-from osteoscreen.landmarks import LANDMARKS
-from osteoscreen.outputs import strict_json
-from osteoscreen.visualise import figure_uri
+from osteoscreen.reporting.visualise import figure_uri
 
 WORST_CASES = 4
 

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from osteoscreen.core.landmarks import LANDMARKS
+from osteoscreen.core.utils import seeded
 from osteoscreen.landmarking.geometry import SWAP, WorkingImage, about, sample, to_view, whole_view
 from osteoscreen.landmarking.network import HeatmapNet, heatmap_loss
-from osteoscreen.landmarks import LANDMARKS
-from osteoscreen.utils import seeded
 
 #: Encoder blocks (0-based, after the stem) up to which the weights stay ImageNet's: the high-resolution early
 #: layers, the costliest to train and the most generic.

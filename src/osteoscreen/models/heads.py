@@ -24,8 +24,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from osteoscreen.errors import InputError
-from osteoscreen.landmarks import GROUPS, LANDMARKS, SIDES
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.landmarks import GROUPS, LANDMARKS, SIDES
 
 CLINICAL_SUFFIX = "+clinical"  # a method name: a head whose final layer also sees age and sex (ClinicalHead)
 ATTENTION_ACTIVATIONS = ("softmax", "sigmoid")

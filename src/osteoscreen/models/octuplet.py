@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from osteoscreen.errors import InputError
+from osteoscreen.core.errors import InputError
 from osteoscreen.models.heads import HeadOutput
 
 #: What the backbone gives the head per patch: `pooled` (its last layer, globally pooled: the paper's AlexNet

@@ -6,13 +6,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from osteoscreen.arguments import Rule, between, check_fields, check_range, option
+from osteoscreen.core.arguments import Rule, between, check_fields, check_range, option
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.precision import DEFAULT_PRECISION, PRECISIONS, warn_if_emulated
 from osteoscreen.data.patches import PatchConfig
-from osteoscreen.errors import InputError
 from osteoscreen.models.backbones import BACKBONES, Backbone
 from osteoscreen.models.heads import ATTENTION_ACTIVATIONS, HEADS
 from osteoscreen.models.octuplet import PATCH_FEATURES
-from osteoscreen.precision import DEFAULT_PRECISION, PRECISIONS, warn_if_emulated
 
 MODES = ("frozen", "finetune")
 DEVICES = ("auto", "cpu", "cuda")
@@ -58,7 +58,7 @@ class TrainConfig:
     precision: str = option(DEFAULT_PRECISION, "arithmetic: fp32 (the same results on every CPU) or bf16 autocast "
                             "(a speed option, about 2x where the CPU or GPU has native bf16; changes the results)",
                             choices=PRECISIONS)
-    threads: int = option(1, "intra-op threads of each computation, whichever process runs it (osteoscreen.utils; "
+    threads: int = option(1, "intra-op threads of each computation, whichever process runs it (osteoscreen.core.utils; "
                           "1: results do not depend on the number of cores, independent computations run side by "
                           "side instead; more speeds up a single long fit and changes the last digits of its "
                           "results)", rule=between(1, MAX_THREADS))

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from osteoscreen.core.precision import autocast
 from osteoscreen.data.cohort import COVARIATE_NAMES, Cohort
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import build_head
 from osteoscreen.models.octuplet import OctupletNet
-from osteoscreen.precision import autocast
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fitted import FittedModel, batches, class_weights, clinical_covariates, covariate_scale
 

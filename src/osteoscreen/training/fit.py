@@ -6,7 +6,7 @@
 - `finetune`: the paper's protocol, the whole network trained (`training.finetune`).
 
 Every fit builds its model, optimizer and scaler from scratch and seeds them from the config; fits and
-predictions run on config.threads intra-op threads (osteoscreen.utils), whichever process runs them.
+predictions run on config.threads intra-op threads (osteoscreen.core.utils), whichever process runs them.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from osteoscreen.core.precision import autocast
+from osteoscreen.core.utils import intra_op_threads
 from osteoscreen.data.cohort import Cohort
-from osteoscreen.features import frozen_features
-from osteoscreen.precision import autocast
+from osteoscreen.features.frozen import frozen_features
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.finetune import fit_finetune
 from osteoscreen.training.fitted import FittedModel, check_both_classes, clinical_covariates
 from osteoscreen.training.stacked import fit_frozen_folds
-from osteoscreen.utils import intra_op_threads
 
 
 def fit(cohort: Cohort, train_indices: Sequence[int], config: TrainConfig) -> FittedModel:

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from osteoscreen.core.errors import InputError
 from osteoscreen.data.cohort import Cohort
-from osteoscreen.errors import InputError
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.octuplet import OctupletNet
 from osteoscreen.training.config import TrainConfig

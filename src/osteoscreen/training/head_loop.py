@@ -17,8 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from osteoscreen.core.utils import seeded
 from osteoscreen.data.cohort import Cohort
-from osteoscreen.features import frozen_features
+from osteoscreen.features.frozen import frozen_features
 from osteoscreen.models.heads import build_head
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fitted import (
@@ -29,7 +30,6 @@ from osteoscreen.training.fitted import (
     clinical_covariates,
     covariate_scale,
 )
-from osteoscreen.utils import seeded
 
 
 def fit_head(cohort: Cohort, train: Sequence[int], config: TrainConfig) -> FittedModel:

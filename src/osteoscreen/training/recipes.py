@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields, replace
 
-from osteoscreen.arguments import check_range
+from osteoscreen.core.arguments import check_range
 from osteoscreen.training.config import TrainConfig
 
 #: {recipe: the TrainConfig fields it sets, beyond TrainConfig's defaults}

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from osteoscreen.core.precision import autocast
+from osteoscreen.core.utils import intra_op_threads, seeded
 from osteoscreen.data.cohort import Cohort
-from osteoscreen.features import frozen_features
+from osteoscreen.features.frozen import frozen_features
 from osteoscreen.models.heads import build_head
-from osteoscreen.precision import autocast
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fitted import (
     FittedModel,
@@ -29,7 +30,6 @@ from osteoscreen.training.fitted import (
     clinical_covariates,
     covariate_scale,
 )
-from osteoscreen.utils import intra_op_threads, seeded
 
 FOLD_CHUNK = 70  # folds whose heads train as one stacked computation (measured: docs/performance.md)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from osteoscreen.core.landmarks import LANDMARKS
 from osteoscreen.data.dataset import LANDMARK_COLUMNS, Subject, load_dataset
-from osteoscreen.landmarks import LANDMARKS
-from osteoscreen.outputs import atomic_path, lock_folder
+from osteoscreen.io.outputs import atomic_path, lock_folder
 from osteoscreen.web.uploads import UploadError
 
 #: Backups of landmarks.csv kept: one per save, the newest this many.

@@ -25,16 +25,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from osteoscreen.core.errors import InputError
+from osteoscreen.core.landmarks import GROUPS, LANDMARKS
 from osteoscreen.data.dataset import Subject
-from osteoscreen.errors import InputError
-from osteoscreen.jsoninput import parse_json
-from osteoscreen.landmarks import GROUPS, LANDMARKS
+from osteoscreen.io.jsoninput import parse_json
 from osteoscreen.web.annotations import AnnotationStore, parse_landmarks
 from osteoscreen.web.guards import BodySizeLimit, InternalErrors, LocalOrigin
 from osteoscreen.web.uploads import DecodeSlots, UploadError, decode_upload, parse_covariates, png_bytes
 
 if TYPE_CHECKING:
-    from osteoscreen.data.imageio import Radiograph
+    from osteoscreen.io.imageio import Radiograph
     from osteoscreen.landmarking.model import LandmarkModel
 
 DEFAULT_MAX_UPLOAD_MB = 64
@@ -87,8 +87,8 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
 
     hosts: the host names requests may be addressed to (guards.LocalOrigin); max_decodes: radiographs processed
     at once (more get 503)."""
+    from osteoscreen.deploy.model import Model
     from osteoscreen.landmarking.model import LandmarkModel
-    from osteoscreen.model import Model
 
     if model_dir is None and data_dir is None:
         raise InputError("needs model_dir= (a screening model: screening), data_dir= (a dataset: annotation) or both")

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from osteoscreen.core.errors import InputError
 from osteoscreen.data.dataset import MAX_AGE, parse_age, parse_sex
-from osteoscreen.data.imageio import STRIP_ROWS, Radiograph, image_kind, read_radiograph
-from osteoscreen.errors import InputError
+from osteoscreen.io.imageio import STRIP_ROWS, Radiograph, image_kind, read_radiograph
 
 SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "dicom": ".dcm"}
 
