@@ -1,4 +1,5 @@
-"""`build_parser`: the command line of README "Command-line tour", each command's flags and its `cmd_*` function."""
+"""`build_parser`: the command line of README "Command-line tour"; one function per command adds its flags (with
+the shared ones of cli.options) and its `cmd_*` function (cli.commands)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from osteoscreen.core.version import __version__
 from osteoscreen.models.heads import CLINICAL_HEADS, HEADS
 
 
-def add_landmark_commands(commands) -> None:
+def _landmarks(commands) -> None:
+    """`landmarks train|suggest|evaluate`: the landmark suggester's commands."""
     from osteoscreen.landmarking.model import LandmarkConfig
 
     defaults = LandmarkConfig()
@@ -65,18 +67,8 @@ def add_landmark_commands(commands) -> None:
     evaluate.set_defaults(run=cmd_landmarks_evaluate)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from osteoscreen.data.dataset import MAX_AGE
-    from osteoscreen.evaluation.splits import PROTOCOLS
-    from osteoscreen.methods.baselines import BASELINES, CLINICAL
-    from osteoscreen.models.backbones import BACKBONES
-    from osteoscreen.models.heads import CLINICAL_SUFFIX
-
-    parser = argparse.ArgumentParser(prog="osteoscreen", description="Research pre-screening of osteoporosis "
-                                     "from dental panoramic radiographs (not a diagnostic device).")
-    parser.add_argument("--version", action="version", version=f"osteoscreen {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _synth(commands) -> None:
+    """`synth`: the phantom cohort's size, classes, format and signal."""
     synth = commands.add_parser("synth", help="generate the synthetic phantom cohort")
     synth.add_argument("out", help="output dataset directory")
     synth.add_argument("--n", type=number(int, 2, 100_000), default=70, help="number of subjects (default 70)")
@@ -96,15 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
                             "independent of the class, 49-60 years)")
     synth.set_defaults(run=cmd_synth)
 
+
+def _validate(commands) -> None:
+    """`validate DATA`."""
     validate = commands.add_parser("validate", help="check a dataset directory and summarise it")
     validate.add_argument("data")
     validate.set_defaults(run=cmd_validate)
 
+
+def _patches(commands) -> None:
+    """`patches DATA --out`."""
     patches = commands.add_parser("patches", help="write the 8 landmark patches and montages of every subject")
     patches.add_argument("data")
     patches.add_argument("--out", required=True)
     add_patch_options(patches)
     patches.set_defaults(run=cmd_patches)
+
+
+def _cv(commands) -> None:
+    """`cv DATA --out`: methods, protocol, seeds, backend and the training flags."""
+    from osteoscreen.evaluation.splits import PROTOCOLS
+    from osteoscreen.methods.baselines import BASELINES, CLINICAL
+    from osteoscreen.models.heads import CLINICAL_SUFFIX
 
     cv = commands.add_parser("cv", help="cross-validate every method on a dataset (resumable)")
     cv.add_argument("data")
@@ -131,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_options(cv)
     cv.set_defaults(run=cmd_cv)
 
+
+def _train(commands) -> None:
+    """`train DATA --out`: one method, the training flags."""
     train = commands.add_parser("train", help="train one method on every subject of a dataset and save the model")
     train.add_argument("data")
     train.add_argument("--out", required=True, help="model directory to create")
@@ -139,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a cv run on the same data: its metrics for the method go into the model card")
     add_training_options(train)
     train.set_defaults(run=cmd_train)
+
+
+def _predict(commands) -> None:
+    """`predict MODEL INPUT --out`: landmarks or a suggester, covariates of a single image, backend."""
+    from osteoscreen.data.dataset import MAX_AGE
 
     predict = commands.add_parser("predict", help="screen new radiographs with a trained model")
     predict.add_argument("model", help="model directory written by `osteoscreen train`")
@@ -155,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_backend_options(predict, "shard of radiographs")
     predict.set_defaults(run=cmd_predict)
 
+
+def _import_landmarks(commands) -> None:
+    """`import-landmarks FILES --out`."""
     annotations = commands.add_parser("import-landmarks",
                                       help="convert LabelMe or COCO keypoint annotations into landmarks.csv")
     annotations.add_argument("files", nargs="+", help="LabelMe JSON files (one per image) or a COCO JSON file")
@@ -162,12 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     annotations.add_argument("--format", choices=["auto", "labelme", "coco"], default="auto")
     annotations.set_defaults(run=cmd_import_landmarks)
 
+
+def _check_weights(commands) -> None:
+    """`check-weights [IMAGE]`."""
+    from osteoscreen.models.backbones import BACKBONES
+
     check = commands.add_parser("check-weights", help="print a backbone's top-5 ImageNet classes for an image")
     check.add_argument("image", nargs="?", default=None, help="natural RGB image (default: a cat from scikit-image)")
     check.add_argument("--backbone", choices=list(BACKBONES), default="efficientnet_lite0")
     check.add_argument("--weights", default="imagenet", help="imagenet, none, a path or a URL")
     check.set_defaults(run=cmd_check_weights)
 
+
+def _serve(commands) -> None:
+    """`serve`: the modes, the landmark model, the address and the limits."""
     serve = commands.add_parser("serve", help="a local web page: place landmarks and screen, or annotate a dataset")
     serve.add_argument("--model", default=None, help="model directory: screening mode")
     serve.add_argument("--data", default=None, help="dataset directory: annotation mode (saves its landmarks.csv)")
@@ -185,10 +209,26 @@ def build_parser() -> argparse.ArgumentParser:
                             "any other name are refused (DNS rebinding)")
     serve.set_defaults(run=cmd_serve)
 
-    add_landmark_commands(commands)
 
+def _demo(commands) -> None:
+    """`demo`."""
     demo = commands.add_parser("demo", help="synthesise the default cohort and run the main job on it")
     demo.add_argument("--out", default="runs/demo")
     add_patch_options(demo)
     demo.set_defaults(run=cmd_demo)
+
+
+#: Every command, in the order of `osteoscreen --help`: each adds its subparser, flags and `cmd_*` function.
+COMMANDS = (_synth, _validate, _patches, _cv, _train, _predict, _import_landmarks, _check_weights, _serve,
+            _landmarks, _demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: --version, then each of COMMANDS."""
+    parser = argparse.ArgumentParser(prog="osteoscreen", description="Research pre-screening of osteoporosis "
+                                     "from dental panoramic radiographs (not a diagnostic device).")
+    parser.add_argument("--version", action="version", version=f"osteoscreen {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(commands)
     return parser

@@ -266,7 +266,7 @@ def _warn_if_implausible(where: str, field: str, value: float | None, plausible:
                       f"{plausible[1]:g}; used as given (check it)", InputWarning, stacklevel=3)
 
 
-def load_dataset(root: str | Path, check_images: bool = True, require_labels: bool = True,
+def load_dataset(root: str | Path, *, check_images: bool = True, require_labels: bool = True,
                  require_landmarks: bool = True, ignore_unknown_labels: bool = False,
                  allow_shared_images: bool = True,
                  on_image: Callable[[Subject, Radiograph], None] | None = None,
@@ -287,15 +287,37 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
     if not root.is_dir():
         raise DatasetError([f"{root}: dataset directory not found"])
     subjects_csv, landmarks_csv = root / "subjects.csv", root / "landmarks.csv"
-    required_subject_columns = SUBJECT_COLUMNS if require_labels else SUBJECT_COLUMNS[:2]
-    subject_rows = _read_csv(subjects_csv, required_subject_columns, problems)
+    subject_rows = _read_csv(subjects_csv, SUBJECT_COLUMNS if require_labels else SUBJECT_COLUMNS[:2], problems)
     landmark_rows = (_read_csv(landmarks_csv, LANDMARK_COLUMNS, problems)
                      if require_landmarks or landmarks_csv.exists() else [])
+    subjects, usable_images, ignored_labels = _read_subjects(root, subjects_csv, subject_rows, require_labels,
+                                                             ignore_unknown_labels, problems)
+    _read_landmarks(landmarks_csv, landmark_rows, subjects, bool(subject_rows), require_landmarks, problems)
+    if not subjects and subject_rows == [] and not problems:
+        problems.append(f"{subjects_csv}: no subjects")
+    if check_images:
+        readable = [s for s in subjects.values() if s.subject_id in usable_images]
+        for found in thread_map(lambda subject: _check_image(subject, landmarks_csv, on_image), readable, progress):
+            problems.extend(found)
+    _check_shared_images(subjects_csv, subjects, allow_shared_images, problems)
+    if problems:
+        raise DatasetError(problems)
+    if ignored_labels:
+        counts = ", ".join(f"{label!r}: {n}" for label, n in ignored_labels.items())
+        warnings.warn(f"{subjects_csv}: unusable labels ignored ({counts}); those "
+                      "subjects are screened without a true class", InputWarning, stacklevel=2)
+    return Dataset(root, list(subjects.values()))
 
+
+def _read_subjects(root: Path, subjects_csv: Path, rows: list[tuple[int, dict[str, str]]], require_labels: bool,
+                   ignore_unknown_labels: bool, problems: list[str]
+                   ) -> tuple[dict[str, Subject], set[str], dict[str, int]]:
+    """subjects.csv's rows -> ({subject_id: Subject with NaN landmarks}, the ids whose image is a file inside the
+    dataset, {ignored label: count}); each bad field is a problem naming its line."""
     subjects: dict[str, Subject] = {}
     ignored_labels: dict[str, int] = {}
-    usable_images: set[str] = set()  # subjects whose image path is inside the dataset and is a file
-    for line, row in subject_rows:
+    usable_images: set[str] = set()
+    for line, row in rows:
         where = f"{subjects_csv}:{line}"
         sid = row.get("subject_id", "")
         if not sid:
@@ -305,34 +327,52 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
             problems.append(f"{where}: field subject_id: duplicate subject {sid!r}")
             continue
         who = _who_class(row, where, require_labels, ignore_unknown_labels, ignored_labels, problems)
-        spacing = None
-        if row.get("pixel_spacing_mm"):
-            spacing = _parse_float(row["pixel_spacing_mm"])
-            if spacing is None or spacing <= 0:
-                problems.append(f"{where}: field pixel_spacing_mm: not a positive number "
-                                f"{row['pixel_spacing_mm']!r}")
-                spacing = None
-            _warn_if_implausible(where, "pixel_spacing_mm", spacing, PLAUSIBLE_SPACING_MM)
-        image = row.get("image", "")
-        image_path = (root / image).resolve()
-        if not image:
-            problems.append(f"{where}: field image is empty")
-        elif not image_path.is_relative_to(root.resolve()):
-            problems.append(f"{where}: field image: path {image!r} leaves the dataset directory")
-        elif not image_path.is_file():
-            problems.append(f"{where}: field image: file not found {image!r}")
-        else:
+        spacing = _spacing(row, where, problems)
+        image_path, usable = _image_path(root, row.get("image", ""), where, problems)
+        if usable:
             usable_images.add(sid)
         age, sex = _covariates(row, where, problems)
         subjects[sid] = Subject(sid, image_path, binary_label(who, DEFAULT_TASK),
                                 np.full((len(LANDMARKS), 2), np.nan), spacing, who=who, age=age, sex=sex)
+    return subjects, usable_images, ignored_labels
 
+
+def _spacing(row: dict[str, str], where: str, problems: list[str]) -> float | None:
+    """The row's pixel_spacing_mm (None when empty or not a positive number, the latter a problem)."""
+    if not row.get("pixel_spacing_mm"):
+        return None
+    spacing = _parse_float(row["pixel_spacing_mm"])
+    if spacing is None or spacing <= 0:
+        problems.append(f"{where}: field pixel_spacing_mm: not a positive number {row['pixel_spacing_mm']!r}")
+        spacing = None
+    _warn_if_implausible(where, "pixel_spacing_mm", spacing, PLAUSIBLE_SPACING_MM)
+    return spacing
+
+
+def _image_path(root: Path, image: str, where: str, problems: list[str]) -> tuple[Path, bool]:
+    """The image field resolved against the dataset, and whether it is a file inside it (else a problem)."""
+    image_path = (root / image).resolve()
+    if not image:
+        problems.append(f"{where}: field image is empty")
+    elif not image_path.is_relative_to(root.resolve()):
+        problems.append(f"{where}: field image: path {image!r} leaves the dataset directory")
+    elif not image_path.is_file():
+        problems.append(f"{where}: field image: file not found {image!r}")
+    else:
+        return image_path, True
+    return image_path, False
+
+
+def _read_landmarks(landmarks_csv: Path, rows: list[tuple[int, dict[str, str]]], subjects: dict[str, Subject],
+                    have_subjects: bool, require_landmarks: bool, problems: list[str]) -> None:
+    """landmarks.csv's rows into the subjects' landmarks [8, 2] px; unknown subjects or landmarks, duplicates,
+    bad coordinates and (when required) a subject's missing landmarks are problems."""
     seen: set[tuple[str, str]] = set()
-    for line, row in landmark_rows:
+    for line, row in rows:
         where = f"{landmarks_csv}:{line}"
         sid, name = row.get("subject_id", ""), row.get("landmark", "")
         if sid not in subjects:
-            if subject_rows:
+            if have_subjects:
                 problems.append(f"{where}: field subject_id: subject {sid!r} is not in subjects.csv")
             continue
         if name not in LANDMARKS:
@@ -349,35 +389,24 @@ def load_dataset(root: str | Path, check_images: bool = True, require_labels: bo
                 problems.append(f"{where}: field {axis}: not a number {row.get(axis, '')!r}")
         if None not in coords:
             subjects[sid].landmarks[LANDMARKS.index(name)] = coords
-
     for sid, subject in subjects.items():
         missing = [LANDMARKS[i] for i in range(len(LANDMARKS))
                    if np.isnan(subject.landmarks[i]).any() and (sid, LANDMARKS[i]) not in seen]
-        if missing and landmark_rows and require_landmarks:
+        if missing and rows and require_landmarks:
             problems.append(f"{landmarks_csv}: subject {sid!r}: missing landmark(s) {', '.join(missing)}")
-    if not subjects and subject_rows == [] and not problems:
-        problems.append(f"{subjects_csv}: no subjects")
 
-    if check_images:
-        readable = [s for s in subjects.values() if s.subject_id in usable_images]
-        for found in thread_map(lambda subject: _check_image(subject, landmarks_csv, on_image), readable, progress):
-            problems.extend(found)
+
+def _check_shared_images(subjects_csv: Path, subjects: dict[str, Subject], allow: bool, problems: list[str]) -> None:
+    """Subjects that share one image file: a warning, or a problem where `allow` is False (cross-validation)."""
     by_image: dict[Path, list[str]] = {}
     for subject in subjects.values():
         by_image.setdefault(subject.image_path, []).append(subject.subject_id)
     for ids in (ids for ids in by_image.values() if len(ids) > 1):
         shared = f"{subjects_csv}: field image: subjects {', '.join(map(repr, ids))} share one image file"
-        if allow_shared_images:
-            warnings.warn(f"{shared} (cv refuses this: it would leak across folds)", InputWarning, stacklevel=2)
+        if allow:
+            warnings.warn(f"{shared} (cv refuses this: it would leak across folds)", InputWarning, stacklevel=3)
         else:
             problems.append(f"{shared}; cross-validation would put one radiograph in training and test folds")
-    if problems:
-        raise DatasetError(problems)
-    if ignored_labels:
-        counts = ", ".join(f"{label!r}: {n}" for label, n in ignored_labels.items())
-        warnings.warn(f"{subjects_csv}: unusable labels ignored ({counts}); those "
-                      "subjects are screened without a true class", InputWarning, stacklevel=2)
-    return Dataset(root, list(subjects.values()))
 
 
 def _check_image(subject: Subject, landmarks_csv: Path, on_image: Callable | None = None) -> list[str]:

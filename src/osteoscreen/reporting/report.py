@@ -17,6 +17,8 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from osteoscreen.core.landmarks import CLASSES, GROUPS, THRESHOLD, flagged
+from osteoscreen.data.cohort import Cohort
+from osteoscreen.evaluation.experiment import CVResult
 from osteoscreen.evaluation.tables import SPREAD_COLUMNS, percent, spread_cell, with_interval
 from osteoscreen.io.outputs import strict_json
 from osteoscreen.reporting.visualise import CLASS_COLOURS, figure_uri, subject_montage
@@ -307,12 +309,23 @@ def _example_subjects(result: dict, labels: np.ndarray) -> list[tuple[str, int]]
     return examples
 
 
-def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labels: np.ndarray,
-                 subject_ids: list[str], cohort, config: dict, dataset: dict, spread: dict | None = None,
-                 curves: dict | None = None, decisions: dict | None = None) -> str:
-    """The whole report.html as a string; spread (metrics.seed_spread) adds the across-seeds table, curves
-    (aggregate.training_curves) the training curves of fine-tuned methods, decisions ({method:
-    decision_curve.net_benefit}) the decision curves."""
+COMPARISON_TEXT = ("<p>OPA: sensitivity for osteoporosis; NOPA: specificity; OA: accuracy; BA: balanced "
+                   "accuracy. Intervals: Wilson 95%. AUROC is computed once on pooled out-of-fold scores; under "
+                   "leave-one-out it is biased (a model that outputs the training-fold prevalence scores far "
+                   f"from {THRESHOLD:g}), so read it beside balanced accuracy and, where run, the repeated k-fold "
+                   "protocol. "
+                   "DeLong's test compares each method's pooled AUROC with group-attention's on the same "
+                   "subjects (DeLong et al. 1988). The repeated k-fold protocol's per-repeat AUROC (each repeat "
+                   "scores every subject once; the mean over repeats, its interval from 2,000 bootstrap "
+                   "resamples of subjects within each class) does not carry that bias, nor does the "
+                   "leave-pair-out AUROC of a leave-one-out run (<code>--leave-pair-out</code>: every "
+                   "osteoporosis-normal pair held out together and scored by one model; Airola et al. 2011). "
+                   "The paper's numbers come from its private 70-subject cohort and are not comparable.</p>")
+
+
+def _comparison_html(metrics: dict, comparisons: list[dict]) -> str:
+    """The report's Table 1: rates with intervals, AUROCs, counts, the tests against group-attention, the paper's
+    figures; and what each column means."""
     p_values = {c["method"]: c for c in comparisons}
     rows = []
     for method, m in metrics.items():
@@ -332,43 +345,52 @@ def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labe
                     f"<td>{percent(m['balanced_accuracy'])}</td><td>{m['auroc']:.3f}</td>{repeat_cell}"
                     f"<td>{m['tp']}/{m['fn']}/{m['tn']}/{m['fp']}</td><td>{mcnemar}</td><td>{delong}</td>"
                     f"<td>{paper_text}</td></tr>")
-    table = ("<table><tr><th>method</th><th>OPA % [95% CI]</th><th>NOPA % [95% CI]</th><th>OA % [95% CI]</th>"
-             "<th>BA %</th><th>AUROC (pooled)</th><th>AUROC without the LOO bias</th>"
-             "<th>TP/FN/TN/FP</th><th>McNemar vs group-attention</th><th>DeLong: AUROC difference vs "
-             "group-attention</th>"
-             "<th>paper OPA/NOPA/OA %</th></tr>" + "".join(rows) + "</table>")
+    return ("<table><tr><th>method</th><th>OPA % [95% CI]</th><th>NOPA % [95% CI]</th><th>OA % [95% CI]</th>"
+            "<th>BA %</th><th>AUROC (pooled)</th><th>AUROC without the LOO bias</th>"
+            "<th>TP/FN/TN/FP</th><th>McNemar vs group-attention</th><th>DeLong: AUROC difference vs "
+            "group-attention</th><th>paper OPA/NOPA/OA %</th></tr>" + "".join(rows) + "</table>" + COMPARISON_TEXT)
 
+
+def _examples_html(result: CVResult, cohort: Cohort, showcase: str) -> str:
+    """The 8 patches of the most confident subject of each outcome (TP, FN, TN, FP) under the showcase method."""
+    labels, subject_ids, scores = result.labels, result.subject_ids, result.per_subject[showcase]
     montages = []
-    showcase = "group-attention" if "group-attention" in per_subject else next(iter(per_subject))
     context = cohort.patch_config.context
-    for outcome, index in _example_subjects(per_subject[showcase], labels):
-        result = per_subject[showcase]
+    for outcome, index in _example_subjects(scores, labels):
         title = (f"{subject_ids[index]}: {outcome} — true {CLASSES[labels[index]]}, "
-                 f"p(osteoporosis) = {result['p'][index]:.2f}")
-        if result["attention"] is not None:
-            title += "\nattention " + ", ".join(f"{g} {a:.2f}" for g, a in zip(GROUPS, result["attention"][index],
+                 f"p(osteoporosis) = {scores['p'][index]:.2f}")
+        if scores["attention"] is not None:
+            title += "\nattention " + ", ".join(f"{g} {a:.2f}" for g, a in zip(GROUPS, scores["attention"][index],
                                                                                strict=True))
         figure = subject_montage(cohort.patches[index].plain_views(context), title, CLASSES[labels[index]])
         montages.append(f"<figure>{_img(figure_uri(figure), title)}<figcaption>{html.escape(outcome)}"
                         "</figcaption></figure>")
+    return (f"<p>Method: {html.escape(showcase)}. The 8 patches of the most confident subject of each outcome.</p>"
+            + "".join(montages))
 
+
+def _curves_html(curves: dict) -> str:
+    if not curves:
+        return ("<p>Training curves are recorded for fine-tuned methods (<code>--mode finetune</code>); frozen-mode "
+                "heads train in a stacked computation that records none.</p>")
+    return (_img(figure_uri(_curves_figure(curves)), "training curves") + "<p>Per epoch, on the training subjects "
+            "of each fold: the mean cross-entropy of the augmented batches and the fraction of them classified right "
+            "as the steps saw them (training mode); the line is the mean over folds, the band their minimum to "
+            "maximum. They show convergence, not accuracy on unseen subjects.</p>")
+
+
+def build_report(result: CVResult, cohort: Cohort, config: dict) -> str:
+    """The whole report.html of a cross-validation as a string: result (its metrics, comparisons, out-of-fold
+    scores, spread across seeds, training and decision curves), the cohort it ran on (its record and the patches of
+    the example subjects) and config (the run's configuration as config.json records it, with recipe, kernels and
+    the decision rule's text)."""
+    metrics, per_subject, labels, dataset = result.metrics, result.per_subject, result.labels, cohort.info
+    showcase = "group-attention" if "group-attention" in per_subject else next(iter(per_subject))
     attention = _attention_figure(per_subject, labels)
-    synthetic = dataset.get("synthetic")
+    decisions = result.decision_curves
     sections = {
-        "Comparison": table + "<p>OPA: sensitivity for osteoporosis; NOPA: specificity; OA: accuracy; BA: balanced "
-                      "accuracy. Intervals: Wilson 95%. AUROC is computed once on pooled out-of-fold scores; under "
-                      "leave-one-out it is biased (a model that outputs the training-fold prevalence scores far "
-                      f"from {THRESHOLD:g}), so read it beside balanced accuracy and, where run, the repeated k-fold "
-                      "protocol. "
-                      "DeLong's test compares each method's pooled AUROC with group-attention's on the same "
-                      "subjects (DeLong et al. 1988). The repeated k-fold protocol's per-repeat AUROC (each repeat "
-                      "scores every subject once; the mean over repeats, its interval from 2,000 bootstrap "
-                      "resamples of subjects within each class) does not carry that bias, nor does the "
-                      "leave-pair-out AUROC of a leave-one-out run (<code>--leave-pair-out</code>: every "
-                      "osteoporosis-normal pair held out together and scored by one model; Airola et al. 2011). "
-                      "The paper's numbers come from its private 70-subject cohort and are not comparable.</p>"
-                      + _task_html(config, metrics)
-                      + (_spread_html(spread) if spread and len(config.get("seeds", ())) > 1 else ""),
+        "Comparison": (_comparison_html(metrics, result.comparisons) + _task_html(config, metrics)
+                       + (_spread_html(result.spread) if result.spread and len(config.get("seeds", ())) > 1 else "")),
         "Confusion matrices": _img(figure_uri(_confusion_figure(metrics)), "confusion matrices"),
         "ROC curves": _img(figure_uri(_roc_figure(per_subject, labels)), "ROC curves"),
         "Operating point": _operating_html(metrics, config.get("rule_text")),
@@ -377,20 +399,13 @@ def build_report(metrics: dict, comparisons: list[dict], per_subject: dict, labe
         "Decision curves": (_decision_html(decisions, dataset) if decisions else "<p>Not computed.</p>"),
         "Attention by group and class": (_img(figure_uri(attention), "attention by group and class")
                                          if attention is not None else "<p>No method with attention was run.</p>"),
-        "Training curves": (_img(figure_uri(_curves_figure(curves)), "training curves") + "<p>Per epoch, on the "
-                            "training subjects of each fold: the mean cross-entropy of the augmented batches and the "
-                            "fraction of them classified right as the steps saw them (training mode); the line is "
-                            "the mean over folds, the band their minimum to maximum. They show convergence, not "
-                            "accuracy on unseen subjects.</p>" if curves else
-                            "<p>Training curves are recorded for fine-tuned methods (<code>--mode finetune</code>); "
-                            "frozen-mode heads train in a stacked computation that records none.</p>"),
-        "Correctly and wrongly classified subjects": f"<p>Method: {html.escape(showcase)}. The 8 patches of the "
-                                                     "most confident subject of each outcome.</p>" + "".join(montages),
+        "Training curves": _curves_html(result.training_curves),
+        "Correctly and wrongly classified subjects": _examples_html(result, cohort, showcase),
         "Reporting checklist": _checklist_html(config, dataset, metrics),
         "Configuration": "<pre>" + html.escape(_json_text({"dataset": dataset, "config": config})) + "</pre>",
     }
     banner = ("<p class='warn'>Synthetic phantom data: these figures say nothing about clinical performance.</p>"
-              if synthetic else "")
+              if dataset.get("synthetic") else "")
     body = "".join(f"<section><h2>{html.escape(title)}</h2>{sections[title]}</section>" for title in SECTIONS)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>osteoscreen cross-validation report</title>

@@ -159,9 +159,7 @@ def _run_locked(data_dir: Path, run_dir: Path, config: CVConfig, progress: Calla
                "spread": result.spread, "training_curves": result.training_curves,
                "decision_curves": result.decision_curves}
     write_text_atomic(run_dir / "metrics.json", strict_json(payload))
-    write_text_atomic(run_dir / "report.html", build_report(
-        result.metrics, result.comparisons, result.per_subject, labels, subject_ids, cohort, config_dict,
-        cohort.info, result.spread, result.training_curves, result.decision_curves))
+    write_text_atomic(run_dir / "report.html", build_report(result, cohort, config_dict))
     return CVOutcome(run_dir, result.table(), result.metrics, cohort.padded_patches)
 
 

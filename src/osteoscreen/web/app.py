@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import warnings
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -34,6 +35,7 @@ from osteoscreen.web.guards import BodySizeLimit, InternalErrors, LocalOrigin
 from osteoscreen.web.uploads import DecodeSlots, UploadError, decode_upload, parse_covariates, png_bytes
 
 if TYPE_CHECKING:
+    from osteoscreen.deploy.model import Model, Screening
     from osteoscreen.io.imageio import Radiograph
     from osteoscreen.landmarking.model import LandmarkModel
 
@@ -79,6 +81,57 @@ def _data_uri(pixels) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(pixels)).decode()
 
 
+@dataclass
+class Services:
+    """What the routes serve from: the loaded models and annotation store (each None when its mode is off), the
+    decode slots and the upload limit in bytes."""
+
+    screening_model: Model | None
+    landmark_model: LandmarkModel | None
+    store: AnnotationStore | None
+    slots: DecodeSlots
+    max_upload_bytes: int
+
+    def model(self) -> Model:
+        if self.screening_model is None:
+            raise UploadError(404, "screening is off: start the server with --model MODEL")
+        return self.screening_model
+
+    def annotations(self) -> AnnotationStore:
+        if self.store is None:
+            raise UploadError(404, "annotation is off: start the server with --data DATA")
+        return self.store
+
+    def suggester(self) -> LandmarkModel:
+        if self.landmark_model is None:
+            raise UploadError(404, "suggestion is off: start the server with --landmarks-model LMODEL")
+        return self.landmark_model
+
+    def subject(self, index: int) -> Subject:
+        subject = self.annotations().subject(index)
+        if subject is None:
+            raise UploadError(404, f"no subject with index {index}")
+        return subject
+
+    def info(self) -> dict:
+        """GET /api/info: the modes on, the models' records the page shows, the landmarks and the limits."""
+        model = suggester = None
+        if self.screening_model is not None:
+            record = self.screening_model.info
+            model = {"method": record["method"], "mode": record["mode"], "created": record["created"],
+                     "threshold": record["threshold"], "decision_rule": record["decision_rule"]["rule"],
+                     "covariates": record["covariates"],
+                     "synthetic_training_data": bool(record["training_data"].get("synthetic"))}
+        if self.landmark_model is not None:
+            record = self.landmark_model.info
+            suggester = {"created": record["created"], "training_radiographs": record["training_data"]["n"],
+                         "synthetic_training_data": bool(record["training_data"].get("synthetic"))}
+        return {"screening": self.screening_model is not None, "annotation": self.store is not None,
+                "model": model, "suggest": self.landmark_model is not None, "landmark_model": suggester,
+                "landmarks": _landmark_info(), "groups": list(GROUPS), "max_upload_bytes": self.max_upload_bytes,
+                "disclaimer": DISCLAIMER}
+
+
 def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2 ** 20, hosts: tuple[str, ...] = LOCAL_HOSTS,
                max_decodes: int = DEFAULT_MAX_DECODES, landmark_model_dir: str | Path | None = None) -> FastAPI:
@@ -92,17 +145,25 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
 
     if model_dir is None and data_dir is None:
         raise InputError("needs model_dir= (a screening model: screening), data_dir= (a dataset: annotation) or both")
-    screening_model = Model.load(model_dir) if model_dir is not None else None
-    landmark_model = LandmarkModel.load(landmark_model_dir) if landmark_model_dir is not None else None
-    store = AnnotationStore(data_dir) if data_dir is not None else None  # last: it locks the folder
-    page = {route: (files("osteoscreen.web").joinpath("static", name).read_bytes(), media)
-            for route, (name, media) in PAGE_FILES.items()}
-
-    slots = DecodeSlots(max_decodes)
+    services = Services(Model.load(model_dir) if model_dir is not None else None,
+                        LandmarkModel.load(landmark_model_dir) if landmark_model_dir is not None else None,
+                        AnnotationStore(data_dir) if data_dir is not None else None,  # last: it locks the folder
+                        DecodeSlots(max_decodes), max_upload_bytes)
     app = FastAPI(title="osteoscreen", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodySizeLimit, limit=max_upload_bytes)  # innermost: sees the body first
     app.add_middleware(InternalErrors)
     app.add_middleware(LocalOrigin, hosts=hosts)  # outermost: refuses before anything is read
+    _add_error_answers(app)
+    _add_page(app)
+    app.get("/api/info")(services.info)
+    _add_screening(app, services)
+    _add_annotation(app, services)
+    return app
+
+
+def _add_error_answers(app: FastAPI) -> None:
+    """Every refusal as JSON {"error": one line} with its status: an upload's own, 422 for bad input or a bad form
+    field, and FastAPI's HTTP errors (404 for an unknown route) in the same shape."""
 
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, error: UploadError):
@@ -122,49 +183,19 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     async def http_error(request: Request, error: StarletteHTTPException):
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
 
-    for route, (body, media) in page.items():
+
+def _add_page(app: FastAPI) -> None:
+    """The page's three fixed files (PAGE_FILES), read once from the package."""
+    for route, (name, media) in PAGE_FILES.items():
+        body = files("osteoscreen.web").joinpath("static", name).read_bytes()
         app.add_api_route(route, lambda body=body, media=media: Response(body, media_type=media), methods=["GET"],
                           response_class=HTMLResponse if route == "/" else Response)
 
-    def need_model():
-        if screening_model is None:
-            raise UploadError(404, "screening is off: start the server with --model MODEL")
-        return screening_model
 
-    def need_store() -> AnnotationStore:
-        if store is None:
-            raise UploadError(404, "annotation is off: start the server with --data DATA")
-        return store
-
-    def need_landmark_model() -> LandmarkModel:
-        if landmark_model is None:
-            raise UploadError(404, "suggestion is off: start the server with --landmarks-model LMODEL")
-        return landmark_model
-
-    def need_subject(index: int) -> Subject:
-        subject = need_store().subject(index)
-        if subject is None:
-            raise UploadError(404, f"no subject with index {index}")
-        return subject
-
-    @app.get("/api/info")
-    def info() -> dict:
-        model = None
-        if screening_model is not None:
-            record = screening_model.info
-            model = {"method": record["method"], "mode": record["mode"], "created": record["created"],
-                     "threshold": record["threshold"], "decision_rule": record["decision_rule"]["rule"],
-                     "covariates": record["covariates"],
-                     "synthetic_training_data": bool(record["training_data"].get("synthetic"))}
-        suggester = None
-        if landmark_model is not None:
-            suggester = {"created": landmark_model.info["created"],
-                         "training_radiographs": landmark_model.info["training_data"]["n"],
-                         "synthetic_training_data": bool(landmark_model.info["training_data"].get("synthetic"))}
-        return {"screening": screening_model is not None, "annotation": store is not None, "model": model,
-                "suggest": landmark_model is not None, "landmark_model": suggester,
-                "landmarks": _landmark_info(), "groups": list(GROUPS), "max_upload_bytes": max_upload_bytes,
-                "disclaimer": DISCLAIMER}
+def _add_screening(app: FastAPI, services: Services) -> None:
+    """POST /api/render, /api/suggest and /api/screen: an uploaded radiograph shown, its landmarks suggested, and
+    screened with its 8 landmarks (and the covariates a +clinical model needs)."""
+    slots = services.slots
 
     @app.post("/api/render")
     def render(file: Annotated[UploadFile, File()]) -> Response:
@@ -174,14 +205,14 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
 
     @app.post("/api/suggest")
     def suggest(file: Annotated[UploadFile, File()]) -> dict:
-        model = need_landmark_model()
+        model = services.suggester()
         with slots():
             return suggestion_response(model, decode_upload(file.file.read()), "the upload")
 
     @app.post("/api/screen")
     def screen(file: Annotated[UploadFile, File()], landmarks: Annotated[str, Form()],
                age: Annotated[str, Form()] = "", sex: Annotated[str, Form()] = "") -> dict:
-        model = need_model()
+        model = services.model()
         payload = parse_json(landmarks, "landmarks", max_bytes=MAX_JSON_BYTES).value
         patient_age, patient_sex = parse_covariates(age, sex, needed=bool(model.covariates))
         with slots():
@@ -189,52 +220,61 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
             height, width = radiograph.pixels.shape
             points = parse_landmarks(payload, width, height)
             result = model.screen(radiograph, points, patient_age, patient_sex, subject_id="upload")
-        views = result.patches.plain_views(model.config.patch.context)
-        attention = None if result.attention is None else dict(zip(GROUPS, map(float, result.attention),
-                                                                   strict=True))
-        return {"p_osteoporosis": result.probability, "decision": result.decision,
-                "threshold": model.threshold, "decision_rule": model.rule.rule,
-                "novelty_distance": result.distance, "unlike_training": result.unlike_training,
-                "attention": attention, "method": model.method,
-                "patches": [{"landmark": name, "png": _data_uri(view)} for name, view in zip(LANDMARKS, views,
-                                                                                          strict=True)],
-                "disclaimer": DISCLAIMER}
+        return screening_response(model, result)
+
+
+def screening_response(model: Model, result: Screening) -> dict:
+    """A screening as the page shows it: p, decision, threshold and rule, novelty, attention per group, the method
+    and the 8 patches as PNG data URIs."""
+    views = result.patches.plain_views(model.config.patch.context)
+    attention = None if result.attention is None else dict(zip(GROUPS, map(float, result.attention), strict=True))
+    return {"p_osteoporosis": result.probability, "decision": result.decision,
+            "threshold": model.threshold, "decision_rule": model.rule.rule,
+            "novelty_distance": result.distance, "unlike_training": result.unlike_training,
+            "attention": attention, "method": model.method,
+            "patches": [{"landmark": name, "png": _data_uri(view)} for name, view in zip(LANDMARKS, views,
+                                                                                      strict=True)],
+            "disclaimer": DISCLAIMER}
+
+
+def _add_annotation(app: FastAPI, services: Services) -> None:
+    """The dataset's subjects by index: overview, image, landmarks, a suggestion, and saving landmarks.csv."""
+    slots = services.slots
 
     @app.get("/api/subjects")
     def subjects() -> list[dict]:
-        return need_store().overview()
+        return services.annotations().overview()
 
     @app.get("/api/subjects/{index}/image")
     def subject_image(index: int) -> Response:
-        subject = need_subject(index)
+        subject = services.subject(index)
         with slots():
             return Response(png_bytes(subject.load_image().pixels), media_type="image/png")
 
     @app.get("/api/subjects/{index}/landmarks")
     def subject_landmarks(index: int) -> dict:
-        subject = need_subject(index)
+        subject = services.subject(index)
         return {"subject_id": subject.subject_id, "landmarks": AnnotationStore.landmarks(subject)}
 
     @app.get("/api/subjects/{index}/suggestion")
     def subject_suggestion(index: int) -> dict:
-        model, subject = need_landmark_model(), need_subject(index)
+        model, subject = services.suggester(), services.subject(index)
         with slots():
             return {"subject_id": subject.subject_id,
                     **suggestion_response(model, subject.load_image(), subject.subject_id)}
 
     @app.put("/api/subjects/{index}/landmarks")
     async def save_landmarks(index: int, request: Request) -> dict:
-        subject = need_subject(index)
+        subject = services.subject(index)
         body = parse_json(await request.body(), "body", max_bytes=MAX_JSON_BYTES)
         if not isinstance(body.value, dict) or "landmarks" not in body.value:
             raise UploadError(422, "body: expected {\"landmarks\": {landmark: [x, y]}}")
         return await run_in_threadpool(save_subject, subject, body.value["landmarks"])
 
     def save_subject(subject: Subject, landmarks: object) -> dict:
+        store = services.annotations()
         with slots():
             height, width = subject.load_image().pixels.shape
         store.save(subject, parse_landmarks(landmarks, width, height))
         return {"saved": subject.subject_id, "file": store.path.name,
                 "complete": sum(entry["placed"] == len(LANDMARKS) for entry in store.overview())}
-
-    return app
