@@ -13,7 +13,7 @@ from osteoscreen.core.landmarks import GROUPS
 
 DOWNSAMPLE = 4  # anatomy is drawn at 1/DOWNSAMPLE of the final resolution
 #: Temporal bone, articular eminence and zygomatic arch over the condyle (attenuation).
-SKULL_BASE = 0.25
+SKULL_BASE = 0.22
 #: Attenuation of the contralateral ramus's ghost.
 RAMUS_GHOST = 0.08
 #: Power-law exponent of the anatomical noise.
@@ -80,7 +80,9 @@ def _ellipse(uu, vv, centre, radii):
 
 
 def soft_step(x, width):
-    return 1.0 / (1.0 + np.exp(-np.clip(x / width, -40, 40)))
+    """The logistic step 1 / (1 + exp(-x / width)), as 0.5 + 0.5 tanh(x / (2 width)) (one transcendental, no
+    overflow)."""
+    return 0.5 + 0.5 * np.tanh(x * (0.5 / width))
 
 
 def draw_anatomy(anatomy: Anatomy, shape: tuple[int, int], rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -13,6 +13,11 @@ from scipy.special import ndtri
 
 from osteoscreen.data.phantom.anatomy import soft_step
 
+#: How much coarser the projected texture looks than one slice's period Tb.Th + Tb.Sp (superimposed trabeculae).
+PROJECTION_COARSENING = 2.0
+#: The band-pass ring's width, as a fraction of its centre frequency (a wider ring: a less regular texture).
+RING_WIDTH = 0.35
+
 
 @dataclass(frozen=True)
 class BoneParameters:
@@ -24,8 +29,9 @@ class BoneParameters:
 
     @property
     def projected_period_mm(self) -> float:
-        """Period of the projected texture: superimposed trabeculae look about twice as coarse."""
-        return 2.0 * (self.trabecular_thickness_mm + self.trabecular_separation_mm)
+        """Period of the projected texture: superimposed trabeculae look coarser than one slice
+        (PROJECTION_COARSENING)."""
+        return PROJECTION_COARSENING * (self.trabecular_thickness_mm + self.trabecular_separation_mm)
 
 
 def bone_parameters(t_score: float) -> BoneParameters:
@@ -45,22 +51,21 @@ def trabecular_field(shape: tuple[int, int], params: BoneParameters, spacing_mm:
                      rng: np.random.Generator, anisotropy: float = 1.4, period_scale: float = 1.0) -> np.ndarray:
     """[H, W] float32 in [0, 1]: a trabecular network whose area fraction ≈ bone volume fraction.
 
-    White noise is filtered by a Gaussian ring at the projected trabecular frequency (elongated along x by
-    `anisotropy`, the preferred mesiodistal orientation) and normalised to unit variance; the bone is the band
-    |g| < w around the field's zero level set, a connected labyrinth of struts (a level-cut Gaussian field),
-    with w chosen so that the band covers `bone_volume_fraction` of the area.
+    A Gaussian field whose spectrum is drawn directly (complex white noise on a Gaussian ring at the projected
+    trabecular frequency, elongated along x by `anisotropy`, the preferred mesiodistal orientation; one inverse
+    FFT), normalised to unit variance and cut to the band |g| < w around its zero level set: a connected labyrinth
+    of struts (a level-cut Gaussian field), w chosen so that the band covers `bone_volume_fraction` of the area.
     """
-    spectrum = np.fft.rfft2(rng.standard_normal(shape, dtype=np.float32))
     fy = np.fft.fftfreq(shape[0]).astype(np.float32)[:, None]
     fx = np.fft.rfftfreq(shape[1]).astype(np.float32)[None, :]
     centre = spacing_mm / (params.projected_period_mm * period_scale)  # cycles per pixel
     radius = np.sqrt((fx / np.float32(anisotropy)) ** 2 + fy**2)
-    ring = np.exp(np.float32(-0.5) * ((radius - np.float32(centre)) / np.float32(0.35 * centre)) ** 2)
-    filtered = np.fft.irfft2(spectrum * ring, s=shape).astype(np.float32)
+    ring = np.exp(np.float32(-0.5) * ((radius - np.float32(centre)) / np.float32(RING_WIDTH * centre)) ** 2)
+    noise = rng.standard_normal((2, *ring.shape), dtype=np.float32)
+    filtered = np.fft.irfft2((noise[0] + 1j * noise[1]) * ring, s=shape).astype(np.float32)
     filtered /= filtered.std() + 1e-8
     half_width = ndtri((1.0 + params.bone_volume_fraction) / 2.0)
-    softness = 0.08
-    return soft_step(half_width - np.abs(filtered), softness).astype(np.float32)
+    return soft_step(half_width - np.abs(filtered), 0.08).astype(np.float32)
 
 
 #: Klemetti's mandibular cortical index (Klemetti et al. 1994): C1 an even, sharp endosteal margin; C2 semilunar

@@ -39,8 +39,9 @@ _SIGMA_AT_1_LP_MM = math.sqrt(math.log(10) / (2 * math.pi**2))
 SCATTER_RADIUS_MM = 15.0
 BITS = 12
 #: Ranges the per-device parameters are drawn from (uniformly).
-PHOTONS = (2500.0, 6600.0)
-DETECTOR_SHARE = (0.33, 0.53)
+PHOTONS = (4800.0, 12800.0)
+MTF10_LP_MM = (2.9, 3.9)
+DETECTOR_SHARE = (0.39, 0.59)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Acquisition:
         field_of_view_mm = rng.uniform(250.0, 290.0)
         spacing = round(field_of_view_mm / width, 6)
         height = int(np.clip(round(width * rng.uniform(0.46, 0.52)), 1000, 1500))
-        return Acquisition(width, height, spacing, mtf10_lp_mm=rng.uniform(2.0, 3.0),
+        return Acquisition(width, height, spacing, mtf10_lp_mm=rng.uniform(*MTF10_LP_MM),
                            motion_ratio=rng.uniform(1.0, 1.5), detector_share=rng.uniform(*DETECTOR_SHARE),
                            scatter_fraction=rng.uniform(0.3, 0.6), photons=rng.uniform(*PHOTONS),
                            electronic_noise=rng.uniform(0.0005, 0.0015), window_low=rng.uniform(0.0, 0.02),
@@ -93,19 +94,33 @@ def _coarse_blur(image: np.ndarray, sigma_px: float, factor: int) -> np.ndarray:
 
 
 def form_radiograph(attenuation: np.ndarray, acquisition: Acquisition, rng: np.random.Generator) -> np.ndarray:
-    """[H, W] projected attenuation -> [H, W] uint16 stored values (0 .. 2**BITS - 1), bone bright."""
+    """[H, W] projected attenuation -> [H, W] uint16 stored values (0 .. 2**BITS - 1), bone bright. Float32
+    throughout, in place where a step allows (each full-image pass is memory-bound)."""
     px = acquisition.spacing_mm
     primary = np.exp(-attenuation.astype(np.float32))
     sigma_object = acquisition.object_blur_mm / px
     primary = ndimage.gaussian_filter(primary, (sigma_object, sigma_object * acquisition.motion_ratio))
     scatter = _coarse_blur(primary, SCATTER_RADIUS_MM / px, 8)
-    exposure = (primary + acquisition.scatter_fraction * scatter) / (1.0 + acquisition.scatter_fraction)
-    quanta = acquisition.photons * exposure
-    quanta += np.sqrt(quanta) * rng.standard_normal(quanta.shape, dtype=np.float32)
+    scale = acquisition.photons / (1.0 + acquisition.scatter_fraction)
+    scatter *= np.float32(acquisition.scatter_fraction * scale)
+    quanta = primary
+    quanta *= np.float32(scale)
+    quanta += scatter  # photons x exposure: (primary + scatter_fraction x scatter) / (1 + scatter_fraction)
+    noise = rng.standard_normal(quanta.shape, dtype=np.float32)
+    noise *= np.sqrt(quanta)
+    quanta += noise
     quanta = ndimage.gaussian_filter(quanta, acquisition.detector_blur_mm / px)
-    quanta += acquisition.electronic_noise * acquisition.photons * rng.standard_normal(quanta.shape, dtype=np.float32)
-    log_signal = -np.log(np.maximum(quanta, 1.0) / acquisition.photons)
+    noise = rng.standard_normal(quanta.shape, dtype=np.float32)
+    noise *= np.float32(acquisition.electronic_noise * acquisition.photons)
+    quanta += noise
+    np.maximum(quanta, np.float32(1.0), out=quanta)
+    log_signal = np.log(quanta, out=quanta)  # -log(quanta / photons), up to sign and offset, removed below
     low, high = np.percentile(log_signal[::4, ::4], [0.05, 99.95])
-    unit = np.clip((log_signal - low) / max(high - low, 1e-6), 0.0, 1.0)
-    unit = acquisition.window_low + (acquisition.window_high - acquisition.window_low) * unit ** acquisition.gamma
-    return np.round(unit * (2**BITS - 1)).astype(np.uint16)
+    # bone bright: the largest log signal (most quanta) is the least attenuation, mapped to 0
+    unit = np.subtract(np.float32(high), log_signal, out=log_signal)
+    unit *= np.float32(1.0 / max(high - low, 1e-6))
+    np.clip(unit, 0.0, 1.0, out=unit)
+    np.power(unit, np.float32(acquisition.gamma), out=unit)
+    unit *= np.float32((acquisition.window_high - acquisition.window_low) * (2**BITS - 1))
+    unit += np.float32(acquisition.window_low * (2**BITS - 1))
+    return np.rint(unit, out=unit).astype(np.uint16)

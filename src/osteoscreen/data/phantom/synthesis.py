@@ -43,18 +43,18 @@ DEFAULT_SIGNAL = {"condyle": 0.3, "angle": 0.525, "premolar": 0.675, "tuberosity
 
 # Attenuation (line integrals, dimensionless) of the object model; calibrated so that the patches match the
 # texture statistics of real PRs (docs/phantom.md, "Realism").
-TRABECULAR_CONTRAST = 0.115  # between a strut and a marrow space, in projection
+TRABECULAR_CONTRAST = 0.105  # between a strut and a marrow space, in projection
 TRABECULAR_BONE = 0.40  # mean attenuation of the trabecular bone of the mandible (maxilla: 0.34)
 INFERIOR_CORTEX = 0.78  # the thick cortex of the mandible's inferior border
-CORTEX_ELSEWHERE = 0.41  # the thin cortex of the rami, condyles and alveolar crest
-CLUTTER = 0.23  # standard deviation of the anatomical noise
+CORTEX_ELSEWHERE = 0.51  # the thin cortex of the rami, condyles and alveolar crest
+CLUTTER = 0.145  # standard deviation of the anatomical noise
 CLUTTER_OFFSET = 0.5  # its mean, in standard deviations: overlapping tissue adds attenuation (the sum is clipped at 0)
 ATTENUATION_SCALE = 1.2
 #: How visible the trabecular pattern is at each landmark group relative to bone elsewhere (the premolar region
 #: lies in the centre of the image layer; the condyle and tuberosity are overlapped by skull base and soft tissue),
 #: and the scale of its projected period there (thin alveolar bone superimposes fewer trabeculae).
-GROUP_CONTRAST = {"condyle": 0.47, "angle": 0.39, "premolar": 2.1, "tuberosity": 0.68}
-GROUP_PERIOD = {"condyle": 1.0, "angle": 1.0, "premolar": 0.7, "tuberosity": 1.0}
+GROUP_CONTRAST = {"condyle": 0.98, "angle": 0.75, "premolar": 1.38, "tuberosity": 0.63}
+GROUP_PERIOD = {"condyle": 1.15, "angle": 0.89, "premolar": 1.41, "tuberosity": 1.09}
 LOCAL_RADIUS_PX = 120  # the landmark's own bone covers the patch and its context at every spacing
 
 
