@@ -39,7 +39,7 @@ FORMATS = {"png": ".png", "png8": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
 #: Default signal weights: graded (the premolar region reveals most), scaled so that an outside baseline fixed in
 #: advance (uniform LBP + logistic regression, leave-one-out) reaches a balanced accuracy in the middle of the
 #: 0.65-0.80 of published PR studies on a calibration cohort (seed 1): docs/phantom.md, "Difficulty".
-DEFAULT_SIGNAL = {"condyle": 0.3, "angle": 0.525, "premolar": 0.675, "tuberosity": 0.15}
+DEFAULT_SIGNAL = {"condyle": 0.2, "angle": 0.35, "premolar": 0.45, "tuberosity": 0.1}
 
 # Attenuation (line integrals, dimensionless) of the object model; calibrated so that the patches match the
 # texture statistics of real PRs (docs/phantom.md, "Realism").
@@ -78,7 +78,7 @@ class PhantomConfig:
     age_range: tuple[int, int] = (49, 60)
     age_signal: float = 0.0
     signal: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SIGNAL))
-    background_signal: float = 0.375
+    background_signal: float = 0.25
     effect: float = 1.0
     landmark_noise_mm: float = 1.0
 
