@@ -119,19 +119,26 @@ def main() -> None:
     spec.loader.exec_module(stats_module)
     real = json.loads((args.realism / "real_pr_patch_stats.json").read_text())["groups"]
 
-    def loss(seeds: list[int] = args.seeds) -> tuple[float, int]:
+    def ratios(seeds: list[int]) -> dict[str, float]:
+        """group.statistic -> the cohorts' median over the real median."""
         mine = cohort_statistics(stats_module.patch_statistics, seeds, args.subjects)
-        ratios = {f"{g}.{k}": mine[g][k] / real[g][k] for g in GROUPS for k in real[g] if k != "n"}
-        if args.check:
-            far = sorted(ratios, key=lambda key: -abs(math.log(ratios[key])))[:6]
-            print(f"seeds {seeds}: " + ", ".join(f"{key} x{ratios[key]:.2f}" for key in far), flush=True)
-        logs = [abs(math.log(r)) for r in ratios.values()]
+        return {f"{g}.{k}": mine[g][k] / real[g][k] for g in GROUPS for k in real[g] if k != "n"}
+
+    def score(found: dict[str, float]) -> tuple[float, int]:
+        """(the loss, how many statistics lie within 1.25x)."""
+        logs = [abs(math.log(r)) for r in found.values()]
         return sum(max(0.0, r - math.log(args.margin)) ** 2 for r in logs), sum(r <= math.log(1.25) for r in logs)
+
+    def loss() -> tuple[float, int]:
+        return score(ratios(args.seeds))
 
     if args.check:
         for seed in args.check:
-            value, count = loss([seed])
-            print(f"seed {seed}: loss {value:.4f}, {count}/44 within 1.25x", flush=True)
+            found = ratios([seed])
+            far = sorted(found, key=lambda key: -abs(math.log(found[key])))[:6]
+            value, count = score(found)
+            print(f"seed {seed}: loss {value:.4f}, {count}/44 within 1.25x; furthest "
+                  + ", ".join(f"{key} x{found[key]:.2f}" for key in far), flush=True)
         return
 
     best, within = loss()

@@ -2,7 +2,7 @@
 
 A writer has three steps, each optional:
 - `start(folder, run)`: in the parent process, before any radiograph (make a sub-folder, an index);
-- `radiograph(folder, item) -> record`: where the radiograph was screened (this process, or a Ray task on a
+- `radiograph(folder, item, model) -> record`: where the radiograph was screened (this process, or a Ray task on a
   cluster: `folder` must then be on storage every node shares); writes the radiograph's own files and returns a
   small picklable record (or None);
 - `finish(folder, run, records)`: in the parent, with every radiograph's record in input order (files about all

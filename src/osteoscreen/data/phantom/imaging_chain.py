@@ -17,11 +17,11 @@ dimensionless; bone and teeth high, the airway low) into stored pixel values:
 6. quantisation to the device's bit depth (12 bits).
 
 The two blurs together give a Gaussian system MTF, exp(-2 pi^2 sigma^2 f^2), that falls to 10 % at `mtf10_lp_mm`
-line pairs per mm, drawn per device from 2.0-3.0 lp/mm. For comparison, a rotational panoramic machine measured
-with a slit (Dentomaxillofac Radiol 1996;25(5), PMID 9161187) reached an MTF of 0.25 at 4 cycles/mm at the
-centre of the image layer, less away from it, with a noise-equivalent passband of 1.2-1.4 cycles/mm; the
-horizontal/vertical difference follows Bäckström et al., Oral Radiology 1990. Every parameter is in
-`Acquisition`, drawn per subject independently of the label.
+line pairs per mm, drawn per device from MTF10_LP_MM (2.9-3.9 lp/mm; docs/phantom.md says why). For comparison,
+a rotational panoramic machine measured with a slit (Dentomaxillofac Radiol 1996;25(5), PMID 9161187) reached an
+MTF of 0.25 at 4 cycles/mm at the centre of the image layer, less away from it, with a noise-equivalent passband
+of 1.2-1.4 cycles/mm; the horizontal/vertical difference follows Bäckström et al., Oral Radiology 1990. Every
+parameter is in `Acquisition`, drawn per subject independently of the label.
 """
 
 from __future__ import annotations
