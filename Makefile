@@ -9,10 +9,12 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,ray]"
-	@# the browser test drives Debian's Chromium through its ChromeDriver (no browser download)
-	command -v chromedriver >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
-		$(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	$(PY) -m pip install --quiet -e ".[dev,ray,onnx]"
+	@# the browser test drives Debian's Chromium through its ChromeDriver (no browser download); the PACS tests
+	@# start Debian's Orthanc (with its DICOMweb plugin) on loopback and validate files with dicom3tools' dciodvfy
+	{ command -v chromedriver && command -v Orthanc && command -v dciodvfy; } >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver orthanc \
+		orthanc-dicomweb dicom3tools >/dev/null; }
 	touch $(STAMP)
 
 demo: $(STAMP)

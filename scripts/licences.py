@@ -18,6 +18,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 COPYLEFT = re.compile(r"\b(A?GPL|LGPL|GNU (Affero |Lesser |Library )?General Public)", re.IGNORECASE)
+#: License fields that name no licence: "UNKNOWN", or the name of a file (dicomweb-client says "LICENSE").
+NOT_A_NAME = re.compile(r"^(UNKNOWN|LICEN[CS]E(\.\w+)?)$", re.IGNORECASE)
 EXCEPTION = re.compile(r"exception", re.IGNORECASE)  # GPL-3.0-with-GCC-exception: runtime libraries, permissive
 
 
@@ -26,7 +28,8 @@ def licence(name: str) -> str:
     expression = (meta.get("License-Expression") or "").strip()
     classifiers = [c.split("::")[-1].strip() for c in meta.get_all("Classifier") or [] if c.startswith("License ::")]
     text = (meta.get("License") or "").strip()
-    one_line = text if text and "\n" not in text and len(text) < 80 and text.upper() != "UNKNOWN" else ""
+    named = text and "\n" not in text and len(text) < 80 and not NOT_A_NAME.match(text)
+    one_line = text if named else ""
     return expression or one_line or "; ".join(classifiers) or ("(full text in the metadata)" if text else
                                                                  "(not stated)")
 

@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from osteoscreen.cli.options import backend_check, cv_config, decision_rule, patch_config, train_config
+from osteoscreen.cli.options import (
+    backend_check,
+    cv_config,
+    decision_rule,
+    pacs_destination,
+    patch_config,
+    send_and_report,
+    train_config,
+)
 from osteoscreen.core.errors import InputError
 
 
@@ -160,16 +168,34 @@ def cmd_predict(args) -> None:
         print(f"landmarks suggested for {len(suggestions)} radiograph(s) by {args.suggest}: {flagged} point(s) "
               "flagged; the outputs say which")
     backend_check(args)
+    destination = pacs_destination(args)
+    if destination is not None and not args.dicom_out:
+        raise InputError("--send and --stow send the DICOM results: add --dicom-out")
     resources = None
     if args.backend == "ray":
         from osteoscreen.core.distributed import TaskResources
 
         resources = TaskResources(args.task_cpus, args.task_gpus)
+    writers = []
+    if args.dicom_out:
+        from osteoscreen.deploy.dicom_results import DicomResults
+
+        writers.append(DicomResults())
     path = predict(model, dataset, args.out, figures=not args.no_figures,
                    progress=progress("screening", unit="shard" if resources else "subject"), ray=resources,
-                   address=args.address, landmark_model=record)
+                   address=args.address, landmark_model=record, writers=writers)
     print(f"screened {len(dataset.subjects)} radiograph(s) with {args.model}: {path}"
-          + ("" if args.no_figures else f"; figures: {Path(args.out) / 'figures'}"))
+          + ("" if args.no_figures else f"; figures: {Path(args.out) / 'figures'}")
+          + (f"; DICOM SR and key images: {Path(args.out) / 'dicom'}" if args.dicom_out else ""))
+    if destination is not None:
+        send_and_report(args.out, destination, progress("sending", unit="file"))
+
+
+def cmd_send(args) -> None:
+    destination = pacs_destination(args)
+    if destination is None:
+        raise InputError("send: name the PACS with --send AET@HOST:PORT or --stow URL")
+    send_and_report(args.run_dir, destination, progress("sending", unit="file"))
 
 
 def cmd_import_landmarks(args) -> None:

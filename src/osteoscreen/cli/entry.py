@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 
 from osteoscreen.cli.parser import build_parser
-from osteoscreen.core.errors import InputError, InputWarning
+from osteoscreen.core.errors import InputError, InputWarning, NotDelivered
 from osteoscreen.core.utils import keep_freed_memory
 
 
@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(error).splitlines():
             print(f"osteoscreen: error: {in_flags(line, flags())}", file=sys.stderr)
         return 2
+    except NotDelivered as error:
+        for line in error.lines:
+            print(f"osteoscreen: error: {line}", file=sys.stderr)
+        return 1
     except Terminated:
         print("osteoscreen: terminated", file=sys.stderr)
         return 143

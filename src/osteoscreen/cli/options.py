@@ -157,6 +157,45 @@ def add_backend_options(parser: argparse.ArgumentParser, work: str) -> None:
                         help="ray: GPUs each task asks for (default 0; 0.25 lets 4 tasks share a GPU)")
 
 
+def add_pacs_options(parser: argparse.ArgumentParser) -> None:
+    """Where DICOM results go: --send (C-STORE) or --stow (STOW-RS), our AE title and the timeout."""
+    parser.add_argument("--send", default=None, metavar="AET@HOST:PORT",
+                        help="send the DICOM results to a PACS by C-STORE (its AE title, host and DICOM port)")
+    parser.add_argument("--stow", default=None, metavar="URL",
+                        help="send the DICOM results by DICOMweb STOW-RS to this service URL (e.g. "
+                             "http://pacs:8042/dicom-web)")
+    parser.add_argument("--calling-aet", default="OSTEOSCREEN", help="--send: our AE title (default OSTEOSCREEN)")
+    parser.add_argument("--send-timeout", type=number(float, 0.1, 3600), default=30,
+                        help="seconds to wait for the PACS to connect or answer (default 30)")
+
+
+def pacs_destination(args):
+    """The destination --send or --stow names (None when neither)."""
+    from osteoscreen.deploy.pacs import dimse_destination, stow_destination
+
+    if args.send and args.stow:
+        raise InputError("--send and --stow: give one destination per run (send again for the other)")
+    if args.send:
+        return dimse_destination(args.send, args.calling_aet, args.send_timeout)
+    if args.stow:
+        return stow_destination(args.stow, args.send_timeout)
+    return None
+
+
+def send_and_report(run_dir, destination, progress) -> None:
+    """Send RUN's DICOM results and print what happened; NotDelivered (exit 1) names each file not accepted."""
+    from osteoscreen.core.errors import NotDelivered
+    from osteoscreen.deploy.pacs import send_results
+
+    report = send_results(run_dir, destination, progress)
+    print(f"sent {len(report.sent)} DICOM file(s) to {destination.address}"
+          + (f" ({len(report.already)} accepted earlier, not sent again)" if report.already else ""))
+    if report.failed:
+        again = f"--send {destination.address}" if destination.kind == "dimse" else f"--stow {destination.address}"
+        raise NotDelivered([*report.failed, f"{len(report.failed)} file(s) not sent; they stay in {run_dir}/dicom: "
+                                            f"run `osteoscreen send {run_dir} {again}` to send them"])
+
+
 def backend_check(args) -> None:
     if args.backend == "local" and (args.address or args.task_cpus != 1 or args.task_gpus):
         raise InputError("--address, --task-cpus and --task-gpus need --backend ray")

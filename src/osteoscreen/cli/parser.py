@@ -15,12 +15,21 @@ from osteoscreen.cli.commands import (
     cmd_landmarks_train,
     cmd_patches,
     cmd_predict,
+    cmd_send,
     cmd_serve,
     cmd_synth,
     cmd_train,
     cmd_validate,
 )
-from osteoscreen.cli.options import SEED, add_backend_options, add_patch_options, add_training_options, number, sex_code
+from osteoscreen.cli.options import (
+    SEED,
+    add_backend_options,
+    add_pacs_options,
+    add_patch_options,
+    add_training_options,
+    number,
+    sex_code,
+)
 from osteoscreen.core.version import __version__
 from osteoscreen.models.heads import CLINICAL_HEADS, HEADS
 
@@ -162,11 +171,24 @@ def _predict(commands) -> None:
                          help="a landmark model (osteoscreen landmarks train) places the landmarks a radiograph lacks "
                               "(a single image without --landmarks; a dataset's subjects without landmarks.csv rows)")
     predict.add_argument("--no-figures", action="store_true", help="write predictions.csv only")
+    predict.add_argument("--dicom-out", action="store_true",
+                         help="DICOM inputs: also a DICOM SR and a key image per radiograph, in its study "
+                              "(dicom/; these carry the patient's identity)")
+    add_pacs_options(predict)
     predict.add_argument("--age", type=number(float, 0, MAX_AGE), default=None,
                          help="single image: the patient's age in years (models trained with +clinical need it)")
     predict.add_argument("--sex", type=sex_code, default=None, help="single image: F or M (+clinical models need it)")
     add_backend_options(predict, "shard of radiographs")
     predict.set_defaults(run=cmd_predict)
+
+
+def _send(commands) -> None:
+    """`send RUN --send|--stow`."""
+    send = commands.add_parser("send", help="send a predict run's DICOM results to a PACS (what it has not "
+                                            "accepted yet)")
+    send.add_argument("run_dir", metavar="RUN", help="a predict --dicom-out output folder")
+    add_pacs_options(send)
+    send.set_defaults(run=cmd_send)
 
 
 def _import_landmarks(commands) -> None:
@@ -219,7 +241,7 @@ def _demo(commands) -> None:
 
 
 #: Every command, in the order of `osteoscreen --help`: each adds its subparser, flags and `cmd_*` function.
-COMMANDS = (_synth, _validate, _patches, _cv, _train, _predict, _import_landmarks, _check_weights, _serve,
+COMMANDS = (_synth, _validate, _patches, _cv, _train, _predict, _send, _import_landmarks, _check_weights, _serve,
             _landmarks, _demo)
 
 

@@ -60,7 +60,28 @@ def cohort_overview(rows: list[tuple[str, str, np.ndarray]], thumb: int = 64) ->
 def screening_figure(pixels: np.ndarray, subject, patches, context: float, probability: float,
                      attention: np.ndarray | None, decision: str, threshold: float, path,
                      unlike_training: bool | None = None) -> None:
-    """One subject's screening result as a PNG written atomically to `path`.
+    """One subject's screening result (screening_canvas) as a PNG written atomically to `path`."""
+    from osteoscreen.io.outputs import atomic_path
+
+    figure = screening_canvas(pixels, subject, patches, context, probability, attention, decision, threshold,
+                              unlike_training)
+    with atomic_path(path) as partial:
+        figure.savefig(partial, format="png")
+
+
+def screening_rgb(*args, **kwargs) -> np.ndarray:
+    """The screening figure (screening_canvas's arguments) as pixels: [H, W, 3] uint8 RGB (1200 x 950 px)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(screening_canvas(*args, **kwargs))
+    canvas.draw()
+    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
+
+
+def screening_canvas(pixels: np.ndarray, subject, patches, context: float, probability: float,
+                     attention: np.ndarray | None, decision: str, threshold: float,
+                     unlike_training: bool | None = None) -> Figure:
+    """One subject's screening result as a figure (12 x 9.5 in at 100 dpi).
 
     Top: the radiograph (pixels [H, W], shown downsampled) with its 8 landmarks; bottom: the 8 patches (as the
     network saw them, un-augmented), the attention per landmark group, p(osteoporosis) against the threshold,
@@ -68,7 +89,6 @@ def screening_figure(pixels: np.ndarray, subject, patches, context: float, proba
     """
     from osteoscreen.core.landmarks import GROUPS
     from osteoscreen.data.patches import normalise_intensity
-    from osteoscreen.io.outputs import atomic_path
 
     step = max(1, int(np.ceil(max(pixels.shape) / 1400)))
     figure = Figure(figsize=(12, 9.5), dpi=100)
@@ -108,6 +128,5 @@ def screening_figure(pixels: np.ndarray, subject, patches, context: float, proba
     figure.suptitle(f"{subject.subject_id}: p(osteoporosis) = {probability:.2f} (threshold {threshold:.2f}) -> "
                     f"{decision}    [research pre-screening, not a diagnosis]{warning}", color=colour, fontsize=12)
     figure.tight_layout()
-    with atomic_path(path) as partial:
-        figure.savefig(partial, format="png")
+    return figure
 
