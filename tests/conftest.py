@@ -170,3 +170,55 @@ def local_client(app):
     from fastapi.testclient import TestClient
 
     return TestClient(app, base_url="http://127.0.0.1:8000")
+
+
+@pytest.fixture(scope="session")
+def screening_model(small_png_cohort, tmp_path_factory):
+    """A frozen group-attention model (with its novelty reference) trained on small_png_cohort: its directory."""
+    return train_model(small_png_cohort, tmp_path_factory.mktemp("screening-model") / "model",
+                       TrainConfig(views=1, epochs=5))
+
+
+@pytest.fixture(scope="session")
+def dicom_results(screening_model, small_dicom_cohort, tmp_path_factory):
+    """`predict --dicom-out` of small_dicom_cohort by screening_model: the run folder."""
+    from osteoscreen.cli import main
+
+    out = tmp_path_factory.mktemp("dicom-results") / "run"
+    assert main(["predict", str(screening_model), str(small_dicom_cohort), "--out", str(out), "--dicom-out"]) == 0
+    return out
+
+
+def read_report(source) -> dict:
+    """Everything a screening SR says, read back with highdicom (source: a path or a pydicom Dataset)."""
+    import highdicom as hd
+    import pydicom
+
+    dataset = pydicom.dcmread(source) if isinstance(source, str | Path) else source
+    sr = hd.sr.Comprehensive3DSR.from_dataset(dataset)
+    (image,) = sr.content.get_image_measurement_groups()
+    regions = sr.content.get_planar_roi_measurement_groups()
+    measured = {m.name.value: m.value for m in image.get_measurements()}
+    evaluated = {q.name.value: q.value for q in image.get_qualitative_evaluations()}
+    algorithm = {code: [item.TextValue for item in image[0].ContentSequence
+                        if item.ConceptNameCodeSequence[0].CodeValue == code] for code in ("111001", "111003", "111002")}
+    return {
+        "study_uid": sr.StudyInstanceUID, "patient_id": sr.PatientID, "verification": sr.VerificationFlag,
+        "series_description": sr.SeriesDescription, "title": sr.content[0].ConceptNameCodeSequence[0].CodeValue,
+        "p": float(measured["P-OSTEO"]), "threshold": float(measured["THRESHOLD"]),
+        "decision": evaluated["64859006"].meaning, "task": evaluated["TASK"].value,
+        "unlike": evaluated["UNLIKE"].meaning if "UNLIKE" in evaluated else None,
+        "distance": float(measured["NOVELTY"]) if "NOVELTY" in measured else None,
+        "landmarks": [g.finding_type.value.lower() for g in regions],
+        "points": np.array([g.roi.value[0] for g in regions], dtype=np.float64),
+        "graphic_types": {g.roi.graphic_type.value for g in regions},
+        "tracking_uids": [str(g.tracking_uid) for g in regions], "image_tracking_uid": str(image.tracking_uid),
+        "attention": [float(g.get_measurements()[0].value) for g in regions],
+        "sites": [(g.finding_sites[0].value.meaning, g.finding_sites[0].laterality.meaning) for g in regions],
+        "algorithm": (*algorithm["111001"], *algorithm["111003"], algorithm["111002"]),
+        "library": [image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                    for library in sr.content[0].ContentSequence if library.ConceptNameCodeSequence[0].CodeValue ==
+                    "111028" for group in library.ContentSequence for image in group.ContentSequence
+                    if image.ValueType == "IMAGE"],
+        "equipment": [item.Manufacturer for item in sr.ContributingEquipmentSequence],
+    }

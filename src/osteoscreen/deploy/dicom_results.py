@@ -95,7 +95,7 @@ def identity_and_reference(path: Path) -> object:
     for keyword in IDENTITY_KEYWORDS + REFERENCE_KEYWORDS:
         if keyword in header and header[keyword].value not in (None, ""):
             setattr(kept, keyword, header[keyword].value)
-        elif keyword in IDENTITY_KEYWORDS and keyword != "IssuerOfPatientID":
+        elif keyword in IDENTITY_KEYWORDS and keyword not in ("IssuerOfPatientID", "StudyInstanceUID"):
             setattr(kept, keyword, "")  # type 2: present, empty when unknown
     missing = [k for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Rows", "Columns") if k not in kept]
     if missing:

@@ -150,14 +150,17 @@ class _DimseSender:
         self.ae.requested_contexts = []
         for sop_class in sop_classes:
             self.ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        self.association = self.ae.associate(self.host, self.port, ae_title=self.aet)
-        if self.association.is_established:
+        association = self.ae.associate(self.host, self.port, ae_title=self.aet)
+        if association.is_established:
+            self.association = association
             return None
-        why = ("rejected the association (check our calling AE title and its AE title)"
-               if self.association.is_rejected else
-               f"no answer within {self.timeout_s:g} s, or the connection was refused (is it running?)")
-        self.association = None
-        return why
+        if association.rejected_contexts and not association.accepted_contexts:
+            names = sorted({getattr(c.abstract_syntax, "name", c.abstract_syntax)
+                            for c in association.rejected_contexts})
+            return f"the PACS refuses {' and '.join(names)} (SOP classes {', '.join(sop_classes)})"
+        if association.is_rejected:
+            return "the PACS rejected the association (check our calling AE title and its AE title)"
+        return f"no answer within {self.timeout_s:g} s, or the connection was refused (is it running?)"
 
     def send(self, path: Path) -> str | None:
         """None when the PACS accepted the file, else why not (one line)."""
