@@ -201,7 +201,8 @@ def read_report(source) -> dict:
     measured = {m.name.value: m.value for m in image.get_measurements()}
     evaluated = {q.name.value: q.value for q in image.get_qualitative_evaluations()}
     algorithm = {code: [item.TextValue for item in image[0].ContentSequence
-                        if item.ConceptNameCodeSequence[0].CodeValue == code] for code in ("111001", "111003", "111002")}
+                        if item.ConceptNameCodeSequence[0].CodeValue == code]
+                 for code in ("111001", "111003", "111002")}
     return {
         "study_uid": sr.StudyInstanceUID, "patient_id": sr.PatientID, "verification": sr.VerificationFlag,
         "series_description": sr.SeriesDescription, "title": sr.content[0].ConceptNameCodeSequence[0].CodeValue,

@@ -131,7 +131,12 @@ def cmd_predict(args) -> None:
     from osteoscreen.deploy.model import Model
     from osteoscreen.deploy.screening import predict
 
-    model = Model.load(args.model)
+    if args.runtime == "onnx":
+        from osteoscreen.deploy.onnx_model import OnnxModel
+
+        model = OnnxModel.load(args.model)
+    else:
+        model = Model.load(args.model)
     landmark_model = None
     if args.suggest is not None:
         from osteoscreen.landmarking.model import LandmarkModel
@@ -189,6 +194,15 @@ def cmd_predict(args) -> None:
           + (f"; DICOM SR and key images: {Path(args.out) / 'dicom'}" if args.dicom_out else ""))
     if destination is not None:
         send_and_report(args.out, destination, progress("sending", unit="file"))
+
+
+def cmd_export(args) -> None:
+    from osteoscreen.deploy.onnx_export import CONTRACT_FILE, ONNX_FILE, export_model
+
+    out = export_model(args.model, args.out)
+    print(f"exported {args.model} to {out}: {ONNX_FILE} (the network, onnxruntime on any platform) and "
+          f"{CONTRACT_FILE} (inputs, outputs, patch preparation, decision rule); screen with "
+          f"`osteoscreen predict {out} DATA --runtime onnx --out OUT`")
 
 
 def cmd_send(args) -> None:

@@ -9,6 +9,7 @@ from osteoscreen.cli.commands import (
     cmd_check_weights,
     cmd_cv,
     cmd_demo,
+    cmd_export,
     cmd_import_landmarks,
     cmd_landmarks_evaluate,
     cmd_landmarks_suggest,
@@ -163,7 +164,8 @@ def _predict(commands) -> None:
     from osteoscreen.data.dataset import MAX_AGE
 
     predict = commands.add_parser("predict", help="screen new radiographs with a trained model")
-    predict.add_argument("model", help="model directory written by `osteoscreen train`")
+    predict.add_argument("model", help="model directory written by `osteoscreen train` (with --runtime onnx: a "
+                                       "folder written by `osteoscreen export`)")
     predict.add_argument("input", help="a dataset directory (labels optional), or one image with --landmarks")
     predict.add_argument("--landmarks", default=None, help="landmarks of the single image: CSV landmark,x,y or JSON")
     predict.add_argument("--out", required=True)
@@ -178,8 +180,20 @@ def _predict(commands) -> None:
     predict.add_argument("--age", type=number(float, 0, MAX_AGE), default=None,
                          help="single image: the patient's age in years (models trained with +clinical need it)")
     predict.add_argument("--sex", type=sex_code, default=None, help="single image: F or M (+clinical models need it)")
+    predict.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                         help="torch (default) or onnx: the exported graph in onnxruntime (pip install "
+                              "'osteoscreen[onnx]')")
     add_backend_options(predict, "shard of radiographs")
     predict.set_defaults(run=cmd_predict)
+
+
+def _export(commands) -> None:
+    """`export MODEL --out`."""
+    export = commands.add_parser("export", help="write a model as ONNX (model.onnx) with its screening contract "
+                                                "(screening.json), for onnxruntime")
+    export.add_argument("model", help="model directory written by `osteoscreen train`")
+    export.add_argument("--out", required=True, help="folder to write (absent or empty)")
+    export.set_defaults(run=cmd_export)
 
 
 def _send(commands) -> None:
@@ -241,8 +255,8 @@ def _demo(commands) -> None:
 
 
 #: Every command, in the order of `osteoscreen --help`: each adds its subparser, flags and `cmd_*` function.
-COMMANDS = (_synth, _validate, _patches, _cv, _train, _predict, _send, _import_landmarks, _check_weights, _serve,
-            _landmarks, _demo)
+COMMANDS = (_synth, _validate, _patches, _cv, _train, _predict, _export, _send, _import_landmarks, _check_weights,
+            _serve, _landmarks, _demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

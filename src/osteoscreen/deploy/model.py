@@ -220,17 +220,23 @@ class Model:
         """Prediction, rule and novelty check of every subject of a cohort, from one backbone pass each."""
         self.check_covariates(cohort.patches)
         cohort = cohort if cohort.root is cohort else cohort.detached()
-        everyone = np.arange(len(cohort))
-        features = head_features(self._predictor, cohort, everyone)
-        probability, attention = predict_proba(self._predictor, cohort, everyone, features)
-        probability = self.rule.probability(probability)
-        distance = None if self.novelty is None else novelty_distance(subject_features(features), self.novelty)
+        probability, attention, distance = self.outputs(cohort)
         return [Screening(patches.subject_id, float(p),
                           decision(p, self.rule.threshold, f"{patches.subject_id}: p(osteoporosis)"),
                           None if attention is None else attention[i], patches,
                           None if distance is None else float(distance[i]),
                           None if distance is None else bool(distance[i] > self.novelty["threshold"]))
                 for i, (patches, p) in enumerate(zip(cohort.patches, probability, strict=True))]
+
+    def outputs(self, cohort: Cohort) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The network's answers for every subject of a (detached) cohort: p(osteoporosis) [m] after the model's
+        calibration, group attention [m, 4] (None for heads without), the novelty distance [m] (None without a
+        novelty reference). deploy.onnx_model.OnnxModel gives the same from an exported graph."""
+        everyone = np.arange(len(cohort))
+        features = head_features(self._predictor, cohort, everyone)
+        probability, attention = predict_proba(self._predictor, cohort, everyone, features)
+        distance = None if self.novelty is None else novelty_distance(subject_features(features), self.novelty)
+        return self.rule.probability(probability), attention, distance
 
 
 def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, cv_run: str | Path | None = None,
