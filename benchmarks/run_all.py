@@ -14,6 +14,7 @@ import bench_finetune_step
 import bench_frozen_loo
 import bench_landmarks
 import bench_memory
+import bench_onnx
 import bench_render
 import bench_upload_memory
 from common import REPEATS, format_table
@@ -27,7 +28,7 @@ def main() -> int:
           f"threads), Python {platform.python_version()}; medians of {REPEATS} after a warm-up", flush=True)
     rows = []
     for bench in (bench_finetune_step, bench_frozen_loo, bench_memory, bench_render, bench_upload_memory,
-                  bench_landmarks):
+                  bench_landmarks, bench_onnx):
         print(f"running {bench.__name__} ...", flush=True)
         rows += (new := bench.run())
         print(format_table(new), flush=True)  # as each finishes: a later failure loses nothing

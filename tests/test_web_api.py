@@ -125,6 +125,41 @@ def test_a_dicom_upload_sends_no_patient_identifier(small_dicom_cohort, web_mode
         assert b"PHANTOM" not in body and b"SYNTHETIC" not in body
 
 
+def test_a_dicom_upload_downloads_its_sr_and_key_image_and_nothing_else_does(small_dicom_cohort, small_png_cohort,
+                                                                              screening):
+    import pydicom
+
+    from conftest import read_report
+
+    data, landmarks, _ = subject_upload(small_dicom_cohort)
+    form = {"landmarks": json.dumps(landmarks)}
+    result = screening.post("/api/screen", files=upload(data, "x.dcm"), data=form).json()
+    assert result["dicom"] is True
+    sr = screening.post("/api/dicom/sr", files=upload(data, "x.dcm"), data=form)
+    key = screening.post("/api/dicom/key-image", files=upload(data, "x.dcm"), data=form)
+    assert sr.status_code == key.status_code == 200 and sr.headers["content-type"] == "application/dicom"
+    assert sr.headers["content-disposition"] == 'attachment; filename="osteoscreen-upload.sr.dcm"'
+    radiograph = pydicom.dcmread(io.BytesIO(data))
+    report = read_report(pydicom.dcmread(io.BytesIO(sr.content)))
+    assert report["p"] == pytest.approx(result["p_osteoporosis"], abs=1e-9)
+    assert report["decision"].lower() == ("positive" if result["decision"] == "osteoporosis" else "negative")
+    assert report["study_uid"] == radiograph.StudyInstanceUID and report["patient_id"] == radiograph.PatientID
+    np.testing.assert_allclose(report["points"], in_order(landmarks) + 0.5, atol=1e-4)
+    image = pydicom.dcmread(io.BytesIO(key.content))
+    assert image.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and image.BurnedInAnnotation == "YES"
+    assert image.StudyInstanceUID == radiograph.StudyInstanceUID
+    png, png_landmarks, _ = subject_upload(small_png_cohort)
+    png_form = {"landmarks": json.dumps(png_landmarks)}
+    assert screening.post("/api/screen", files=upload(png), data=png_form).json()["dicom"] is False
+    refused = screening.post("/api/dicom/sr", files=upload(png), data=png_form)
+    assert refused.status_code == 422 and refused.json()["error"].startswith("DICOM results need a DICOM radiograph")
+    assert screening.post("/api/dicom/other", files=upload(data, "x.dcm"), data=form).status_code == 404
+    off = screening.post("/api/send", files=upload(data, "x.dcm"), data=form)
+    assert off.status_code == 404 and "--send" in off.json()["error"]
+    assert screening.get("/api/info").json()["pacs"] is None
+    assert not list(Path(tempfile.gettempdir()).glob("osteoscreen-upload-*"))
+
+
 def test_annotation_endpoints_read_and_save_landmarks_atomically_with_a_backup(annotation_dataset):
     data_dir, removed = annotation_dataset
     before = (data_dir / "landmarks.csv").read_text()

@@ -221,3 +221,36 @@ def test_screening_straight_from_checked_suggested_points(browser, planted, plan
     rows = list(csv.DictReader(open(predict(Model.load(web_model), single_image_dataset(image_file, landmarks),
                                             tmp_path / "out", figures=False))))
     assert shown == f"p(osteoporosis) = {float(rows[0]['p_osteoporosis']):.3f}"
+
+
+def test_a_dicom_screening_downloads_its_sr_and_shows_the_pacs_answer(browser, web_model, small_dicom_cohort,
+                                                                      tmp_path):
+    import pydicom
+
+    from osteoscreen.deploy.pacs import dimse_destination
+
+    data, landmarks, _ = subject_upload(small_dicom_cohort)
+    image_file = tmp_path / "radiograph.dcm"
+    image_file.write_bytes(data)
+    with socket.socket() as probe:  # a port nobody listens on: the PACS is down
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    destination = dimse_destination(f"PACS@127.0.0.1:{port}", timeout_s=2)
+    with Server(create_app(model_dir=web_model, destination=destination)) as url:
+        browser.get(url)
+        browser.find_element(By.ID, "file-input").send_keys(str(image_file))
+        wait_for(browser, "window.osteoscreen.width > 0")
+        click_landmarks(browser, landmarks)
+        browser.find_element(By.ID, "screen-button").click()
+        wait_for(browser, "!document.getElementById('dicom-actions').hidden")
+        assert browser.find_element(By.ID, "send-pacs").is_displayed()
+        browser.find_element(By.ID, "download-sr").click()
+        downloaded = browser.downloads / "osteoscreen-upload.sr.dcm"
+        WebDriverWait(browser, 30).until(lambda _: downloaded.exists())
+        browser.find_element(By.ID, "send-pacs").click()
+        answer = wait_for(browser, "document.getElementById('pacs-answer').textContent.includes('accepted') && "
+                                   "document.getElementById('pacs-answer').textContent")
+        browser.execute_script("document.getElementById('pacs-answer').scrollIntoView();")
+        browser.save_screenshot(str(tmp_path / "dicom-results.png"))
+    assert answer.startswith(f"PACS@127.0.0.1:{port} accepted 0 of 2 file(s). Not accepted: upload.")
+    assert pydicom.dcmread(downloaded).StudyInstanceUID == pydicom.dcmread(image_file).StudyInstanceUID

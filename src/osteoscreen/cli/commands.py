@@ -262,8 +262,11 @@ def cmd_serve(args) -> None:
         raise InputError(f"--host {args.host} --port {args.port}: cannot listen there ({error.strerror or error})"
                          ) from None
     hosts = ("*",) if wildcard and not args.allowed_host else (*LOCAL_HOSTS, args.host, *args.allowed_host)
+    destination = pacs_destination(args)
+    if destination is not None and args.model is None:
+        raise InputError("--send and --stow send a screening's DICOM results: add --model MODEL")
     app = create_app(args.model, args.data, int(args.max_upload_mb * 2 ** 20), hosts, args.max_decodes,
-                     args.landmarks_model)
+                     args.landmarks_model, destination)
     if not loopback:
         print(f"warning: serving on {args.host}: other machines can reach this page; it has no login"
               + (" (and it answers any Host name: name this machine with --allowed-host)" if "*" in hosts else ""),

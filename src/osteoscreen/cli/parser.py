@@ -243,6 +243,7 @@ def _serve(commands) -> None:
     serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                        help="a further host name the page may be reached by (repeatable); requests addressed to "
                             "any other name are refused (DNS rebinding)")
+    add_pacs_options(serve)
     serve.set_defaults(run=cmd_serve)
 
 

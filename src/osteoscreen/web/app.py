@@ -6,6 +6,10 @@ attention per group and the 8 patches. The server keeps nothing between requests
 Annotation (a dataset directory): GET /api/subjects, GET /api/subjects/{index}/image and /landmarks, and
 PUT /api/subjects/{index}/landmarks, which saves landmarks.csv at once. Subjects are addressed by their index in
 subjects.csv, so no path from a request reaches the filesystem; the page's three files are fixed routes.
+DICOM results (a model and a DICOM upload): POST /api/dicom/sr and /api/dicom/key-image answer the screening's
+Structured Report and key image (deploy.dicom_results, with the upload's patient and study: the only answers that
+carry them) as a download; with a PACS configured (`serve --send` or `--stow`), POST /api/send sends both there
+and answers what the PACS accepted.
 Suggestion (a landmark model, in either mode): POST /api/suggest (an uploaded radiograph) and GET
 /api/subjects/{index}/suggestion give the 8 suggested points with their confidences, flags and warnings; the
 page shows them for the user to check and correct, and nothing is saved or screened until the user says so.
@@ -14,6 +18,8 @@ page shows them for the user to check and correct, and nothing is saved or scree
 from __future__ import annotations
 
 import base64
+import io
+import tempfile
 import warnings
 from dataclasses import dataclass
 from importlib.resources import files
@@ -29,13 +35,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from osteoscreen.core.errors import InputError
 from osteoscreen.core.landmarks import GROUPS, LANDMARKS
 from osteoscreen.data.dataset import Subject
+from osteoscreen.io.imageio import image_kind
 from osteoscreen.io.jsoninput import parse_json
 from osteoscreen.web.annotations import AnnotationStore, parse_landmarks
 from osteoscreen.web.guards import BodySizeLimit, InternalErrors, LocalOrigin
-from osteoscreen.web.uploads import DecodeSlots, UploadError, decode_upload, parse_covariates, png_bytes
+from osteoscreen.web.uploads import (
+    DecodeSlots,
+    UploadError,
+    decode_dicom_upload,
+    decode_upload,
+    parse_covariates,
+    png_bytes,
+)
 
 if TYPE_CHECKING:
     from osteoscreen.deploy.model import Model, Screening
+    from osteoscreen.deploy.pacs import Destination
+    from osteoscreen.deploy.prediction_writers import Screened
     from osteoscreen.io.imageio import Radiograph
     from osteoscreen.landmarking.model import LandmarkModel
 
@@ -53,6 +69,8 @@ DIAGRAM = {"condyle": (0.16, 0.3), "angle": (0.2, 0.72), "premolar": (0.375, 0.8
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript"),
               "/style.css": ("style.css", "text/css")}
 DISCLAIMER = "Research pre-screening, not a diagnosis; it does not replace DXA."
+UPLOAD_ID = "upload"  # an uploaded radiograph's subject id and file-name stem (the upload's name is never used)
+DICOM_PARTS = ("sr", "key-image")  # POST /api/dicom/{part}: the Structured Report, the key image
 
 
 def _landmark_info() -> list[dict]:
@@ -84,13 +102,14 @@ def _data_uri(pixels) -> str:
 @dataclass
 class Services:
     """What the routes serve from: the loaded models and annotation store (each None when its mode is off), the
-    decode slots and the upload limit in bytes."""
+    decode slots, the upload limit in bytes and the PACS that DICOM results are sent to (None: no sending)."""
 
     screening_model: Model | None
     landmark_model: LandmarkModel | None
     store: AnnotationStore | None
     slots: DecodeSlots
     max_upload_bytes: int
+    destination: Destination | None = None
 
     def model(self) -> Model:
         if self.screening_model is None:
@@ -106,6 +125,11 @@ class Services:
         if self.landmark_model is None:
             raise UploadError(404, "suggestion is off: start the server with --landmarks-model LMODEL")
         return self.landmark_model
+
+    def pacs(self) -> Destination:
+        if self.destination is None:
+            raise UploadError(404, "sending is off: start the server with --send AET@HOST:PORT or --stow URL")
+        return self.destination
 
     def subject(self, index: int) -> Subject:
         subject = self.annotations().subject(index)
@@ -128,18 +152,20 @@ class Services:
                          "synthetic_training_data": bool(record["training_data"].get("synthetic"))}
         return {"screening": self.screening_model is not None, "annotation": self.store is not None,
                 "model": model, "suggest": self.landmark_model is not None, "landmark_model": suggester,
+                "pacs": None if self.destination is None else self.destination.address,
                 "landmarks": _landmark_info(), "groups": list(GROUPS), "max_upload_bytes": self.max_upload_bytes,
                 "disclaimer": DISCLAIMER}
 
 
 def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2 ** 20, hosts: tuple[str, ...] = LOCAL_HOSTS,
-               max_decodes: int = DEFAULT_MAX_DECODES, landmark_model_dir: str | Path | None = None) -> FastAPI:
+               max_decodes: int = DEFAULT_MAX_DECODES, landmark_model_dir: str | Path | None = None,
+               destination: Destination | None = None) -> FastAPI:
     """The application for a model directory (screening), a dataset directory (annotation), or both; with a
     landmark model directory (osteoscreen landmarks train) the page can suggest the 8 points in either mode.
 
     hosts: the host names requests may be addressed to (guards.LocalOrigin); max_decodes: radiographs processed
-    at once (more get 503)."""
+    at once (more get 503); destination: the PACS the page's "Send to PACS" sends DICOM results to (deploy.pacs)."""
     from osteoscreen.deploy.model import Model
     from osteoscreen.landmarking.model import LandmarkModel
 
@@ -148,7 +174,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     services = Services(Model.load(model_dir) if model_dir is not None else None,
                         LandmarkModel.load(landmark_model_dir) if landmark_model_dir is not None else None,
                         AnnotationStore(data_dir) if data_dir is not None else None,  # last: it locks the folder
-                        DecodeSlots(max_decodes), max_upload_bytes)
+                        DecodeSlots(max_decodes), max_upload_bytes, destination)
     app = FastAPI(title="osteoscreen", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodySizeLimit, limit=max_upload_bytes)  # innermost: sees the body first
     app.add_middleware(InternalErrors)
@@ -157,6 +183,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     _add_page(app)
     app.get("/api/info")(services.info)
     _add_screening(app, services)
+    _add_dicom_results(app, services)
     _add_annotation(app, services)
     return app
 
@@ -212,15 +239,23 @@ def _add_screening(app: FastAPI, services: Services) -> None:
     @app.post("/api/screen")
     def screen(file: Annotated[UploadFile, File()], landmarks: Annotated[str, Form()],
                age: Annotated[str, Form()] = "", sex: Annotated[str, Form()] = "") -> dict:
-        model = services.model()
-        payload = parse_json(landmarks, "landmarks", max_bytes=MAX_JSON_BYTES).value
-        patient_age, patient_sex = parse_covariates(age, sex, needed=bool(model.covariates))
+        data = file.file.read()
         with slots():
-            radiograph = decode_upload(file.file.read())
-            height, width = radiograph.pixels.shape
-            points = parse_landmarks(payload, width, height)
-            result = model.screen(radiograph, points, patient_age, patient_sex, subject_id="upload")
-        return screening_response(model, result)
+            screened = screen_upload(services.model(), decode_upload(data), landmarks, age, sex)
+        return {**screening_response(services.model(), screened.result),
+                "dicom": image_kind(data[:132]) == "dicom"}
+
+
+def screen_upload(model: Model, radiograph: Radiograph, landmarks: str, age: str, sex: str) -> Screened:
+    """An uploaded radiograph screened at the landmarks of the form's JSON field (and its age and sex fields)."""
+    from osteoscreen.deploy.prediction_writers import Screened
+
+    payload = parse_json(landmarks, "landmarks", max_bytes=MAX_JSON_BYTES).value
+    patient_age, patient_sex = parse_covariates(age, sex, needed=bool(model.covariates))
+    height, width = radiograph.pixels.shape
+    subject = Subject(UPLOAD_ID, Path(UPLOAD_ID), None, parse_landmarks(payload, width, height),
+                      radiograph.spacing_mm, age=patient_age, sex=patient_sex)
+    return Screened(subject, UPLOAD_ID, radiograph, model.screen_subject(subject, radiograph))
 
 
 def screening_response(model: Model, result: Screening) -> dict:
@@ -235,6 +270,49 @@ def screening_response(model: Model, result: Screening) -> dict:
             "patches": [{"landmark": name, "png": _data_uri(view)} for name, view in zip(LANDMARKS, views,
                                                                                       strict=True)],
             "disclaimer": DISCLAIMER}
+
+
+def _add_dicom_results(app: FastAPI, services: Services) -> None:
+    """POST /api/dicom/{part} (sr or key-image): that DICOM file of a DICOM upload's screening, as a download;
+    POST /api/send: both sent to the configured PACS, answered {"destination", "sent": [names], "failed": [lines]}.
+    The forms are /api/screen's. Nothing is kept: the files are built per request, sent from a temporary folder."""
+
+    def results(file: UploadFile, landmarks: str, age: str, sex: str) -> dict[str, object]:
+        from osteoscreen.deploy.dicom_results import KEY_IMAGE_SUFFIX, SR_SUFFIX, key_image, structured_report
+
+        model = services.model()
+        with services.slots():
+            radiograph, reference = decode_dicom_upload(file.file.read())
+            screened = screen_upload(model, radiograph, landmarks, age, sex)
+            return {f"{UPLOAD_ID}{SR_SUFFIX}": structured_report(reference, screened, model),
+                    f"{UPLOAD_ID}{KEY_IMAGE_SUFFIX}": key_image(reference, screened, model)}
+
+    @app.post("/api/dicom/{part}")
+    def dicom_file(part: str, file: Annotated[UploadFile, File()], landmarks: Annotated[str, Form()],
+                   age: Annotated[str, Form()] = "", sex: Annotated[str, Form()] = "") -> Response:
+        if part not in DICOM_PARTS:
+            raise UploadError(404, f"no DICOM result {part!r}: ask for {' or '.join(DICOM_PARTS)}")
+        name, dataset = list(results(file, landmarks, age, sex).items())[DICOM_PARTS.index(part)]
+        buffer = io.BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+        return Response(buffer.getvalue(), media_type="application/dicom",
+                        headers={"Content-Disposition": f'attachment; filename="osteoscreen-{name}"'})
+
+    @app.post("/api/send")
+    def send(file: Annotated[UploadFile, File()], landmarks: Annotated[str, Form()],
+             age: Annotated[str, Form()] = "", sex: Annotated[str, Form()] = "") -> dict:
+        from osteoscreen.deploy.dicom_results import DICOM_FOLDER
+        from osteoscreen.deploy.pacs import send_results
+
+        destination = services.pacs()
+        files = results(file, landmarks, age, sex)
+        with tempfile.TemporaryDirectory(prefix="osteoscreen-send-") as folder:
+            (Path(folder) / DICOM_FOLDER).mkdir()
+            for name, dataset in files.items():
+                dataset.save_as(Path(folder) / DICOM_FOLDER / name, enforce_file_format=True)
+            report = send_results(folder, destination)
+            failed = [line.replace(f"{Path(folder) / DICOM_FOLDER}/", "") for line in report.failed]
+        return {"destination": destination.address, "sent": report.sent, "failed": failed}
 
 
 def _add_annotation(app: FastAPI, services: Services) -> None:

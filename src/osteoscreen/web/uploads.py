@@ -48,9 +48,11 @@ class DecodeSlots:
             self._free.release()
 
 
-def decode_upload(data: bytes) -> Radiograph:
-    """Decode an uploaded radiograph (bytes of a DICOM, PNG, JPEG or TIFF file); UploadError if it is none of
-    them (415) or cannot be read (422)."""
+@contextmanager
+def _upload_file(data: bytes) -> Iterator[tuple[str, Path]]:
+    """(kind, a temporary file holding the upload), deleted after the block; an InputError inside the block
+    becomes UploadError 422 naming "the upload", never the temporary path. UploadError 415 for an upload that is
+    not a DICOM, PNG, JPEG or TIFF file."""
     kind = image_kind(data[:132])
     if kind is None:
         raise UploadError(415, "not a DICOM, PNG, JPEG or TIFF image (checked by content, not by name)")
@@ -58,10 +60,30 @@ def decode_upload(data: bytes) -> Radiograph:
         path = Path(folder) / f"upload{SUFFIXES[kind]}"
         path.write_bytes(data)
         try:
-            return read_radiograph(path)
+            yield kind, path
         except InputError as error:
             reason = str(error).removeprefix(f"{path}: ").replace(str(path), "the upload")
             raise UploadError(422, f"the uploaded {kind.upper()} file cannot be read: {reason}") from None
+
+
+def decode_upload(data: bytes) -> Radiograph:
+    """Decode an uploaded radiograph (bytes of a DICOM, PNG, JPEG or TIFF file); UploadError if it is none of
+    them (415) or cannot be read (422)."""
+    with _upload_file(data) as (_, path):
+        return read_radiograph(path)
+
+
+def decode_dicom_upload(data: bytes) -> tuple[Radiograph, object]:
+    """A DICOM upload's radiograph and the part of its header DICOM results copy (deploy.dicom_results.
+    identity_and_reference: its patient, study and image references, nothing else); UploadError 422 for any other
+    kind of file or a header without what a result needs."""
+    from osteoscreen.deploy.dicom_results import identity_and_reference
+
+    with _upload_file(data) as (kind, path):
+        if kind != "dicom":
+            raise UploadError(422, f"DICOM results need a DICOM radiograph: a {kind.upper()} file has no patient or "
+                                   "study to file them in")
+        return read_radiograph(path), identity_and_reference(path)
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

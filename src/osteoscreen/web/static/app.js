@@ -11,6 +11,7 @@ const state = {
   info: null, mode: null, file: null, subject: null, subjects: [],
   width: 0, height: 0, scale: 1, landmarks: {}, current: null, dragging: null, dragged: false,
   suggested: {}, // landmark -> {confidence, flagged, reason}: points as the landmark model placed them
+  screened: null, // the form fields (landmarks, age, sex) of the last screening
 };
 window.osteoscreen = state; // read by the browser tests
 
@@ -269,15 +270,19 @@ $("file-input").addEventListener("change", async () => {
   update();
 });
 
-$("screen-button").addEventListener("click", async () => {
+function screeningForm(fields) { // the radiograph with the landmarks, age and sex it was (or is) screened at
   const form = new FormData();
   form.append("file", state.file);
-  form.append("landmarks", JSON.stringify(state.landmarks));
-  form.append("age", $("age").value);
-  form.append("sex", $("sex").value);
+  for (const [name, value] of Object.entries(fields)) form.append(name, value);
+  return form;
+}
+
+$("screen-button").addEventListener("click", async () => {
+  const fields = { landmarks: JSON.stringify(state.landmarks), age: $("age").value, sex: $("sex").value };
   setStatus("screening ...");
   try {
-    const result = await (await request("api/screen", { method: "POST", body: form })).json();
+    const result = await (await request("api/screen", { method: "POST", body: screeningForm(fields) })).json();
+    state.screened = fields; // DICOM results describe this screening, whatever is moved afterwards
     showResult(result);
     const suggested = stillSuggested();
     $("landmark-source").textContent = suggested.length
@@ -324,8 +329,46 @@ function showResult(result) {
     patches.append(figure);
   }
   $("result-disclaimer").textContent = result.disclaimer;
+  $("dicom-actions").hidden = !result.dicom;
+  $("send-pacs").hidden = !state.info.pacs;
+  $("send-pacs").title = state.info.pacs ? `send the SR and key image to ${state.info.pacs}` : "";
+  $("pacs-answer").textContent = "";
   $("result").hidden = false;
 }
+
+// ---------- DICOM results of a DICOM upload: download, or send to the PACS the server was started with ----------
+async function downloadDicom(part) {
+  setStatus(`writing the DICOM ${part === "sr" ? "SR" : "key image"} ...`);
+  try {
+    const response = await request(`api/dicom/${part}`, { method: "POST", body: screeningForm(state.screened) });
+    const name = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+    const link = Object.assign(document.createElement("a"), {
+      href: URL.createObjectURL(await response.blob()), download: name ? name[1] : `osteoscreen-${part}.dcm` });
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+    setStatus("downloaded");
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+$("download-sr").addEventListener("click", () => downloadDicom("sr"));
+$("download-key-image").addEventListener("click", () => downloadDicom("key-image"));
+
+$("send-pacs").addEventListener("click", async () => {
+  $("pacs-answer").className = "";
+  $("pacs-answer").textContent = `sending to ${state.info.pacs} ...`;
+  try {
+    const answer = await (await request("api/send", { method: "POST", body: screeningForm(state.screened) }))
+      .json();
+    const failed = answer.failed.length ? ` Not accepted: ${answer.failed.join("; ")}` : "";
+    $("pacs-answer").textContent = `${answer.destination} accepted ${answer.sent.length} of ` +
+      `${answer.sent.length + answer.failed.length} file(s).${failed}`;
+    $("pacs-answer").className = answer.failed.length ? "error" : "";
+  } catch (error) {
+    $("pacs-answer").textContent = error.message;
+    $("pacs-answer").className = "error";
+  }
+});
 
 // ---------- annotation ----------
 async function loadSubjects() {
