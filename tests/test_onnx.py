@@ -7,6 +7,7 @@ import json
 import shutil
 
 import numpy as np
+import pydicom
 import pytest
 
 from conftest import read_report
@@ -72,6 +73,9 @@ def test_predict_with_onnx_gives_the_torch_decisions_and_dicom_results(exported,
         torch_report = read_report(dicom_results / "dicom" / row["sr"])
         assert report["decision"] == torch_report["decision"]
         assert report["p"] == pytest.approx(torch_report["p"], abs=1e-4)
+        assert report["study_uid"] == torch_report["study_uid"]
+        uid = pydicom.dcmread(out / "dicom" / row["sr"]).SOPInstanceUID  # another network: its own instance
+        assert uid != pydicom.dcmread(dicom_results / "dicom" / row["sr"]).SOPInstanceUID
 
 
 @pytest.mark.parametrize("method, config", [

@@ -18,8 +18,9 @@ Concepts without a standard code use one private coding scheme, PRIVATE_SCHEME (
 Identity: a PACS files results by patient and study, so these files carry the input's patient and study
 attributes (IDENTITY_KEYWORDS) and nothing else of its header: the SR and key image are built from a copy
 holding only those and the attributes that reference the image. No other output of osteoscreen carries them.
-UIDs are derived from the radiograph's SOP Instance UID and the model's digest, so writing the results again
-gives the same instances (a PACS keeps one copy).
+UIDs are derived from the radiograph's SOP Instance UID and the model's digest (Model.digest: its weights file's,
+or an exported graph's), so writing the results again gives the same instances (a PACS keeps one copy), and an
+ONNX export's results are instances of their own.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from osteoscreen.core.landmarks import GROUP_OF_LANDMARK, LANDMARKS
 from osteoscreen.core.version import __version__
 from osteoscreen.deploy.model import Model
 from osteoscreen.deploy.prediction_writers import PredictionRun, Screened, Writer
-from osteoscreen.io.bound_files import canonical_digest
 
 DICOM_FOLDER, DICOM_INDEX = "dicom", "dicom/index.csv"
 SR_SUFFIX, KEY_IMAGE_SUFFIX = ".sr.dcm", ".key.dcm"
@@ -111,11 +111,6 @@ def identity_and_reference(path: Path) -> object:
     return kept
 
 
-def model_digest(model: Model) -> str:
-    """The model's identity in the results: the SHA-256 of its weights file, or of its record when unsaved."""
-    return model.info.get("weights_sha256") or canonical_digest(model.info)
-
-
 def _uid(*parts: str) -> str:
     from pydicom.uid import generate_uid
 
@@ -126,7 +121,7 @@ def _algorithm(model: Model):
     import highdicom as hd
 
     return hd.sr.AlgorithmIdentification(name=f"osteoscreen {model.method}", version=__version__,
-                                         parameters=[f"model sha256 {model_digest(model)}",
+                                         parameters=[f"model sha256 {model.digest}",
                                                      f"decision rule: {model.rule.rule}"])
 
 
@@ -136,7 +131,7 @@ def _equipment(model: Model):
 
     return hd.ContributingEquipment(manufacturer=MANUFACTURER, purpose_of_reference=codes.DCM.ProcessingEquipment,
                                     manufacturer_model_name=f"osteoscreen {model.method}",
-                                    software_versions=__version__, device_serial_number=model_digest(model)[:16])
+                                    software_versions=__version__, device_serial_number=model.digest[:16])
 
 
 def _image_group(reference, item: Screened, model: Model, code: dict):
@@ -154,7 +149,7 @@ def _image_group(reference, item: Screened, model: Model, code: dict):
         evaluations.append(hd.sr.QualitativeEvaluation(code["unlike"], code["yes" if result.unlike_training
                                                                             else "no"]))
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=_uid(reference.SOPInstanceUID, model_digest(model), "image"),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=_uid(reference.SOPInstanceUID, model.digest, "image"),
                                                      identifier="osteoscreen screening"),
         finding_type=code["osteoporosis"], algorithm_id=algorithm, measurements=measurements,
         qualitative_evaluations=evaluations)
@@ -174,7 +169,7 @@ def _landmark_groups(reference, item: Screened, model: Model, code: dict) -> lis
             name=code["attention"], value=float(attention[GROUP_OF_LANDMARK[index]]), unit=code["unitless"])]
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=_uid(reference.SOPInstanceUID, model_digest(model), name), identifier=f"landmark {name}"),
+                uid=_uid(reference.SOPInstanceUID, model.digest, name), identifier=f"landmark {name}"),
             referenced_region=hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POINT,
                                                 graphic_data=np.array([[x + 0.5, y + 0.5]]), source_image=source),
             finding_type=code[name], finding_sites=[site], algorithm_id=_algorithm(model), measurements=weight))
@@ -187,7 +182,7 @@ def structured_report(reference, item: Screened, model: Model):
     from pydicom.dataset import Dataset
 
     code = _codes()
-    digest = model_digest(model)
+    digest = model.digest
     observer = hd.sr.ObserverContext(
         observer_type=code["dcm"].Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -218,7 +213,7 @@ def key_image(reference, item: Screened, model: Model):
 
     from osteoscreen.reporting.visualise import screening_rgb
 
-    result, digest = item.result, model_digest(model)
+    result, digest = item.result, model.digest
     pixels = screening_rgb(item.radiograph.pixels, item.subject, result.patches, model.config.patch.context,
                            result.probability, result.attention, result.decision, model.threshold,
                            result.unlike_training)

@@ -42,7 +42,7 @@ from osteoscreen.deploy.novelty import fit_novelty, novelty_distance, subject_fe
 from osteoscreen.evaluation.crossval import CVConfig, FoldRunner
 from osteoscreen.evaluation.operating_point import FIXED_RULE, DecisionRule, FittedRule, fit_rule
 from osteoscreen.features.frozen import frozen_backbone, frozen_features
-from osteoscreen.io.bound_files import read_bound, write_bound
+from osteoscreen.io.bound_files import canonical_digest, read_bound, write_bound
 from osteoscreen.io.imageio import Radiograph, radiograph_from_array, read_radiograph
 from osteoscreen.io.outputs import finite_or_null, output_folder
 from osteoscreen.models.backbones import Backbone
@@ -102,6 +102,12 @@ class Model:
     def task(self) -> str:
         """The binary question the model answers (landmarks.TASKS)."""
         return self.info["training_data"].get("task") or DEFAULT_TASK
+
+    @property
+    def digest(self) -> str:
+        """What identifies the network that computed a result (in DICOM results: their UIDs and algorithm): the
+        SHA-256 of the weights file, or of the record of a model not saved yet."""
+        return self.info.get("weights_sha256") or canonical_digest(self.info)
 
     @property
     def threshold(self) -> float:

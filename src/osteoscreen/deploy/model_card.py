@@ -46,7 +46,14 @@ def model_card(info: dict) -> str:
                   f"are in model.json."]
     else:
         lines += ["Not measured: no cross-validation run was given at training time (`osteoscreen train --cv RUN`)."]
-    lines += ["", "## Limitations",
+    lines += ["", "## Outputs and the patient's identity",
+              "- `predictions.csv`, the figures, `prediction.json`, the web page's answers and every log carry the "
+              "subject id and nothing from a DICOM header.",
+              "- `predict --dicom-out` (and the page's DICOM buttons) write a DICOM SR and a key image per DICOM "
+              "radiograph that **carry the input's patient and study identity** (name, id, birth date, sex, study "
+              "and accession), deliberately, so that a PACS files them with the radiograph; nothing else of the "
+              "input's header is copied. Store and send them only where the radiograph itself may go.",
+              "", "## Limitations",
               "- Small training cohorts give wide uncertainty; performance on other devices, populations and "
               "landmark annotators is unknown until measured there.",
               "- Landmarks must be placed as in training; patches near the image border are reflect-padded.", ""]

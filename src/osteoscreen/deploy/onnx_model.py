@@ -41,6 +41,11 @@ class OnnxModel(Model):
     def config(self) -> TrainConfig:
         return self._config
 
+    @property
+    def digest(self) -> str:
+        """The exported graph's SHA-256: its results are other DICOM instances than the PyTorch model's."""
+        return self.contract["weights_sha256"]
+
     @classmethod
     def load(cls, path: str | Path) -> OnnxModel:
         """Read EXPORT/ (written by `osteoscreen export`), checked."""
