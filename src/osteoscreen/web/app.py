@@ -239,23 +239,36 @@ def _add_screening(app: FastAPI, services: Services) -> None:
     @app.post("/api/screen")
     def screen(file: Annotated[UploadFile, File()], landmarks: Annotated[str, Form()],
                age: Annotated[str, Form()] = "", sex: Annotated[str, Form()] = "") -> dict:
+        model = services.model()
+        form = ScreeningForm.parse(model, landmarks, age, sex)
         data = file.file.read()
         with slots():
-            screened = screen_upload(services.model(), decode_upload(data), landmarks, age, sex)
-        return {**screening_response(services.model(), screened.result),
-                "dicom": image_kind(data[:132]) == "dicom"}
+            screened = form.screen(model, decode_upload(data))
+        return {**screening_response(model, screened.result), "dicom": image_kind(data[:132]) == "dicom"}
 
 
-def screen_upload(model: Model, radiograph: Radiograph, landmarks: str, age: str, sex: str) -> Screened:
-    """An uploaded radiograph screened at the landmarks of the form's JSON field (and its age and sex fields)."""
-    from osteoscreen.deploy.prediction_writers import Screened
+@dataclass(frozen=True)
+class ScreeningForm:
+    """The fields of a screening request beside the file, checked before the upload is decoded: the landmarks'
+    JSON, and age and sex (years, "F"/"M"; None when empty)."""
 
-    payload = parse_json(landmarks, "landmarks", max_bytes=MAX_JSON_BYTES).value
-    patient_age, patient_sex = parse_covariates(age, sex, needed=bool(model.covariates))
-    height, width = radiograph.pixels.shape
-    subject = Subject(UPLOAD_ID, Path(UPLOAD_ID), None, parse_landmarks(payload, width, height),
-                      radiograph.spacing_mm, age=patient_age, sex=patient_sex)
-    return Screened(subject, UPLOAD_ID, radiograph, model.screen_subject(subject, radiograph))
+    landmarks: object
+    age: float | None
+    sex: str | None
+
+    @classmethod
+    def parse(cls, model: Model, landmarks: str, age: str, sex: str) -> ScreeningForm:
+        payload = parse_json(landmarks, "landmarks", max_bytes=MAX_JSON_BYTES).value
+        return cls(payload, *parse_covariates(age, sex, needed=bool(model.covariates)))
+
+    def screen(self, model: Model, radiograph: Radiograph) -> Screened:
+        """The uploaded radiograph screened at these landmarks (checked against its size here)."""
+        from osteoscreen.deploy.prediction_writers import Screened
+
+        height, width = radiograph.pixels.shape
+        subject = Subject(UPLOAD_ID, Path(UPLOAD_ID), None, parse_landmarks(self.landmarks, width, height),
+                          radiograph.spacing_mm, age=self.age, sex=self.sex)
+        return Screened(subject, UPLOAD_ID, radiograph, model.screen_subject(subject, radiograph))
 
 
 def screening_response(model: Model, result: Screening) -> dict:
@@ -281,9 +294,10 @@ def _add_dicom_results(app: FastAPI, services: Services) -> None:
         from osteoscreen.deploy.dicom_results import KEY_IMAGE_SUFFIX, SR_SUFFIX, key_image, structured_report
 
         model = services.model()
+        form = ScreeningForm.parse(model, landmarks, age, sex)
         with services.slots():
             radiograph, reference = decode_dicom_upload(file.file.read())
-            screened = screen_upload(model, radiograph, landmarks, age, sex)
+            screened = form.screen(model, radiograph)
             return {f"{UPLOAD_ID}{SR_SUFFIX}": structured_report(reference, screened, model),
                     f"{UPLOAD_ID}{KEY_IMAGE_SUFFIX}": key_image(reference, screened, model)}
 
