@@ -9,6 +9,7 @@ from osteoscreen.core.landmarks import LANDMARKS
 from osteoscreen.data.dataset import load_dataset
 from osteoscreen.data.patches import PatchConfig
 from osteoscreen.data.phantom.bone import bone_parameters, erode_cortex, mci_class, trabecular_field
+from osteoscreen.data.phantom.grids import upsample
 from osteoscreen.data.phantom.imaging_chain import Acquisition, form_radiograph
 from osteoscreen.data.phantom.synthesis import PhantomConfig, cohort_labels, render_subject, synthesise
 from osteoscreen.data.subject_patches import load_subject_patches
@@ -197,3 +198,21 @@ def test_patches_have_the_texture_statistics_of_real_radiographs(small_png_cohor
         assert len(stats) == 8
         for key, value in real.items():
             assert 1 / 1.5 < np.median([s[key] for s in stats]) / value < 1.5, f"{group}.{key}"
+
+
+@pytest.mark.parametrize("low_shape, shape", [((160, 320), (1283, 2561)), ((7, 5), (7, 5)), ((1, 3), (70, 9))])
+def test_upsampling_is_linear_interpolation_with_aligned_centres_to_the_bit(low_shape, shape):
+    low = np.random.default_rng(0).random(low_shape, dtype=np.float32)
+
+    def axis(n_in, n_out):  # pixel centres aligned, edges clamped
+        position = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        lower = position.astype(np.int64)
+        return lower, np.minimum(lower + 1, n_in - 1), (position - lower).astype(np.float32)
+
+    left, right, across = axis(low_shape[1], shape[1])
+    columns = low[:, left] + (low[:, right] - low[:, left]) * across
+    top, bottom, down = axis(low_shape[0], shape[0])
+    expected = columns[top] + (columns[bottom] - columns[top]) * down[:, None]
+    result = upsample(low, shape)
+    assert result.dtype == np.float32 and result.shape == shape
+    np.testing.assert_array_equal(result, expected)
