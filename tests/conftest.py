@@ -1,10 +1,12 @@
 """Shared fixtures: small phantom cohorts generated once per test session, a planted landmark cohort and its
-landmark model; web-test helpers."""
+landmark model; web-test helpers; each test worker's own temporary folder."""
 
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,23 @@ from osteoscreen.data.subject_patches import SubjectPatches
 from osteoscreen.deploy.model import train_model
 from osteoscreen.landmarking.model import LandmarkConfig, LandmarkModel
 from osteoscreen.training.config import TrainConfig
+
+
+def pytest_configure(config):
+    """`make test` runs the suite in two pytest-xdist workers: each gets a temporary folder of its own (TMPDIR, for
+    this process and what it starts), so a test that checks nothing was left there sees only its own worker's
+    files. Removed when the worker ends."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        folder = Path(tempfile.gettempdir()) / f"osteoscreen-tests-{worker}-{os.getpid()}"
+        folder.mkdir()
+        os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
+        config.worker_tmp = folder
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "worker_tmp", None) is not None:
+        shutil.rmtree(config.worker_tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,8 @@ from osteoscreen.reporting.runs import run_cross_validation
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fit import fit
 
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray instance at a time, in one test worker
+
 CONFIG = CVConfig(methods=("majority", "knn-lbp", "group-attention"), seeds=(0, 1),
                   train=TrainConfig(views=2, epochs=5))
 
