@@ -10,10 +10,10 @@ EXPORT/ holds
   The graph's metadata holds `screening_json_sha256`, the canonical digest of screening.json: the two files are
   bound, as a model's weights and model.json are (io.bound_files).
 - `screening.json`: the contract: inputs and outputs, how patches are cut and rendered, the landmarks' order,
-  the decision (p_osteoporosis >= threshold -> osteoporosis), the novelty threshold, the ONNX file's SHA-256, and
-  the model's whole record (its model.json), and `weights_sha256`: the ONNX file's SHA-256 (the graph holds
-  the weights), so an exported model screens with the same rule and writes the same
-  files (`predict EXPORT --runtime onnx`: deploy.onnx_model).
+  the decision (p_osteoporosis >= threshold -> osteoporosis), the novelty threshold, the model's whole record
+  (its model.json) and `weights_sha256`, the ONNX file's SHA-256 (the graph holds the weights), so an exported
+  model screens with the same rule and writes the same files (`predict EXPORT --runtime onnx`:
+  deploy.onnx_model).
 
 The graph runs in fp32 whatever the model's training precision; the frozen backbone is exported fused
 (`Backbone.for_inference`), as frozen features are computed.

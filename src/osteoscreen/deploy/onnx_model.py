@@ -114,4 +114,5 @@ class OnnxModel(Model):
     def save(self, path: str | Path) -> Path:
         raise InputError("an exported model is screened with, not saved: keep its export folder")
 
-    write = save
+    def write(self, folder: Path) -> None:
+        self.save(folder)
