@@ -11,7 +11,8 @@ The public Python API (README "Python API"); names load on first use, so `import
   `Baseline` (majority, LBP KNN and ensemble, clinical), `make_estimator(method, TrainConfig)`;
 - evaluation: `cross_validate(cohort, CVConfig(...))` -> `CVResult`;
 - a trained model: `Model.fit(cohort, method)`, `Model.load(path)`, `model.predict(cohort)`,
-  `model.screen(image, landmarks)`, `model.save(path)` -> `Screening` results;
+  `model.screen(image, landmarks)`, `model.save(path)` -> `Screening` results; `export_model(model_dir, out)`
+  writes it as ONNX, which `OnnxModel.load(out)` screens with in onnxruntime (the `onnx` extra);
 - landmarks by suggestion: `LandmarkModel.fit(dataset_dir)`, `.suggest(image)` -> `Suggestion` (points,
   confidence, flags), `.save(path)`, `LandmarkModel.load(path)`; `LandmarkConfig`;
 - configuration: `TrainConfig`, `CVConfig`, `PatchConfig`, `DecisionRule`; `recipe_config(name, **changes)`
@@ -36,6 +37,8 @@ _EXPORTS = {
     "METRICS": "osteoscreen.evaluation.metrics",
     "Model": "osteoscreen.deploy.model",
     "Screening": "osteoscreen.deploy.model",
+    "export_model": "osteoscreen.deploy.onnx_export",
+    "OnnxModel": "osteoscreen.deploy.onnx_model",
     "TrainConfig": "osteoscreen.training.config",
     "RECIPES": "osteoscreen.training.recipes",
     "recipe_config": "osteoscreen.training.recipes",
