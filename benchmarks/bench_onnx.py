@@ -2,7 +2,8 @@
 the time of `screen` from the PNG and its landmarks (decode, cut, network, rule, novelty; median of REPEATS in one
 process), and the peak memory (VmHWM) of a fresh process that loads the model and screens that radiograph once.
 The model: the default frozen group-attention model (EfficientNet-Lite0, 1 view, 5 epochs) trained on 10 subjects
-of the default cohort (training is not timed; its size does not change a screening's cost). Reported, no target.
+of the default cohort, 5 of each class (training is not timed; its size does not change a screening's cost).
+Reported, no target.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _small_model(data: Path, folder: Path) -> tuple[Path, Path]:
     (subset / "images").mkdir(parents=True)
     with open(data / "subjects.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    kept = rows[:5] + [r for r in rows if r["label"] != rows[0]["label"]][:5]
+    kept = [r for r in rows if r["label"] == "normal"][:5] + [r for r in rows if r["label"] == "osteoporosis"][:5]
     for name in ("subjects.csv", "landmarks.csv"):
         with open(data / name, newline="") as source, open(subset / name, "w", newline="") as target:
             reader = csv.DictReader(source)
