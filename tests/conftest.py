@@ -79,12 +79,6 @@ def planted_cohort():
     return make_planted_cohort
 
 
-def train_small_model(dataset_dir: Path, out: Path) -> Path:
-    """A frozen group-attention model trained on the dataset (1 view, 5 epochs: seconds), with its novelty
-    reference, as `osteoscreen train` writes it."""
-    return train_model(dataset_dir, out, TrainConfig(views=1, epochs=5))
-
-
 def noise_copy(source: Path, out: Path) -> Path:
     """A copy of the dataset whose radiographs are replaced by uniform noise of the same size and bit depth:
     inputs unlike any radiograph a model was trained on."""
@@ -172,12 +166,6 @@ def planted_lmodel(planted, tmp_path_factory) -> Path:
     return planted[1].save(tmp_path_factory.mktemp("planted") / "lmodel")
 
 
-@pytest.fixture(scope="session")
-def web_model(small_png_cohort, tmp_path_factory):
-    """A model directory trained on small_png_cohort."""
-    return train_small_model(small_png_cohort, tmp_path_factory.mktemp("web") / "model")
-
-
 @pytest.fixture
 def annotation_dataset(small_png_cohort, tmp_path):
     """(a copy of small_png_cohort whose first subject lacks landmarks, the removed landmarks)."""
@@ -193,7 +181,9 @@ def local_client(app):
 
 @pytest.fixture(scope="session")
 def screening_model(small_png_cohort, tmp_path_factory):
-    """A frozen group-attention model (with its novelty reference) trained on small_png_cohort: its directory."""
+    """A frozen group-attention model (1 view, 5 epochs: seconds; with its novelty reference) trained on
+    small_png_cohort, as `osteoscreen train` writes it: its directory. Tests read it; one that alters a model
+    copies it first."""
     return train_model(small_png_cohort, tmp_path_factory.mktemp("screening-model") / "model",
                        TrainConfig(views=1, epochs=5))
 

@@ -87,10 +87,10 @@ def test_patches_writes_every_subject_inside_out_whatever_its_id(small_png_cohor
     assert not (tmp_path / "absolute-id").exists() and not Path("/escaped").exists()
 
 
-def test_predict_figures_of_colliding_ids_are_distinct_and_indexed(small_png_cohort, web_model, tmp_path):
+def test_predict_figures_of_colliding_ids_are_distinct_and_indexed(small_png_cohort, screening_model, tmp_path):
     ids = ["a_b-2", "a b", "a_b", "A_B"]
     data = with_subject_ids(small_png_cohort, tmp_path / "data", ids, labels=["", "", "", ""])
-    assert main(["predict", str(web_model), str(data), "--out", str(tmp_path / "screen")]) == 0
+    assert main(["predict", str(screening_model), str(data), "--out", str(tmp_path / "screen")]) == 0
     index = list(csv.DictReader(open(tmp_path / "screen" / "figures" / "index.csv")))
     assert [row["subject_id"] for row in index] == ids
     assert len({row["file"].casefold() for row in index}) == 4
@@ -200,7 +200,7 @@ def unwritable_locations(tmp_path: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("command", ["patches", "predict", "train", "import-landmarks", "cv", "synth"])
-def test_an_unusable_out_is_exit_2_with_one_line(small_png_cohort, web_model, tmp_path, capsys, command):
+def test_an_unusable_out_is_exit_2_with_one_line(small_png_cohort, screening_model, tmp_path, capsys, command):
     labelme = tmp_path / "points.json"
     labelme.write_text(json.dumps({"shapes": [{**LABELME_POINT, "label": name} for name in
                                               ("condyle_right", "condyle_left", "angle_right", "angle_left",
@@ -208,7 +208,7 @@ def test_an_unusable_out_is_exit_2_with_one_line(small_png_cohort, web_model, tm
                                                "tuberosity_left")], "imagePath": "P001.png"}))
     for out in unwritable_locations(tmp_path):
         argv = {"patches": ["patches", str(small_png_cohort), "--out", str(out)],
-                "predict": ["predict", str(web_model), str(small_png_cohort), "--out", str(out)],
+                "predict": ["predict", str(screening_model), str(small_png_cohort), "--out", str(out)],
                 "train": ["train", str(small_png_cohort), "--out", str(out), "--epochs", "1", "--views", "1"],
                 "import-landmarks": ["import-landmarks", str(labelme), "--out", str(out)],
                 "cv": ["cv", str(small_png_cohort), "--out", str(out), "--methods", "majority"],
@@ -243,7 +243,7 @@ def test_two_subjects_sharing_an_image_warn_in_validate_and_are_refused_by_cv(sm
     assert "'P001', 'P002' share one image file" in one_error_line(capsys)
 
 
-def test_predict_scores_every_subject_whatever_its_label_and_says_what_it_ignored(small_png_cohort, web_model,
+def test_predict_scores_every_subject_whatever_its_label_and_says_what_it_ignored(small_png_cohort, screening_model,
                                                                                   tmp_path, capsys):
     data = with_subject_ids(small_png_cohort, tmp_path / "data", ["P001", "P002", "P003", "P004"],
                             labels=["osteopenia", "Normal", "", "maybe"])
@@ -253,7 +253,7 @@ def test_predict_scores_every_subject_whatever_its_label_and_says_what_it_ignore
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    assert main(["predict", str(web_model), str(data), "--out", str(tmp_path / "screen"), "--no-figures"]) == 0
+    assert main(["predict", str(screening_model), str(data), "--out", str(tmp_path / "screen"), "--no-figures"]) == 0
     assert "unusable labels ignored ('maybe': 1)" in capsys.readouterr().err
     rows = list(csv.DictReader(open(tmp_path / "screen" / "predictions.csv")))
     assert [row["who_class"] for row in rows][:2] == ["osteopenia", "normal"] and rows[3]["who_class"] == ""
@@ -261,17 +261,17 @@ def test_predict_scores_every_subject_whatever_its_label_and_says_what_it_ignore
     assert all(0 <= float(row["p_osteoporosis"]) <= 1 for row in rows)
 
 
-def test_a_second_predict_replaces_the_first_one_s_figures(small_png_cohort, web_model, tmp_path):
+def test_a_second_predict_replaces_the_first_one_s_figures(small_png_cohort, screening_model, tmp_path):
     first = with_subject_ids(small_png_cohort, tmp_path / "first", ["A1", "A2", "A3", "A4"])
     second = with_subject_ids(small_png_cohort, tmp_path / "second", ["B1", "B2", "B3", "B4"])
     out = tmp_path / "screen"
-    assert main(["predict", str(web_model), str(first), "--out", str(out)]) == 0
-    assert main(["predict", str(web_model), str(second), "--out", str(out)]) == 0
+    assert main(["predict", str(screening_model), str(first), "--out", str(out)]) == 0
+    assert main(["predict", str(screening_model), str(second), "--out", str(out)]) == 0
     assert sorted(p.stem for p in (out / "figures").glob("*.png")) == ["B1", "B2", "B3", "B4"]
 
 
-def test_a_mistyped_input_path_says_it_does_not_exist(web_model, tmp_path, capsys):
-    assert main(["predict", str(web_model), str(tmp_path / "dta"), "--out", str(tmp_path / "o")]) == 2
+def test_a_mistyped_input_path_says_it_does_not_exist(screening_model, tmp_path, capsys):
+    assert main(["predict", str(screening_model), str(tmp_path / "dta"), "--out", str(tmp_path / "o")]) == 2
     assert "no such dataset directory or image file" in one_error_line(capsys)
 
 

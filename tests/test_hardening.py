@@ -19,8 +19,8 @@ from osteoscreen.io.imageio import read_radiograph
 
 
 @pytest.fixture(scope="module")
-def model(web_model):
-    return Model.load(web_model)
+def model(screening_model):
+    return Model.load(screening_model)
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +62,9 @@ def test_a_dicom_whose_rescale_overflows_is_refused_naming_the_file(small_dicom_
         read_radiograph(path)
 
 
-def test_predict_never_writes_a_decision_for_a_broken_header(web_model, small_dicom_cohort, tmp_path, capsys):
+def test_predict_never_writes_a_decision_for_a_broken_header(screening_model, small_dicom_cohort, tmp_path, capsys):
     data, path = _overflowing_copy(small_dicom_cohort, tmp_path)
-    assert main(["predict", str(web_model), str(data), "--out", str(tmp_path / "out")]) == 2
+    assert main(["predict", str(screening_model), str(data), "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert path.name in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
@@ -347,14 +347,14 @@ def test_replacing_an_output_never_deletes_files_it_did_not_write(small_png_coho
     assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
 
 
-def test_sigterm_during_predict_leaves_no_partial_output(web_model, small_png_cohort, tmp_path):
+def test_sigterm_during_predict_leaves_no_partial_output(screening_model, small_png_cohort, tmp_path):
     import signal
     import subprocess
     import sys
     import time
 
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "osteoscreen.cli", "predict", str(web_model),
+    process = subprocess.Popen([sys.executable, "-m", "osteoscreen.cli", "predict", str(screening_model),
                                 str(small_png_cohort), "--out", str(out)], stderr=subprocess.PIPE, text=True)
     partial = tmp_path / "out.partial"
     deadline = time.monotonic() + 120
@@ -477,11 +477,11 @@ def test_a_stalled_upload_is_answered_408_and_closed():
 
 @pytest.mark.parametrize("origin, status", [("http://127.0.0.1:8000", 200), ("http://127.0.0.1:3000", 403),
                                             ("http://127.0.0.1", 403), ("https://127.0.0.1:8000", 200)])
-def test_the_origin_must_name_the_port_the_request_came_to(web_model, origin, status):
+def test_the_origin_must_name_the_port_the_request_came_to(screening_model, origin, status):
     from conftest import local_client
     from osteoscreen.web.app import create_app
 
-    client = local_client(create_app(web_model))
+    client = local_client(create_app(screening_model))
     response = client.get("/api/info", headers={"host": "127.0.0.1:8000", "origin": origin})
     assert response.status_code == status
 

@@ -139,20 +139,20 @@ def test_commands_train_suggest_evaluate_and_predict_with_suggested_landmarks(pl
     assert "MRE mm" in capsys.readouterr().out
 
 
-def test_predict_screens_a_radiograph_without_landmarks_from_suggested_ones(planted, web_model, tmp_path):
+def test_predict_screens_a_radiograph_without_landmarks_from_suggested_ones(planted, screening_model, tmp_path):
     root, model = planted
     lmodel = model.save(tmp_path / "lmodel")
     image = root / "images" / "S0.png"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputWarning)
-        assert main(["predict", str(web_model), str(image), "--suggest", str(lmodel), "--out",
+        assert main(["predict", str(screening_model), str(image), "--suggest", str(lmodel), "--out",
                      str(tmp_path / "p")]) == 0
     row = next(csv.DictReader(open(tmp_path / "p" / "predictions.csv")))
     assert row["landmarks"] == "suggested" and 0 <= float(row["landmark_confidence_min"]) <= 1
     record = json.loads((tmp_path / "p" / "prediction.json").read_text())
     assert record["landmark_model"]["path"] == str(lmodel)
     assert [r["landmark"] for r in record["suggested_landmarks"]["S0"]] == list(LANDMARKS)
-    assert main(["predict", str(web_model), str(image), "--out", str(tmp_path / "q")]) == 2  # neither given
+    assert main(["predict", str(screening_model), str(image), "--out", str(tmp_path / "q")]) == 2  # neither given
 
 
 def test_a_trained_model_is_evaluated_on_unseen_data_and_a_learning_curve_subsamples_each_fold(planted, tmp_path,

@@ -194,7 +194,7 @@ def test_stow_to_a_service_that_is_down_says_so(run):
     assert all(line.endswith("cannot connect (is it running?)") for line in report.failed)
 
 
-def test_the_page_sends_a_screenings_results_to_orthanc_and_says_what_was_not_accepted(orthanc, web_model,
+def test_the_page_sends_a_screenings_results_to_orthanc_and_says_what_was_not_accepted(orthanc, screening_model,
                                                                                        small_dicom_cohort):
     from conftest import local_client, subject_upload
     from osteoscreen.web.app import create_app
@@ -202,7 +202,7 @@ def test_the_page_sends_a_screenings_results_to_orthanc_and_says_what_was_not_ac
     orthanc.clear()
     data, landmarks, _ = subject_upload(small_dicom_cohort)
     request = {"files": {"file": ("x.dcm", data, "application/dicom")}, "data": {"landmarks": json.dumps(landmarks)}}
-    client = local_client(create_app(model_dir=web_model, destination=dimse_destination(orthanc.address)))
+    client = local_client(create_app(model_dir=screening_model, destination=dimse_destination(orthanc.address)))
     assert client.get("/api/info").json()["pacs"] == orthanc.address
     answer = client.post("/api/send", **request).json()
     assert answer == {"destination": orthanc.address, "sent": ["upload.key.dcm", "upload.sr.dcm"], "failed": []}
@@ -210,7 +210,7 @@ def test_the_page_sends_a_screenings_results_to_orthanc_and_says_what_was_not_ac
     radiograph = pydicom.dcmread(BytesIO(data))
     assert sorted(item.SOPClassUID for item in stored) == sorted(STORAGE_CLASSES)
     assert {item.StudyInstanceUID for item in stored} == {radiograph.StudyInstanceUID}
-    down = local_client(create_app(model_dir=web_model, destination=dimse_destination(
+    down = local_client(create_app(model_dir=screening_model, destination=dimse_destination(
         f"NOBODY@127.0.0.1:{free_port()}", timeout_s=2)))
     answer = down.post("/api/send", **request).json()
     assert answer["sent"] == [] and len(answer["failed"]) == 2

@@ -262,12 +262,12 @@ def test_train_stores_the_rule_it_chose_and_predict_applies_it(small_png_cohort,
     assert run["threshold"] == info["threshold"] and run["decision_rule"] == rule["rule"]
 
 
-def test_inputs_unlike_the_training_data_are_flagged(web_model, small_png_cohort, tmp_path):
-    info = json.loads((web_model / "model.json").read_text())
+def test_inputs_unlike_the_training_data_are_flagged(screening_model, small_png_cohort, tmp_path):
+    info = json.loads((screening_model / "model.json").read_text())
     assert info["novelty"]["n"] == 4 and info["novelty"]["threshold"] > 0
     same, altered = tmp_path / "same", tmp_path / "altered"
-    assert main(["predict", str(web_model), str(small_png_cohort), "--out", str(same), "--no-figures"]) == 0
-    assert main(["predict", str(web_model), str(noise_copy(small_png_cohort, tmp_path / "noise")), "--out",
+    assert main(["predict", str(screening_model), str(small_png_cohort), "--out", str(same), "--no-figures"]) == 0
+    assert main(["predict", str(screening_model), str(noise_copy(small_png_cohort, tmp_path / "noise")), "--out",
                  str(altered)]) == 0
     rows = {name: list(csv.DictReader(open(path / "predictions.csv", newline="")))
             for name, path in (("same", same), ("altered", altered))}
@@ -276,7 +276,7 @@ def test_inputs_unlike_the_training_data_are_flagged(web_model, small_png_cohort
     assert min(float(r["novelty_distance"]) for r in rows["altered"]) > info["novelty"]["threshold"]
 
 
-def test_the_screening_figure_carries_the_novelty_warning(monkeypatch, web_model, small_png_cohort, tmp_path):
+def test_the_screening_figure_carries_the_novelty_warning(monkeypatch, screening_model, small_png_cohort, tmp_path):
     import osteoscreen.reporting.visualise as visualise
 
     seen = []
@@ -284,7 +284,7 @@ def test_the_screening_figure_carries_the_novelty_warning(monkeypatch, web_model
     monkeypatch.setattr(visualise, "screening_figure", lambda *args, **kwargs: seen.append(args[-1]) or
                         original(*args, **kwargs))
     noise = noise_copy(small_png_cohort, tmp_path / "noise")
-    assert main(["predict", str(web_model), str(noise), "--out", str(tmp_path / "o")]) == 0
+    assert main(["predict", str(screening_model), str(noise), "--out", str(tmp_path / "o")]) == 0
     assert seen == [True] * 4 and len(list((tmp_path / "o" / "figures").glob("*.png"))) == 4
 
 
@@ -311,8 +311,8 @@ def test_screening_one_radiograph_extracts_only_its_plain_view(small_png_cohort,
     np.testing.assert_allclose(one.attention, batch.attention, atol=1e-6)
 
 
-def test_model_screen_names_what_is_wrong_with_its_landmarks(web_model, small_png_cohort):
-    model = Model.load(web_model)
+def test_model_screen_names_what_is_wrong_with_its_landmarks(screening_model, small_png_cohort):
+    model = Model.load(screening_model)
     subject = load_dataset(small_png_cohort).subjects[0]
     with pytest.raises(InputError, match="missing condyle_left"):
         model.screen(subject.image_path, {name: (10.0, 10.0) for name in LANDMARKS if name != "condyle_left"})

@@ -23,8 +23,8 @@ from osteoscreen.web.app import create_app
 
 
 @pytest.fixture(scope="module")
-def screening(web_model):
-    return local_client(create_app(model_dir=web_model))
+def screening(screening_model):
+    return local_client(create_app(model_dir=screening_model))
 
 
 def in_order(landmarks: dict) -> np.ndarray:
@@ -62,14 +62,14 @@ def test_render_returns_the_radiograph_as_png(screening, small_png_cohort):
     assert not list(Path(tempfile.gettempdir()).glob("osteoscreen-upload-*"))  # the upload was not kept
 
 
-def test_screen_gives_what_osteoscreen_predict_gives(screening, web_model, small_png_cohort, tmp_path):
+def test_screen_gives_what_osteoscreen_predict_gives(screening, screening_model, small_png_cohort, tmp_path):
     data, landmarks, subject_id = subject_upload(small_png_cohort)
     result = screening.post("/api/screen", files=upload(data), data={"landmarks": json.dumps(landmarks)}).json()
     image = tmp_path / "radiograph.png"
     image.write_bytes(data)
     points = tmp_path / "points.json"
     points.write_text(json.dumps(landmarks))
-    rows = list(csv.DictReader(open(predict(Model.load(web_model), single_image_dataset(image, points),
+    rows = list(csv.DictReader(open(predict(Model.load(screening_model), single_image_dataset(image, points),
                                             tmp_path / "out", figures=False))))
     assert result["p_osteoporosis"] == pytest.approx(float(rows[0]["p_osteoporosis"]), abs=1e-6)
     assert result["decision"] == rows[0]["decision"] and result["threshold"] == 0.5
@@ -96,8 +96,8 @@ def test_bad_landmarks_are_named(screening, small_png_cohort, change, message):
     assert response.status_code == 422 and message in response.json()["error"]
 
 
-def test_bad_uploads_are_refused_with_one_line(web_model, small_png_cohort, tmp_path):
-    client = local_client(create_app(model_dir=web_model, max_upload_bytes=20_000))
+def test_bad_uploads_are_refused_with_one_line(screening_model, small_png_cohort, tmp_path):
+    client = local_client(create_app(model_dir=screening_model, max_upload_bytes=20_000))
     text = client.post("/api/render", files=upload(b"subject_id,image\nP1,a.png\n", "evil.png"))
     assert text.status_code == 415 and "not a DICOM, PNG, JPEG or TIFF" in text.json()["error"]
     data, _, _ = subject_upload(small_png_cohort)
@@ -114,8 +114,8 @@ def test_bad_uploads_are_refused_with_one_line(web_model, small_png_cohort, tmp_
         "landmarks: not valid JSON")
 
 
-def test_a_dicom_upload_sends_no_patient_identifier(small_dicom_cohort, web_model):
-    client = local_client(create_app(model_dir=web_model))
+def test_a_dicom_upload_sends_no_patient_identifier(small_dicom_cohort, screening_model):
+    client = local_client(create_app(model_dir=screening_model))
     data, landmarks, _ = subject_upload(small_dicom_cohort)
     assert b"PHANTOM-" in data and b"SYNTHETIC^" in data  # the file has them ...
     rendered = client.post("/api/render", files=upload(data, "x.dcm"))
@@ -255,10 +255,10 @@ def test_an_unreadable_subject_image_is_422_on_every_annotation_endpoint(annotat
     no_traceback(caplog, capsys)
 
 
-def test_an_unexpected_error_is_a_500_with_one_log_line(web_model, small_png_cohort, monkeypatch, caplog, capsys):
+def test_an_unexpected_error_is_a_500_with_one_log_line(screening_model, small_png_cohort, monkeypatch, caplog, capsys):
     import osteoscreen.deploy.model
 
-    client = local_client(create_app(model_dir=web_model))
+    client = local_client(create_app(model_dir=screening_model))
     monkeypatch.setattr(osteoscreen.deploy.model, "predict_proba", lambda *a: (_ for _ in ()).throw(RuntimeError("x")))
     data, landmarks, _ = subject_upload(small_png_cohort)
     response = client.post("/api/screen", files=upload(data), data={"landmarks": json.dumps(landmarks)})
@@ -269,8 +269,8 @@ def test_an_unexpected_error_is_a_500_with_one_log_line(web_model, small_png_coh
     no_traceback(caplog, capsys)
 
 
-def test_an_over_limit_upload_is_413_whatever_its_framing(web_model, small_png_cohort):
-    client = local_client(create_app(model_dir=web_model, max_upload_bytes=20_000))
+def test_an_over_limit_upload_is_413_whatever_its_framing(screening_model, small_png_cohort):
+    client = local_client(create_app(model_dir=screening_model, max_upload_bytes=20_000))
     data, landmarks, _ = subject_upload(small_png_cohort)
     boundary = "osteoscreen-boundary"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"r.png\"\r\n"
@@ -299,7 +299,7 @@ def test_an_image_over_the_decoded_size_budget_is_refused_before_decoding(screen
     assert response.status_code == 422 and "over the limit" in response.json()["error"]
 
 
-def test_decodes_beyond_the_limit_are_answered_503_at_once(web_model, small_png_cohort, monkeypatch):
+def test_decodes_beyond_the_limit_are_answered_503_at_once(screening_model, small_png_cohort, monkeypatch):
     import threading
 
     import osteoscreen.web.app
@@ -313,7 +313,7 @@ def test_decodes_beyond_the_limit_are_answered_503_at_once(web_model, small_png_
         return real(data)
 
     monkeypatch.setattr(osteoscreen.web.app, "decode_upload", slow)
-    client = local_client(create_app(model_dir=web_model, max_decodes=1))
+    client = local_client(create_app(model_dir=screening_model, max_decodes=1))
     data, _, _ = subject_upload(small_png_cohort)
     first: list = []
     worker = threading.Thread(target=lambda: first.append(client.post("/api/render", files=upload(data))))
@@ -385,10 +385,10 @@ def test_screen_warns_when_the_upload_is_unlike_the_training_data(screening, sma
 
 
 def test_suggest_gives_the_landmark_models_points_in_both_modes_and_warns_on_a_photo(planted, planted_lmodel,
-                                                                                     web_model, tmp_path):
+                                                                                     screening_model, tmp_path):
     root, model = planted
     data_dir = Path(shutil.copytree(root, tmp_path / "data"))
-    client = local_client(create_app(model_dir=web_model, data_dir=data_dir, landmark_model_dir=planted_lmodel))
+    client = local_client(create_app(model_dir=screening_model, data_dir=data_dir, landmark_model_dir=planted_lmodel))
     info = client.get("/api/info").json()
     assert info["suggest"] and info["landmark_model"]["training_radiographs"] == 12
     expected = model.suggest(data_dir / "images" / "S0.png")

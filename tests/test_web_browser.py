@@ -92,11 +92,11 @@ def page_landmarks(driver) -> np.ndarray:
     return np.array([placed[name] for name in LANDMARKS])
 
 
-def test_upload_click_drag_and_screen(browser, web_model, small_png_cohort, tmp_path):
+def test_upload_click_drag_and_screen(browser, screening_model, small_png_cohort, tmp_path):
     data, landmarks, _ = subject_upload(small_png_cohort)
     image_file = tmp_path / "radiograph.png"
     image_file.write_bytes(data)
-    with Server(create_app(model_dir=web_model)) as url:
+    with Server(create_app(model_dir=screening_model)) as url:
         browser.get(url)
         browser.find_element(By.ID, "file-input").send_keys(str(image_file))
         wait_for(browser, "window.osteoscreen.width > 0")
@@ -124,7 +124,7 @@ def test_upload_click_drag_and_screen(browser, web_model, small_png_cohort, tmp_
     # the page's probability is what `osteoscreen predict` gives for the page's final landmarks
     points = tmp_path / "points.json"
     points.write_text(json.dumps({name: list(p) for name, p in zip(LANDMARKS, moved.tolist(), strict=True)}))
-    rows = list(csv.DictReader(open(predict(Model.load(web_model), single_image_dataset(image_file, points),
+    rows = list(csv.DictReader(open(predict(Model.load(screening_model), single_image_dataset(image_file, points),
                                             tmp_path / "out", figures=False))))
     assert shown == f"p(osteoporosis) = {float(rows[0]['p_osteoporosis']):.3f}"
     assert browser.find_element(By.ID, "decision").text.startswith(f"→ {rows[0]['decision']}")
@@ -199,9 +199,9 @@ def test_suggest_marks_unsure_points_and_saves_only_after_the_user_checked_them(
     np.testing.assert_allclose(np.array([rows[n] for n in LANDMARKS]), moved, atol=0.005)
 
 
-def test_screening_straight_from_checked_suggested_points(browser, planted, planted_lmodel, web_model, tmp_path):
+def test_screening_straight_from_checked_suggested_points(browser, planted, planted_lmodel, screening_model, tmp_path):
     image_file = planted[0] / "images" / "S1.png"
-    with Server(create_app(model_dir=web_model, landmark_model_dir=planted_lmodel)) as url:
+    with Server(create_app(model_dir=screening_model, landmark_model_dir=planted_lmodel)) as url:
         browser.get(url)
         browser.find_element(By.ID, "file-input").send_keys(str(image_file))
         wait_for(browser, "window.osteoscreen.width > 0")
@@ -218,12 +218,12 @@ def test_screening_straight_from_checked_suggested_points(browser, planted, plan
     assert source.startswith("Screened from 8 suggested landmark(s) the user checked")
     landmarks = tmp_path / "points.json"
     landmarks.write_text(json.dumps({name: list(p) for name, p in zip(LANDMARKS, points.tolist(), strict=True)}))
-    rows = list(csv.DictReader(open(predict(Model.load(web_model), single_image_dataset(image_file, landmarks),
+    rows = list(csv.DictReader(open(predict(Model.load(screening_model), single_image_dataset(image_file, landmarks),
                                             tmp_path / "out", figures=False))))
     assert shown == f"p(osteoporosis) = {float(rows[0]['p_osteoporosis']):.3f}"
 
 
-def test_a_dicom_screening_downloads_its_sr_and_shows_the_pacs_answer(browser, web_model, small_dicom_cohort,
+def test_a_dicom_screening_downloads_its_sr_and_shows_the_pacs_answer(browser, screening_model, small_dicom_cohort,
                                                                       tmp_path):
     import pydicom
 
@@ -236,7 +236,7 @@ def test_a_dicom_screening_downloads_its_sr_and_shows_the_pacs_answer(browser, w
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     destination = dimse_destination(f"PACS@127.0.0.1:{port}", timeout_s=2)
-    with Server(create_app(model_dir=web_model, destination=destination)) as url:
+    with Server(create_app(model_dir=screening_model, destination=destination)) as url:
         browser.get(url)
         browser.find_element(By.ID, "file-input").send_keys(str(image_file))
         wait_for(browser, "window.osteoscreen.width > 0")
