@@ -78,15 +78,16 @@ def test_predict_with_onnx_gives_the_torch_decisions_and_dicom_results(exported,
         assert uid != pydicom.dcmread(dicom_results / "dicom" / row["sr"]).SOPInstanceUID
 
 
-@pytest.mark.parametrize("method, config", [
-    ("concat+clinical", TrainConfig(views=1, epochs=3)),
-    ("group-attention", TrainConfig(mode="finetune", epochs=1, native_res=True)),
-], ids=["frozen-clinical", "finetune"])
-def test_the_graph_equals_the_model_for_clinical_calibrated_and_finetuned_models(method, config, small_png_cohort,
-                                                                                 tmp_path):
+@pytest.mark.parametrize("method, config, calibration", [
+    ("concat+clinical", TrainConfig(views=1, epochs=3), {"method": "platt", "intercept": 0.4, "slope": 1.7}),
+    ("group-attention", TrainConfig(mode="finetune", epochs=1, native_res=True),
+     {"method": "temperature", "temperature": 2.5}),
+], ids=["frozen-clinical-platt", "finetune-temperature"])
+def test_the_graph_equals_the_model_for_clinical_calibrated_and_finetuned_models(method, config, calibration,
+                                                                                 small_png_cohort, tmp_path):
     cohort = Cohort.load(small_png_cohort, PatchConfig())
     fitted = Model.fit(cohort, method, config)
-    calibrated = FittedRule({"method": "platt", "intercept": 0.4, "slope": 1.7}, 0.45, "a test's rule")
+    calibrated = FittedRule(calibration, 0.45, "a test's rule")
     Model(fitted.fitted, calibrated, fitted.novelty, cohort.summary()).save(tmp_path / "model")
     export_model(tmp_path / "model", tmp_path / "export")
     model, onnx = Model.load(tmp_path / "model"), OnnxModel.load(tmp_path / "export")
@@ -94,6 +95,9 @@ def test_the_graph_equals_the_model_for_clinical_calibrated_and_finetuned_models
     assert np.abs(p - p_onnx).max() < 1e-4
     assert (p >= 0.45).tolist() == (p_onnx >= 0.45).tolist()
     assert (attention is None) == (attention_onnx is None) == (method == "concat+clinical")
+    contract = json.loads((tmp_path / "export" / CONTRACT_FILE).read_text())
+    assert [o["name"] for o in contract["outputs"]] == ["p_osteoporosis", *([] if attention is None else
+                                                                           ["attention"]), "novelty_distance"]
     if attention is not None:
         assert np.abs(attention - attention_onnx).max() < 1e-4
     np.testing.assert_allclose(distance_onnx, distance, rtol=1e-3)

@@ -77,6 +77,11 @@ class ScreeningNetwork(nn.Module):
                                                                       dtype=torch.float64))
 
     def forward(self, patches: torch.Tensor, covariates: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        return tuple(self.answers(patches, covariates).values())
+
+    def answers(self, patches: torch.Tensor, covariates: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The graph's outputs by name, in order: what the model's head and novelty reference give (a head
+        without attention, `concat`, gives none), so the names follow the network, not a list of heads."""
         batch = patches.shape[0]
         if self.net is not None:
             features = self.net.patch_features(patches)  # [B, 8, D]
@@ -87,13 +92,13 @@ class ScreeningNetwork(nn.Module):
             inputs = [features] if not self.clinical else [
                 features, (covariates - self.covariate_mean) / self.covariate_std]
             output = self.head(*inputs)
-        outputs = [self._calibrated(output.logits.float().softmax(dim=1)[:, 1].double())]
+        answers = {"p_osteoporosis": self._calibrated(output.logits.float().softmax(dim=1)[:, 1].double())}
         if output.attention is not None:
-            outputs.append(output.attention.float())
+            answers["attention"] = output.attention.float()
         if self.novelty:  # Mahalanobis distance of the subject's mean patch feature (deploy.novelty)
             centred = features.float().mean(dim=1).double() - self.novelty_mean
-            outputs.append(((centred @ self.novelty_precision) * centred).sum(dim=1).clamp(min=0).sqrt())
-        return tuple(outputs)
+            answers["novelty_distance"] = ((centred @ self.novelty_precision) * centred).sum(dim=1).clamp(min=0).sqrt()
+        return answers
 
     def _calibrated(self, p: torch.Tensor) -> torch.Tensor:
         """evaluation.operating_point.apply_calibration, in the graph (float64)."""
@@ -106,13 +111,6 @@ class ScreeningNetwork(nn.Module):
         return torch.sigmoid(z / self.calibration["temperature"])
 
 
-def output_names(model: Model) -> list[str]:
-    """The graph's outputs for this model, in order."""
-    attention = model.config.head != "concat"
-    return ["p_osteoporosis", *(["attention"] if attention else []),
-            *(["novelty_distance"] if model.novelty is not None else [])]
-
-
 def export_model(model_dir: str | Path, out_dir: str | Path) -> Path:
     """Write EXPORT/ (model.onnx and screening.json) for the model in MODEL/; whole or not at all."""
     try:
@@ -123,8 +121,11 @@ def export_model(model_dir: str | Path, out_dir: str | Path) -> Path:
     model = Model.load(model_dir)
     with output_folder(out_dir) as folder:
         size = model.info["preprocessing"]["input_size"]
-        contract = screening_contract(model, Path(model_dir), size)
-        program = _export(ScreeningNetwork(model).eval(), model, size)
+        network, example = ScreeningNetwork(model).eval(), example_inputs(model, size)
+        with torch.no_grad():
+            names = list(network.answers(*example))
+        contract = screening_contract(model, Path(model_dir), size, names)
+        program = _export(network, example, names)
         program.model.metadata_props[BINDING_KEY] = canonical_digest(contract)
         program.save(str(folder / ONNX_FILE))
         contract["weights_sha256"] = file_sha256(folder / ONNX_FILE)
@@ -132,24 +133,28 @@ def export_model(model_dir: str | Path, out_dir: str | Path) -> Path:
     return Path(out_dir)
 
 
-def _export(network: ScreeningNetwork, model: Model, size: int):
-    """torch.onnx's exporter (torch.export), with a batch of 2 so the batch axis stays dynamic."""
+def example_inputs(model: Model, size: int) -> tuple[torch.Tensor, ...]:
+    """A batch of 2 (so the exported batch axis stays dynamic): patches, and covariates for a +clinical model."""
     patches = torch.rand(2, len(LANDMARKS), 1, size, size, generator=torch.Generator().manual_seed(0))
-    inputs, names = (patches,), ["patches"]
-    if model.config.clinical:
-        inputs, names = (patches, torch.tensor([[60.0, 1, 0], [70.0, 0, 1]])), ["patches", "covariates"]
+    return (patches, torch.tensor([[60.0, 1, 0], [70.0, 0, 1]])) if model.config.clinical else (patches,)
+
+
+def _export(network: ScreeningNetwork, example: tuple[torch.Tensor, ...], output_names: list[str]):
+    """torch.onnx's exporter (torch.export) on the example inputs, the batch axis dynamic."""
+    input_names = ["patches", "covariates"][:len(example)]
     batch = torch.export.Dim("batch", min=1)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # it warns that torchvision's ops are not installed
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecations, nothing of ours
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")  # "axis name batch not used"
-        return torch.onnx.export(network, inputs, input_names=names, output_names=output_names(model),
-                                 dynamic_shapes=tuple({0: batch} for _ in inputs), dynamo=True, opset_version=OPSET,
+        return torch.onnx.export(network, example, input_names=input_names, output_names=output_names,
+                                 dynamic_shapes=tuple({0: batch} for _ in example), dynamo=True, opset_version=OPSET,
                                  optimize=True, verbose=False)
 
 
-def screening_contract(model: Model, model_dir: Path, size: int) -> dict:
-    """screening.json's content, without the ONNX file's SHA-256 (added once the file is written)."""
+def screening_contract(model: Model, model_dir: Path, size: int, output_names: list[str]) -> dict:
+    """screening.json's content for the graph's outputs (ScreeningNetwork.answers' names), without the ONNX
+    file's SHA-256 (added once the file is written)."""
     patch = model.config.patch
     inputs = [{"name": "patches", "shape": ["batch", len(LANDMARKS), 1, size, size], "dtype": "float32",
                "meaning": "the 8 landmark patches of each radiograph, in `landmarks` order, rendered as `patches` "
@@ -161,7 +166,7 @@ def screening_contract(model: Model, model_dir: Path, size: int) -> dict:
                 "attention": ("float32", ["batch", len(GROUPS)], f"group attention over {', '.join(GROUPS)}"),
                 "novelty_distance": ("float64", ["batch"], "distance from the training data (Mahalanobis)")}
     outputs = [{"name": name, "dtype": meanings[name][0], "shape": meanings[name][1], "meaning": meanings[name][2]}
-               for name in output_names(model)]
+               for name in output_names]
     return {
         "format": EXPORT_FORMAT, "osteoscreen": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "exported_from": str(model_dir), "onnx_file": ONNX_FILE, "opset": OPSET,
