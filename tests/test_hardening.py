@@ -209,6 +209,24 @@ def test_a_second_writer_of_an_output_folder_is_refused_and_the_first_keeps_its_
     assert (tmp_path / "out" / "mine.txt").read_text() == "first"
 
 
+@pytest.mark.parametrize("step", ["_writable_folder", "lock_folder"])
+def test_an_interruption_while_the_output_folder_is_being_set_up_leaves_nothing(tmp_path, monkeypatch, step):
+    """SIGTERM or Ctrl-C can land between the partial folder's creation and its lock (a race CI once hit)."""
+    from osteoscreen.io import outputs
+
+    real = getattr(outputs, step)
+
+    def then_interrupted(*args):
+        real(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs, step, then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with outputs.output_folder(tmp_path / "out"):
+            pass
+    assert sorted(tmp_path.iterdir()) == []
+
+
 def test_one_annotation_server_per_dataset(annotation_dataset):
     from osteoscreen.web.annotations import AnnotationStore
 

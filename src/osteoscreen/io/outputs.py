@@ -9,6 +9,7 @@ beside the files, so a reader finds each subject's file without guessing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -211,24 +212,33 @@ def output_folder(out: str | Path, replaces: str | None = None) -> Iterator[Path
     if out.is_dir():
         _writable_folder(out, out)  # it is replaced at the end: refuse a folder we cannot change before any work
     partial = out.with_name(out.name + ".partial")
-    _writable_folder(partial, out)
-    with exclusive(partial, f"the output being built for {out}"):
+    created = not partial.exists()
+    descriptor, held = None, False
+    try:  # from the folder's creation on, an interruption (Ctrl-C, SIGTERM) at any point leaves nothing behind
+        _writable_folder(partial, out)
+        descriptor = lock_folder(partial, f"the output being built for {out}")
+        held = True
         for stale in list(partial.iterdir()):  # a crashed run's leftovers (a live one holds the lock)
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale)
             else:
                 stale.unlink()
-        try:
-            yield partial
-            if replaces:  # an output a later run may replace: say what this one wrote
-                (partial / MANIFEST).write_text("\n".join(_written_files(partial)) + "\n", encoding="utf-8")
-            if out.exists():
-                previous = out.with_name(out.name + ".previous")
-                shutil.rmtree(previous, ignore_errors=True)
-                out.rename(previous)
-                partial.rename(out)
-                shutil.rmtree(previous)
-            else:
-                partial.rename(out)
-        finally:
+        yield partial
+        if replaces:  # an output a later run may replace: say what this one wrote
+            (partial / MANIFEST).write_text("\n".join(_written_files(partial)) + "\n", encoding="utf-8")
+        if out.exists():
+            previous = out.with_name(out.name + ".previous")
+            shutil.rmtree(previous, ignore_errors=True)
+            out.rename(previous)
+            partial.rename(out)
+            shutil.rmtree(previous)
+        else:
+            partial.rename(out)
+    finally:
+        if held:
             shutil.rmtree(partial, ignore_errors=True)
+        elif created:  # made here but not locked yet: remove it only while empty (never another run's work)
+            with contextlib.suppress(OSError):
+                partial.rmdir()
+        if descriptor is not None:
+            os.close(descriptor)
