@@ -216,3 +216,26 @@ def test_upsampling_is_linear_interpolation_with_aligned_centres_to_the_bit(low_
     result = upsample(low, shape)
     assert result.dtype == np.float32 and result.shape == shape
     np.testing.assert_array_equal(result, expected)
+
+
+def test_the_bone_window_gives_the_values_of_the_whole_image():
+    """The phantom draws bone only on the box around the jaws (covering_box): each windowed computation equals the
+    same window of the whole-image one, to the bit, so the cohort is the file it was before the window."""
+    from osteoscreen.data.phantom.grids import covering_box
+
+    shape, window = (300, 420), (slice(37, 251), slice(5, 399))
+    low = np.random.default_rng(0).random((75, 105), dtype=np.float32)
+    np.testing.assert_array_equal(upsample(low, shape, window), upsample(low, shape)[window])
+    params = bone_parameters(-2.0)
+    whole = trabecular_field(shape, params, 0.1, np.random.default_rng(3))
+    np.testing.assert_array_equal(trabecular_field(shape, params, 0.1, np.random.default_rng(3), within=window),
+                                  whole[window])
+    depth = np.tile(np.linspace(-5, 60, shape[0], dtype=np.float32)[:, None], (1, shape[1]))
+    width, cortex = np.full_like(depth, 40.0), ((depth > 0) & (depth < 40)).astype(np.float32)
+    eroded = erode_cortex(cortex, depth, width, 3, np.random.default_rng(1))
+    np.testing.assert_array_equal(erode_cortex(cortex[window], depth[window], width[window], 3,
+                                               np.random.default_rng(1), shape, window), eroded[window])
+    mask = np.zeros((75, 105), bool)
+    mask[20:30, 40:41] = True  # coarse rows 20-29, column 40, of a grid 4x coarser: a cell to spare each side
+    assert covering_box(mask, shape) == (slice(76, 124), slice(156, 168))
+    assert covering_box(np.zeros_like(mask), shape) == (slice(0, 300), slice(0, 420))

@@ -13,6 +13,7 @@ from scipy.special import ndtri
 
 from osteoscreen.data.phantom.anatomy import soft_step
 
+WHOLE = (slice(None), slice(None))  # the whole image, as a (rows, columns) window
 #: How much coarser the projected texture looks than one slice's period Tb.Th + Tb.Sp (superimposed trabeculae).
 PROJECTION_COARSENING = 2.0
 #: The band-pass ring's width, as a fraction of its centre frequency (a wider ring: a less regular texture).
@@ -48,8 +49,10 @@ def cortical_width_mm(t_score: float, rng: np.random.Generator) -> float:
 
 
 def trabecular_field(shape: tuple[int, int], params: BoneParameters, spacing_mm: float,
-                     rng: np.random.Generator, anisotropy: float = 1.4, period_scale: float = 1.0) -> np.ndarray:
-    """[H, W] float32 in [0, 1]: a trabecular network whose area fraction ≈ bone volume fraction.
+                     rng: np.random.Generator, anisotropy: float = 1.4, period_scale: float = 1.0,
+                     within: tuple[slice, slice] = WHOLE) -> np.ndarray:
+    """[H, W] float32 in [0, 1]: a trabecular network whose area fraction ≈ bone volume fraction; only its part
+    `within` (rows, columns) is cut and returned, the same values as the whole field's.
 
     A Gaussian field whose spectrum is drawn directly (complex white noise on a Gaussian ring at the projected
     trabecular frequency, elongated along x by `anisotropy`, the preferred mesiodistal orientation; one inverse
@@ -65,7 +68,7 @@ def trabecular_field(shape: tuple[int, int], params: BoneParameters, spacing_mm:
     filtered = np.fft.irfft2((noise[0] + 1j * noise[1]) * ring, s=shape).astype(np.float32)
     filtered /= filtered.std() + 1e-8
     half_width = ndtri((1.0 + params.bone_volume_fraction) / 2.0)
-    return soft_step(half_width - np.abs(filtered), 0.08).astype(np.float32)
+    return soft_step(half_width - np.abs(filtered[within]), 0.08).astype(np.float32)
 
 
 #: Klemetti's mandibular cortical index (Klemetti et al. 1994): C1 an even, sharp endosteal margin; C2 semilunar
@@ -87,16 +90,20 @@ def mci_class(t_score: float, rng: np.random.Generator) -> int:
 
 
 def erode_cortex(cortex: np.ndarray, depth_px: np.ndarray, width_px: np.ndarray, mci: int,
-                 rng: np.random.Generator) -> np.ndarray:
-    """The cortex ([H, W] in [0, 1]) with the endosteal resorption of Klemetti class `mci`: none for C1, sparse
+                 rng: np.random.Generator, image_shape: tuple[int, int] | None = None,
+                 within: tuple[slice, slice] = WHOLE) -> np.ndarray:
+    """The cortex ([h, w] in [0, 1]) with the endosteal resorption of Klemetti class `mci`: none for C1, sparse
     semilunar cavities on the inner third for C2, a porous inner two thirds with residues for C3. depth_px: depth
-    below the bone surface; width_px: the local cortical width. The cavities come from a child generator seeded by one
-    draw from `rng` whatever the class, so the rest of the random stream does not depend on the class."""
+    below the bone surface; width_px: the local cortical width. The three maps are the part `within` of an image
+    of `image_shape` (default: the whole image, their own shape); the cavities are drawn for the whole image, so
+    the part is the same whatever the window. They come from a child generator seeded by one draw from `rng`
+    whatever the class, so the rest of the random stream does not depend on the class."""
     cavity_rng = np.random.default_rng(rng.integers(2**63))
     if mci == 1:
         return cortex
     reach, scale, level = _EROSION[mci]
-    cavities = ndimage.gaussian_filter(cavity_rng.standard_normal(cortex.shape, dtype=np.float32), scale)
+    cavities = ndimage.gaussian_filter(cavity_rng.standard_normal(image_shape or cortex.shape, dtype=np.float32),
+                                       scale)
     cavities /= cavities.std() + 1e-8
     inner = soft_step(depth_px - (1.0 - reach) * width_px, 1.0)
-    return cortex * (1.0 - inner * soft_step(cavities - level, 0.3))
+    return cortex * (1.0 - inner * soft_step(cavities[within] - level, 0.3))

@@ -28,7 +28,7 @@ from osteoscreen.core.errors import InputError
 from osteoscreen.core.landmarks import GROUPS, LANDMARKS, WHO_CLASSES
 from osteoscreen.data.phantom.anatomy import DOWNSAMPLE, Anatomy, anatomical_noise, draw_anatomy, soft_step
 from osteoscreen.data.phantom.bone import bone_parameters, cortical_width_mm, erode_cortex, mci_class, trabecular_field
-from osteoscreen.data.phantom.grids import upsample
+from osteoscreen.data.phantom.grids import covering_box, upsample
 from osteoscreen.data.phantom.imaging_chain import BITS, Acquisition, form_radiograph
 from osteoscreen.io.outputs import atomic_path, output_folder_in_place
 from osteoscreen.io.png import write_png
@@ -58,6 +58,10 @@ ATTENUATION_SCALE = 1.2
 #: and the scale of its projected period there (thin alveolar bone superimposes fewer trabeculae).
 GROUP_CONTRAST = {"condyle": 0.98, "angle": 0.75, "premolar": 1.38, "tuberosity": 0.63}
 GROUP_PERIOD = {"condyle": 1.15, "angle": 0.89, "premolar": 1.41, "tuberosity": 1.09}
+#: Bone (trabecular texture, cortex) is drawn only within this distance of the mandible's surface, where the
+#: bone's weight soft_step(-24 px, 1.5 px) is 1e-7, and where the maxilla's weight is above MAXILLA_FLOOR.
+BONE_MARGIN_PX = 40
+MAXILLA_FLOOR = 1e-8
 LOCAL_RADIUS_PX = 120  # the landmark's own bone covers the patch and its context at every spacing
 
 
@@ -155,30 +159,35 @@ def render_subject(config: PhantomConfig, index: int, who: int) -> PhantomSubjec
         weight = config.weight(group)
         return weight * t_score + (1.0 - weight) * float(rng.normal(-1.5, 1.4))
 
-    trabecular = trabecular_field(shape, bone_parameters(site_t(None)), spacing, rng)
+    # bone (trabecular texture, cortex) is drawn only on the box around the mandible and maxilla (beyond it their
+    # weights are below 1e-7 and MAXILLA_FLOOR)
+    box = covering_box((maps["mandible"] < BONE_MARGIN_PX / DOWNSAMPLE) | (maps["maxilla"] > MAXILLA_FLOOR), shape)
+    trabecular = trabecular_field(shape, bone_parameters(site_t(None)), spacing, rng, within=box)
     true_landmarks = anatomy.landmarks() * np.array([shape[1], shape[0]])
     for group_index, group in enumerate(GROUPS):
         for side in range(2):
-            _blend_site_bone(trabecular, true_landmarks[2 * group_index + side], group,
+            _blend_site_bone(trabecular, box, shape, true_landmarks[2 * group_index + side], group,
                              bone_parameters(site_t(group)), spacing, rng)
 
-    depth = -upsample(ndimage.gaussian_filter(maps["mandible"], 1.0), shape) * DOWNSAMPLE  # px below the surface
-    inferior = upsample(maps["inferior"], shape)
+    depth = -upsample(ndimage.gaussian_filter(maps["mandible"], 1.0), shape, box) * DOWNSAMPLE  # px below the surface
+    inferior = upsample(maps["inferior"], shape, box)
     cortex_t = site_t("angle")
     width_inferior = cortical_width_mm(cortex_t, rng) / spacing
     width = width_inferior * (0.45 + 0.55 * inferior)
     bone = soft_step(depth, 1.5)
     mci = mci_class(cortex_t, rng)
-    cortex = erode_cortex(bone * soft_step(width - depth, 1.5), depth, width, mci, rng)
+    cortex = erode_cortex(bone * soft_step(width - depth, 1.5), depth, width, mci, rng, shape, box)
 
     texture = TRABECULAR_CONTRAST * (trabecular - 0.5)
     cortex_density = CORTEX_ELSEWHERE + (INFERIOR_CORTEX - CORTEX_ELSEWHERE) * inferior
     mandible = (bone - cortex) * (TRABECULAR_BONE + texture) + cortex * cortex_density
-    maxilla = upsample(maps["maxilla"], shape) * (TRABECULAR_BONE - 0.06 + texture)
+    maxilla = upsample(maps["maxilla"], shape, box) * (TRABECULAR_BONE - 0.06 + texture)
     clutter = anatomical_noise(low_shape, spacing * DOWNSAMPLE, rng)
     overlap = CLUTTER * (clutter + CLUTTER_OFFSET) * maps["head"]  # only inside the head
-    smooth = upsample(maps["soft"] + maps["teeth"] + overlap, shape)  # one interpolation: it is linear
-    attenuation = smooth + 0.08 + mandible + maxilla
+    attenuation = upsample(maps["soft"] + maps["teeth"] + overlap, shape)  # one interpolation: it is linear
+    attenuation += 0.08
+    attenuation[box] += mandible
+    attenuation[box] += maxilla
     pixels = form_radiograph(ATTENUATION_SCALE * np.clip(attenuation, 0, None), acquisition, rng)
 
     annotated = true_landmarks + rng.normal(0, config.landmark_noise_mm / spacing, size=true_landmarks.shape)
@@ -189,19 +198,28 @@ def render_subject(config: PhantomConfig, index: int, who: int) -> PhantomSubjec
                           acquisition)
 
 
-def _blend_site_bone(trabecular: np.ndarray, point: np.ndarray, group: str, params, spacing: float,
-                     rng: np.random.Generator) -> None:
-    """Replace, in place, the trabecular field around a landmark (x, y) by the site's own bone, with the
-    group's contrast and period, blended smoothly into the bone around it."""
+def _blend_site_bone(trabecular: np.ndarray, box: tuple[slice, slice], image_shape: tuple[int, int],
+                     point: np.ndarray, group: str, params, spacing: float, rng: np.random.Generator) -> None:
+    """Replace, in place, the trabecular field around a landmark (x, y, px in the image) by the site's own bone,
+    with the group's contrast and period, blended smoothly into the bone around it. `trabecular` is the part
+    `box` of the image's field; the site's field is drawn for its whole neighbourhood in the image (so it does
+    not depend on the box) and blended where the two overlap."""
     x, y = point
     reach = 2 * LOCAL_RADIUS_PX
     top, left = max(int(y - reach), 0), max(int(x - reach), 0)
-    bottom, right = min(int(y + reach), trabecular.shape[0]), min(int(x + reach), trabecular.shape[1])
+    bottom, right = min(int(y + reach), image_shape[0]), min(int(x + reach), image_shape[1])
     local = trabecular_field((bottom - top, right - left), params, spacing, rng, period_scale=GROUP_PERIOD[group])
     local = 0.5 + GROUP_CONTRAST[group] * (local - 0.5)
-    yy, xx = np.ogrid[top:bottom, left:right]
+    rows = slice(max(top, box[0].start), min(bottom, box[0].stop))
+    cols = slice(max(left, box[1].start), min(right, box[1].stop))
+    if rows.start >= rows.stop or cols.start >= cols.stop:
+        return
+    yy, xx = np.ogrid[rows, cols]
     weight = np.exp(-0.5 * (((yy - y) ** 2 + (xx - x) ** 2) / LOCAL_RADIUS_PX**2) ** 2)
-    trabecular[top:bottom, left:right] = weight * local + (1 - weight) * trabecular[top:bottom, left:right]
+    inside = (slice(rows.start - box[0].start, rows.stop - box[0].start),
+              slice(cols.start - box[1].start, cols.stop - box[1].start))
+    local = local[rows.start - top: rows.stop - top, cols.start - left: cols.stop - left]
+    trabecular[inside] = weight * local + (1 - weight) * trabecular[inside]
 
 
 # ----------------------------------------------------------------------------- writing a cohort
