@@ -22,10 +22,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from scipy.special import expit, logit
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
 
 from osteoscreen.core.arguments import check_fields, check_range
 from osteoscreen.core.errors import InputError
@@ -73,6 +70,8 @@ def inner_splits(labels: np.ndarray, rule: DecisionRule, seed: int) -> list[tupl
     smaller = int(np.bincount(labels, minlength=2).min())
     if smaller < 2:
         raise InputError("choosing a decision rule needs at least 2 training subjects of each class")
+    from sklearn.model_selection import StratifiedKFold  # scikit-learn loads in 1 s: not with the command line
+
     splitter = StratifiedKFold(min(rule.inner_folds, smaller), shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(labels)), labels))
 
@@ -85,8 +84,12 @@ def fit_calibration(labels: np.ndarray, p: np.ndarray, method: str) -> dict:
     z = logit(np.clip(np.asarray(p, float), CLIP, 1 - CLIP))
     y = np.asarray(labels, int)
     if method == "platt":
+        from sklearn.linear_model import LogisticRegression  # see inner_splits
+
         model = LogisticRegression(C=1e6, max_iter=1000).fit(z[:, None], y)  # effectively unpenalised
         return {"method": "platt", "intercept": float(model.intercept_[0]), "slope": float(model.coef_[0, 0])}
+
+    from scipy.optimize import minimize_scalar  # 0.4 s to load: see inner_splits
 
     def loss(log_t: float) -> float:
         eta = z / math.exp(log_t)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import LeaveOneOut, RepeatedStratifiedKFold
 
 from osteoscreen.core.errors import InputError
 
@@ -30,6 +29,8 @@ class Fold:
 def make_folds(labels: np.ndarray, config, seed: int = 0) -> list[Fold]:
     """Leave-one-out, or repeated stratified k-fold (split by `seed`), as config (a CVConfig: protocol, folds,
     repeats) says; fold names are stable file names."""
+    from sklearn.model_selection import LeaveOneOut, RepeatedStratifiedKFold  # not at import: see baselines
+
     indices = np.arange(len(labels))
     if config.protocol == "loo":
         splitter = LeaveOneOut().split(indices)

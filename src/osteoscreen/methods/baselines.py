@@ -13,21 +13,27 @@ Features: the LBP histograms of the 8 patches (`features.lbp_features`) for the 
 
 from __future__ import annotations
 
-from sklearn.dummy import DummyClassifier
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from typing import TYPE_CHECKING
 
 from osteoscreen.core.errors import InputError
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 BASELINES = ("majority", "knn-lbp", "ensemble-lbp")
 CLINICAL = "clinical"
 
 
 def build_baseline(name: str, seed: int = 0, n_train: int | None = None) -> Pipeline:
-    """A fresh, unfitted scikit-learn pipeline for a baseline method (k of KNN capped at n_train)."""
+    """A fresh, unfitted scikit-learn pipeline for a baseline method (k of KNN capped at n_train). scikit-learn
+    is imported here, not with the module, whose names every command line's parser reads (it loads in 1 s)."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if name == "majority":
         return make_pipeline(DummyClassifier(strategy="prior"))
     if name == "knn-lbp":
