@@ -1,5 +1,6 @@
 """Shared fixtures: small phantom cohorts generated once per test session, a planted landmark cohort and its
-landmark model; web-test helpers; each test worker's own temporary folder."""
+landmark model; web-test helpers; each test worker's own temporary folder. The fixtures that write folders are
+built once for all test workers (`built_once`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 from PIL import Image
 
 from osteoscreen.core.landmarks import GROUPS, LANDMARKS
@@ -41,17 +43,35 @@ def pytest_unconfigure(config):
         shutil.rmtree(config.worker_tmp, ignore_errors=True)
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """`build(folder)` (which writes into the empty `folder` and returns a path in it) run once per test session,
+    its result shared by the test workers: the first worker to ask builds it under a file lock in the session's
+    common temporary folder, the others wait and reuse it (pytest-xdist's recipe for session fixtures). Tests
+    only read what it returns; one that changes it copies it first."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build(tmp_path_factory.mktemp(name))
+    folder = tmp_path_factory.getbasetemp().parent / "built-once" / name
+    with FileLock(f"{folder}.lock"):
+        done = folder.with_name(f"{name}.done")
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            done.write_text(str(build(folder).relative_to(folder)))
+        return folder / done.read_text()
+
+
 @pytest.fixture(scope="session")
 def small_png_cohort(tmp_path_factory):
     """4 subjects (2 osteoporosis), PNG, seed 3."""
-    return synthesise(tmp_path_factory.mktemp("png") / "data", PhantomConfig(n=4, positives=2, seed=3))
+    return built_once(tmp_path_factory, "png",
+                      lambda folder: synthesise(folder / "data", PhantomConfig(n=4, positives=2, seed=3)))
 
 
 @pytest.fixture(scope="session")
 def small_dicom_cohort(tmp_path_factory):
     """The same 4 subjects as small_png_cohort, written as DICOM (subject 3 is MONOCHROME1)."""
-    return synthesise(tmp_path_factory.mktemp("dicom") / "data",
-                      PhantomConfig(n=4, positives=2, seed=3, image_format="dicom"))
+    return built_once(tmp_path_factory, "dicom", lambda folder: synthesise(
+        folder / "data", PhantomConfig(n=4, positives=2, seed=3, image_format="dicom")))
 
 
 def make_planted_cohort(n: int, seed: int, group: str = "premolar") -> Cohort:
@@ -154,16 +174,19 @@ SMALL = LandmarkConfig(view=(96, 192), epochs=30, batch=6)
 
 
 @pytest.fixture(scope="session")
-def planted(tmp_path_factory):
-    """(dataset directory of 12 planted radiographs, a model trained on them with the SMALL configuration)."""
-    root = write_planted(tmp_path_factory.mktemp("planted") / "data", 12, seed=0)
-    return root, LandmarkModel.fit(root, SMALL)
+def planted_lmodel(tmp_path_factory) -> Path:
+    """A landmark model folder (LMODEL) trained with the SMALL configuration on 12 planted radiographs, which lie
+    in the folder's sibling `data`."""
+    def build(folder: Path) -> Path:
+        return LandmarkModel.fit(write_planted(folder / "data", 12, seed=0), SMALL).save(folder / "lmodel")
+
+    return built_once(tmp_path_factory, "planted", build)
 
 
 @pytest.fixture(scope="session")
-def planted_lmodel(planted, tmp_path_factory) -> Path:
-    """The planted model saved as a landmark model folder (LMODEL)."""
-    return planted[1].save(tmp_path_factory.mktemp("planted") / "lmodel")
+def planted(planted_lmodel):
+    """(dataset directory of the 12 planted radiographs, the model trained on them, loaded from planted_lmodel)."""
+    return planted_lmodel.parent / "data", LandmarkModel.load(planted_lmodel)
 
 
 @pytest.fixture
@@ -184,8 +207,8 @@ def screening_model(small_png_cohort, tmp_path_factory):
     """A frozen group-attention model (1 view, 5 epochs: seconds; with its novelty reference) trained on
     small_png_cohort, as `osteoscreen train` writes it: its directory. Tests read it; one that alters a model
     copies it first."""
-    return train_model(small_png_cohort, tmp_path_factory.mktemp("screening-model") / "model",
-                       TrainConfig(views=1, epochs=5))
+    return built_once(tmp_path_factory, "screening-model",
+                      lambda folder: train_model(small_png_cohort, folder / "model", TrainConfig(views=1, epochs=5)))
 
 
 @pytest.fixture(scope="session")
@@ -193,9 +216,12 @@ def dicom_results(screening_model, small_dicom_cohort, tmp_path_factory):
     """`predict --dicom-out` of small_dicom_cohort by screening_model: the run folder."""
     from osteoscreen.cli import main
 
-    out = tmp_path_factory.mktemp("dicom-results") / "run"
-    assert main(["predict", str(screening_model), str(small_dicom_cohort), "--out", str(out), "--dicom-out"]) == 0
-    return out
+    def build(folder: Path) -> Path:
+        assert main(["predict", str(screening_model), str(small_dicom_cohort), "--out", str(folder / "run"),
+                     "--dicom-out"]) == 0
+        return folder / "run"
+
+    return built_once(tmp_path_factory, "dicom-results", build)
 
 
 def read_report(source) -> dict:
