@@ -59,7 +59,8 @@ ATTENUATION_SCALE = 1.2
 GROUP_CONTRAST = {"condyle": 0.98, "angle": 0.75, "premolar": 1.38, "tuberosity": 0.63}
 GROUP_PERIOD = {"condyle": 1.15, "angle": 0.89, "premolar": 1.41, "tuberosity": 1.09}
 #: Bone (trabecular texture, cortex) is drawn only within this distance of the mandible's surface, where the
-#: bone's weight soft_step(-24 px, 1.5 px) is 1e-7, and where the maxilla's weight is above MAXILLA_FLOOR.
+#: bone's weight soft_step(-40 px, 1.5 px) is 3e-12, and where the maxilla's weight is above MAXILLA_FLOOR:
+#: margins at which no stored pixel value changes (a default cohort is the same file with and without the box).
 BONE_MARGIN_PX = 40
 MAXILLA_FLOOR = 1e-8
 LOCAL_RADIUS_PX = 120  # the landmark's own bone covers the patch and its context at every spacing
@@ -160,7 +161,7 @@ def render_subject(config: PhantomConfig, index: int, who: int) -> PhantomSubjec
         return weight * t_score + (1.0 - weight) * float(rng.normal(-1.5, 1.4))
 
     # bone (trabecular texture, cortex) is drawn only on the box around the mandible and maxilla (beyond it their
-    # weights are below 1e-7 and MAXILLA_FLOOR)
+    # weights are below 3e-12 and MAXILLA_FLOOR)
     box = covering_box((maps["mandible"] < BONE_MARGIN_PX / DOWNSAMPLE) | (maps["maxilla"] > MAXILLA_FLOOR), shape)
     trabecular = trabecular_field(shape, bone_parameters(site_t(None)), spacing, rng, within=box)
     true_landmarks = anatomy.landmarks() * np.array([shape[1], shape[0]])
