@@ -31,7 +31,9 @@ CONFIG = CVConfig(methods=("majority", "knn-lbp", "group-attention"), seeds=(0, 
                   train=TrainConfig(views=2, epochs=5))
 
 
-@pytest.fixture(scope="module")
+# Session-scoped, not module-scoped: pytest-xdist may run this module's tests in two stretches on its worker (its
+# group keeps them on one worker, not together), and a module fixture would then start Ray and the local run twice.
+@pytest.fixture(scope="session")
 def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fault-injecting tasks below
@@ -39,7 +41,7 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def local_run(small_png_cohort, tmp_path_factory):
     run = tmp_path_factory.mktemp("local") / "run"
     run_cross_validation(small_png_cohort, run, CONFIG)
