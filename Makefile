@@ -47,12 +47,13 @@ bench: $(STAMP)
 AVX2_EMULATION := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE MKL_ENABLE_INSTRUCTIONS=AVX2 \
 	OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=1
 
-# The suite on this machine's defaults in one test worker per core (pytest-xdist; the Ray tests in one worker),
+# The suite on this machine's defaults in one test worker per core (pytest-xdist; each test file whole in one
+# worker: its module fixtures are built once, and the Ray tests start one local Ray instance at a time),
 # then the tests that compare results across processes, thread counts and kernels once more under the AVX2
 # emulation with one thread.
 test: lint
 	$(PY) scripts/licences.py
-	$(PY) -m pytest -n auto --dist loadgroup
+	$(PY) -m pytest -n auto --dist loadfile
 	env $(AVX2_EMULATION) $(PY) -m pytest tests/test_portability.py tests/test_distributed.py \
 		"tests/test_performance.py::test_finetune_workers_give_the_same_records_and_a_projection"
 

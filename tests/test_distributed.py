@@ -25,15 +25,11 @@ from osteoscreen.reporting.runs import run_cross_validation
 from osteoscreen.training.config import TrainConfig
 from osteoscreen.training.fit import fit
 
-pytestmark = pytest.mark.xdist_group("ray")  # one local Ray instance at a time, in one test worker
-
 CONFIG = CVConfig(methods=("majority", "knn-lbp", "group-attention"), seeds=(0, 1),
                   train=TrainConfig(views=2, epochs=5))
 
 
-# Session-scoped, not module-scoped: pytest-xdist may run this module's tests in two stretches on its worker (its
-# group keeps them on one worker, not together), and a module fixture would then start Ray and the local run twice.
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # `make test` sends a test file whole to one worker: one local Ray instance at a time
 def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fault-injecting tasks below
@@ -41,7 +37,7 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_run(small_png_cohort, tmp_path_factory):
     run = tmp_path_factory.mktemp("local") / "run"
     run_cross_validation(small_png_cohort, run, CONFIG)
