@@ -51,3 +51,30 @@ def test_flags_replace_only_the_arguments_the_command_line_has():
     assert in_flags("runs/seed=3/x.png: cannot read it", flags) == "runs/seed=3/x.png: cannot read it"
     assert in_flags("see http://h/?seed=3&folds=2", flags) == "see http://h/?seed=3&folds=2"
     assert in_flags("weights=/tmp/w.pt is missing", flags) == "--weights /tmp/w.pt is missing"
+
+
+def test_a_montage_shows_each_patch_under_its_name_right_side_above_left():
+    """Patch i (LANDMARKS order: right then left of each group) fills its tile, enlarged nearest-neighbour: the
+    patient's right sides in the upper row, the groups left to right; the title in the class's colour."""
+    import numpy as np
+
+    from osteoscreen.reporting.visualise import (
+        CLASS_COLOURS,
+        MONTAGE_GAP_PX,
+        MONTAGE_NAME_PX,
+        MONTAGE_PATCH_PX,
+        subject_montage,
+    )
+
+    values = np.arange(8) * 30 + 15  # a distinct grey per patch
+    patches = np.stack([np.full((100, 100), v / 255.0) for v in values])
+    montage = np.asarray(subject_montage(patches, "P001 — osteoporosis", "osteoporosis"))
+    side, gap = MONTAGE_PATCH_PX, MONTAGE_GAP_PX
+    title_px = 16 + 20
+    for index, value in enumerate(values):
+        left = gap // 2 + (index // 2) * (side + gap)
+        top = title_px + (index % 2) * (MONTAGE_NAME_PX + side + gap // 2) + MONTAGE_NAME_PX
+        tile = montage[top:top + side, left:left + side]
+        assert (tile == value).all(), (index, np.unique(tile))
+    colour = tuple(int(CLASS_COLOURS["osteoporosis"][i:i + 2], 16) for i in (1, 3, 5))
+    assert (montage[:title_px] == colour).all(axis=-1).any()  # the title's ink

@@ -576,11 +576,17 @@ import torch
 torch.manual_seed(123)
 state, benchmark = torch.get_rng_state(), torch.backends.cudnn.benchmark
 import osteoscreen
-from osteoscreen.reporting.visualise import save_figure, subject_montage
+from types import SimpleNamespace
+import numpy as np
+from osteoscreen.reporting.visualise import screening_figure, subject_montage
 cohort = osteoscreen.load_dataset({str(small_png_cohort)!r})
 estimator = osteoscreen.HeadClassifier(views=1, epochs=2).fit(cohort)
 estimator.predict_proba(cohort)
-save_figure(subject_montage(cohort.patches[0].plain_views(1.25), "s"), {str(tmp_path / "m.png")!r})
+subject = SimpleNamespace(subject_id="s", landmarks=np.full((8, 2), 20.0), landmark_confidence=None,
+                          landmark_flags=None)
+screening_figure(np.zeros((200, 400)), subject, cohort.patches[0], 1.25, 0.7, None, "osteoporosis", 0.5,
+                 {str(tmp_path / "f.png")!r})  # matplotlib's figure
+subject_montage(cohort.patches[0].plain_views(1.25), "s").save({str(tmp_path / "m.png")!r})  # Pillow's
 assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
 assert torch.equal(torch.get_rng_state(), state), "the global generator moved"
 assert torch.backends.cudnn.benchmark == benchmark
@@ -588,4 +594,4 @@ print("untouched")
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and "untouched" in result.stdout, result.stderr[-2000:]
-    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "f.png").read_bytes()[:4] == (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"

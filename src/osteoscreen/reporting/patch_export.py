@@ -12,7 +12,7 @@ from osteoscreen.data.dataset import Dataset
 from osteoscreen.data.patches import PatchConfig, to_uint8
 from osteoscreen.data.subject_patches import load_dataset_with_patches
 from osteoscreen.io.outputs import INDEX_FILE, output_folder, subject_file_names, write_index
-from osteoscreen.reporting.visualise import cohort_overview, save_figure, subject_montage
+from osteoscreen.reporting.visualise import cohort_overview, subject_montage
 
 OVERVIEW_THUMB = 64
 OVERVIEW_FILE = "overview.png"
@@ -45,7 +45,7 @@ def export_patches(data_dir: str | Path, out: str | Path, config: PatchConfig, p
                 Image.fromarray(patch).save(subject_dir / f"{landmark}.png")
             class_name = "unlabelled" if subject.who is None else WHO_CLASSES[subject.who]
             title = f"{subject.subject_id} — {class_name} — {patches.side} px patches"
-            save_figure(subject_montage(plain, title, class_name), folder / "montages" / f"{name}.png")
+            subject_montage(plain, title, class_name).save(folder / "montages" / f"{name}.png")
             rows.append((subject.subject_id, class_name, patches.plain_views(config.context, OVERVIEW_THUMB)))
         Image.fromarray(cohort_overview(rows, OVERVIEW_THUMB)).save(folder / OVERVIEW_FILE)
         write_index(folder, ids, names)

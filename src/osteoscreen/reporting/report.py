@@ -21,7 +21,7 @@ from osteoscreen.data.cohort import Cohort
 from osteoscreen.evaluation.experiment import CVResult
 from osteoscreen.evaluation.tables import SPREAD_COLUMNS, percent, spread_cell, with_interval
 from osteoscreen.io.outputs import strict_json
-from osteoscreen.reporting.visualise import CLASS_COLOURS, figure_uri, subject_montage
+from osteoscreen.reporting.visualise import CLASS_COLOURS, figure_uri, image_uri, subject_montage
 from osteoscreen.training.recipes import recipe_text
 
 PAPER_TABLE_1 = {"knn-lbp": (0.653, 0.429, 0.586), "ensemble-lbp": (0.796, 0.191, 0.614),
@@ -362,8 +362,8 @@ def _examples_html(result: CVResult, cohort: Cohort, showcase: str) -> str:
         if scores["attention"] is not None:
             title += "\nattention " + ", ".join(f"{g} {a:.2f}" for g, a in zip(GROUPS, scores["attention"][index],
                                                                                strict=True))
-        figure = subject_montage(cohort.patches[index].plain_views(context), title, CLASSES[labels[index]])
-        montages.append(f"<figure>{_img(figure_uri(figure), title)}<figcaption>{html.escape(outcome)}"
+        montage = subject_montage(cohort.patches[index].plain_views(context), title, CLASSES[labels[index]])
+        montages.append(f"<figure>{_img(image_uri(montage), title)}<figcaption>{html.escape(outcome)}"
                         "</figcaption></figure>")
     return (f"<p>Method: {html.escape(showcase)}. The 8 patches of the most confident subject of each outcome.</p>"
             + "".join(montages))
