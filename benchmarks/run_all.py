@@ -16,6 +16,7 @@ import bench_landmarks
 import bench_memory
 import bench_onnx
 import bench_render
+import bench_synth
 import bench_upload_memory
 from common import REPEATS, format_table
 from hardware import cpu_name, peak
@@ -28,7 +29,7 @@ def main() -> int:
           f"threads), Python {platform.python_version()}; medians of {REPEATS} after a warm-up", flush=True)
     rows = []
     for bench in (bench_finetune_step, bench_frozen_loo, bench_memory, bench_render, bench_upload_memory,
-                  bench_landmarks, bench_onnx):
+                  bench_landmarks, bench_onnx, bench_synth):
         print(f"running {bench.__name__} ...", flush=True)
         rows += (new := bench.run())
         print(format_table(new), flush=True)  # as each finishes: a later failure loses nothing
