@@ -44,8 +44,8 @@ from osteoscreen.web.uploads import (
     UploadError,
     decode_dicom_upload,
     decode_upload,
+    display_png,
     parse_covariates,
-    png_bytes,
 )
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def suggestion_response(model: LandmarkModel, radiograph: Radiograph, what: str)
 
 
 def _data_uri(pixels) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(pixels)).decode()
+    return "data:image/png;base64," + base64.b64encode(display_png(pixels)).decode()
 
 
 @dataclass
@@ -228,7 +228,7 @@ def _add_screening(app: FastAPI, services: Services) -> None:
     def render(file: Annotated[UploadFile, File()]) -> Response:
         with slots():
             radiograph = decode_upload(file.file.read())
-            return Response(png_bytes(radiograph.pixels), media_type="image/png")
+            return Response(display_png(radiograph.pixels), media_type="image/png")
 
     @app.post("/api/suggest")
     def suggest(file: Annotated[UploadFile, File()]) -> dict:
@@ -290,23 +290,26 @@ def _add_dicom_results(app: FastAPI, services: Services) -> None:
     POST /api/send: both sent to the configured PACS, answered {"destination", "sent": [names], "failed": [lines]}.
     The forms are /api/screen's. Nothing is kept: the files are built per request, sent from a temporary folder."""
 
-    def results(file: UploadFile, landmarks: str, age: str, sex: str) -> dict[str, object]:
+    def results(file: UploadFile, landmarks: str, age: str, sex: str,
+                parts: tuple[str, ...] = DICOM_PARTS) -> dict[str, object]:
+        """{file name: dataset} of the asked `parts` only (the key image draws the screening figure)."""
         from osteoscreen.deploy.dicom_results import KEY_IMAGE_SUFFIX, SR_SUFFIX, key_image, structured_report
 
+        builders = {"sr": (SR_SUFFIX, structured_report), "key-image": (KEY_IMAGE_SUFFIX, key_image)}
         model = services.model()
         form = ScreeningForm.parse(model, landmarks, age, sex)
         with services.slots():
             radiograph, reference = decode_dicom_upload(file.file.read())
             screened = form.screen(model, radiograph)
-            return {f"{UPLOAD_ID}{SR_SUFFIX}": structured_report(reference, screened, model),
-                    f"{UPLOAD_ID}{KEY_IMAGE_SUFFIX}": key_image(reference, screened, model)}
+            return {f"{UPLOAD_ID}{builders[part][0]}": builders[part][1](reference, screened, model)
+                    for part in parts}
 
     @app.post("/api/dicom/{part}")
     def dicom_file(part: str, file: Annotated[UploadFile, File()], landmarks: Annotated[str, Form()],
                    age: Annotated[str, Form()] = "", sex: Annotated[str, Form()] = "") -> Response:
         if part not in DICOM_PARTS:
             raise UploadError(404, f"no DICOM result {part!r}: ask for {' or '.join(DICOM_PARTS)}")
-        name, dataset = list(results(file, landmarks, age, sex).items())[DICOM_PARTS.index(part)]
+        ((name, dataset),) = results(file, landmarks, age, sex, (part,)).items()
         buffer = io.BytesIO()
         dataset.save_as(buffer, enforce_file_format=True)
         return Response(buffer.getvalue(), media_type="application/dicom",
@@ -341,7 +344,7 @@ def _add_annotation(app: FastAPI, services: Services) -> None:
     def subject_image(index: int) -> Response:
         subject = services.subject(index)
         with slots():
-            return Response(png_bytes(subject.load_image().pixels), media_type="image/png")
+            return Response(display_png(subject.load_image().pixels), media_type="image/png")
 
     @app.get("/api/subjects/{index}/landmarks")
     def subject_landmarks(index: int) -> dict:
