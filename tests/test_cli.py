@@ -63,6 +63,7 @@ def test_a_montage_shows_each_patch_under_its_name_right_side_above_left():
         MONTAGE_GAP_PX,
         MONTAGE_NAME_PX,
         MONTAGE_PATCH_PX,
+        MONTAGE_TITLE_LINE_PX,
         subject_montage,
     )
 
@@ -70,7 +71,7 @@ def test_a_montage_shows_each_patch_under_its_name_right_side_above_left():
     patches = np.stack([np.full((100, 100), v / 255.0) for v in values])
     montage = np.asarray(subject_montage(patches, "P001 — osteoporosis", "osteoporosis"))
     side, gap = MONTAGE_PATCH_PX, MONTAGE_GAP_PX
-    title_px = 16 + 20
+    title_px = 16 + MONTAGE_TITLE_LINE_PX  # one title line
     for index, value in enumerate(values):
         left = gap // 2 + (index // 2) * (side + gap)
         top = title_px + (index % 2) * (MONTAGE_NAME_PX + side + gap // 2) + MONTAGE_NAME_PX

@@ -1,4 +1,4 @@
-"""Greyscale PNG files written in one vectorised pass: what the phantom writes 70 radiographs of per cohort.
+"""Greyscale PNG files written in one vectorised pass: the phantom's radiographs and the web page's images.
 
 Pillow's PNG encoder chooses a PNG filter for every row by trying four of them byte by byte in scalar C (libpng's
 heuristic) before deflating it; for a 16-bit radiograph of 2500 x 1250 pixels that is three quarters of the time

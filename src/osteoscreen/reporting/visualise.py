@@ -33,7 +33,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
 def subject_montage(patches: np.ndarray, title: str, class_name: str = "unlabelled") -> Image.Image:
     """The 8 patches ([8, h, w] in [0, 1]) in 2 rows (patient's right, left) x 4 groups, each under its name,
     below `title` (one or more lines) in the class's colour: an RGB image, 800 px wide. Drawn with Pillow, not
-    matplotlib: a montage per subject takes 20 ms instead of 270 ms (docs/performance.md)."""
+    matplotlib: a montage takes 27 ms instead of about 270 ms (docs/performance.md)."""
     from osteoscreen.data.patches import to_uint8
 
     side, gap, name_px = MONTAGE_PATCH_PX, MONTAGE_GAP_PX, MONTAGE_NAME_PX
