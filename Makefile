@@ -50,11 +50,11 @@ AVX2_EMULATION := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMP
 # The suite on this machine's defaults in one test worker per core (pytest-xdist; each test file whole in one
 # worker: its module fixtures are built once, and the Ray tests start one local Ray instance at a time),
 # then the tests that compare results across processes, thread counts and kernels once more under the AVX2
-# emulation with one thread.
+# emulation, in two test workers of one thread each.
 test: lint
 	$(PY) scripts/licences.py
 	$(PY) -m pytest -n auto --dist loadfile
-	env $(AVX2_EMULATION) $(PY) -m pytest tests/test_portability.py tests/test_distributed.py \
+	env $(AVX2_EMULATION) $(PY) -m pytest -n 2 --dist loadfile tests/test_portability.py tests/test_distributed.py \
 		"tests/test_performance.py::test_finetune_workers_give_the_same_records_and_a_projection"
 
 clean:

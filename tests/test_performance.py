@@ -108,7 +108,7 @@ def test_native_res_feeds_patches_at_their_own_size(cohort, monkeypatch):
 
 def test_finetune_workers_give_the_same_records_and_a_projection(planted_cohort, tmp_path):
     small = planted_cohort(6, seed=2)
-    config = CVConfig(methods=("majority", "concat"), train=TrainConfig(
+    config = CVConfig(methods=("majority", "concat"), protocol="kfold", folds=3, repeats=1, train=TrainConfig(
         mode="finetune", backbone="alexnet", weights="none", epochs=1, batch_size=8, native_res=True))
     messages = []
     alone = run_folds(small, config, RunFolder(tmp_path / "one"), backend=LocalBackend(1), log=messages.append)[0]

@@ -78,16 +78,24 @@ def test_fold_standardisation_uses_each_folds_own_training_moments():
     assert not torch.allclose(mean[0], mean[1])
 
 
-@pytest.mark.parametrize("head, clinical, weighting", [("group-attention", False, False), ("abmil", False, True),
-                                                       ("concat", True, False)])
-def test_stacked_fast_path_equals_the_plain_loop(planted_cohort, head, clinical, weighting):
+@pytest.fixture(scope="module")
+def aged_cohort(planted_cohort):
+    """14 planted subjects with ages and sexes; one cohort for every head below, so its features are extracted
+    once."""
     from dataclasses import replace
-
-    from osteoscreen.training.head_loop import fit_head
-    from osteoscreen.training.stacked import fit_frozen_folds
 
     small = planted_cohort(14, seed=5)
     small.patches = [replace(p, age=50.0 + i, sex="FM"[i % 2]) for i, p in enumerate(small.patches)]
+    return small
+
+
+@pytest.mark.parametrize("head, clinical, weighting", [("group-attention", False, False), ("abmil", False, True),
+                                                       ("concat", True, False)])
+def test_stacked_fast_path_equals_the_plain_loop(aged_cohort, head, clinical, weighting):
+    from osteoscreen.training.head_loop import fit_head
+    from osteoscreen.training.stacked import fit_frozen_folds
+
+    small = aged_cohort
     config = TrainConfig(head=head, views=3, epochs=12, batch_size=5, precision="fp32", clinical=clinical,
                          class_weighting=weighting)
     train_sets = [np.arange(10), np.arange(4, 14), np.array([0, 3, 5, 6, 8, 9, 11, 12, 13, 1])]
