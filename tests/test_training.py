@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,22 @@ def test_finetune_runs_the_same_surface(planted_cohort):
     probability, attention = predict_proba(fit(small, np.arange(4), config), small, [4, 5])
     assert probability.shape == (2,) and ((probability >= 0) & (probability <= 1)).all()
     assert attention.shape == (2, 4)
+
+
+def test_a_diverging_fine_tune_stops_with_one_line_and_writes_nothing(small_png_cohort, tmp_path, capsys):
+    """A backbone learning rate far too high: the loss overflows to nan within 3 epochs. Training stops there with
+    the reason instead of saving a model that answers nan for every radiograph."""
+    from osteoscreen.cli import main
+
+    out = tmp_path / "model"
+    assert main(["train", str(small_png_cohort), "--out", str(out), "--mode", "finetune", "--backbone", "alexnet",
+                 "--weights", "none", "--lr-backbone", "10", "--epochs", "3", "--native-res", "--batch-size", "4",
+                 "--precision", "fp32"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.fullmatch(r"osteoscreen: error: fine-tuning diverged: the training loss was (nan|inf) in epoch [23] of "
+                        r"3 \(lr_backbone 10, lr_head 0.01, weights none\); lower the learning rates or start from "
+                        r"pretrained backbone weights", error), error
+    assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_frozen_features_are_computed_once(cohort):
