@@ -100,7 +100,8 @@ def in_flags(message: str, flags: dict[str, str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # usage errors (2), --help and --version (0): argparse has printed them

@@ -32,16 +32,13 @@ from osteoscreen.cli.options import (
     sex_code,
 )
 from osteoscreen.core.version import __version__
-from osteoscreen.models.heads import CLINICAL_HEADS, HEADS
 
 
-def _landmarks(commands) -> None:
+def _landmarks(landmarks: argparse.ArgumentParser) -> None:
     """`landmarks train|suggest|evaluate`: the landmark suggester's commands."""
     from osteoscreen.landmarking.model import LandmarkConfig
 
     defaults = LandmarkConfig()
-    landmarks = commands.add_parser("landmarks", help="suggest the 8 landmarks: train a suggester, suggest, "
-                                    "evaluate")
     actions = landmarks.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def training_options(parser) -> None:
@@ -77,9 +74,8 @@ def _landmarks(commands) -> None:
     evaluate.set_defaults(run=cmd_landmarks_evaluate)
 
 
-def _synth(commands) -> None:
+def _synth(synth: argparse.ArgumentParser) -> None:
     """`synth`: the phantom cohort's size, classes, format and signal."""
-    synth = commands.add_parser("synth", help="generate the synthetic phantom cohort")
     synth.add_argument("out", help="output dataset directory")
     synth.add_argument("--n", type=number(int, 2, 100_000), default=70, help="number of subjects (default 70)")
     synth.add_argument("--positives", type=number(int, 0, 100_000), default=49,
@@ -99,29 +95,26 @@ def _synth(commands) -> None:
     synth.set_defaults(run=cmd_synth)
 
 
-def _validate(commands) -> None:
+def _validate(validate: argparse.ArgumentParser) -> None:
     """`validate DATA`."""
-    validate = commands.add_parser("validate", help="check a dataset directory and summarise it")
     validate.add_argument("data")
     validate.set_defaults(run=cmd_validate)
 
 
-def _patches(commands) -> None:
+def _patches(patches: argparse.ArgumentParser) -> None:
     """`patches DATA --out`."""
-    patches = commands.add_parser("patches", help="write the 8 landmark patches and montages of every subject")
     patches.add_argument("data")
     patches.add_argument("--out", required=True)
     add_patch_options(patches)
     patches.set_defaults(run=cmd_patches)
 
 
-def _cv(commands) -> None:
+def _cv(cv: argparse.ArgumentParser) -> None:
     """`cv DATA --out`: methods, protocol, seeds, backend and the training flags."""
     from osteoscreen.evaluation.splits import PROTOCOLS
     from osteoscreen.methods.baselines import BASELINES, CLINICAL
-    from osteoscreen.models.heads import CLINICAL_SUFFIX
+    from osteoscreen.models.heads import CLINICAL_SUFFIX, HEADS
 
-    cv = commands.add_parser("cv", help="cross-validate every method on a dataset (resumable)")
     cv.add_argument("data")
     cv.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     cv.add_argument("--methods", default=None, help=f"comma-separated subset of: {', '.join((*BASELINES, *HEADS))} "
@@ -147,9 +140,10 @@ def _cv(commands) -> None:
     cv.set_defaults(run=cmd_cv)
 
 
-def _train(commands) -> None:
+def _train(train: argparse.ArgumentParser) -> None:
     """`train DATA --out`: one method, the training flags."""
-    train = commands.add_parser("train", help="train one method on every subject of a dataset and save the model")
+    from osteoscreen.models.heads import CLINICAL_HEADS, HEADS
+
     train.add_argument("data")
     train.add_argument("--out", required=True, help="model directory to create")
     train.add_argument("--method", choices=[*HEADS, *CLINICAL_HEADS], default="group-attention")
@@ -159,11 +153,10 @@ def _train(commands) -> None:
     train.set_defaults(run=cmd_train)
 
 
-def _predict(commands) -> None:
+def _predict(predict: argparse.ArgumentParser) -> None:
     """`predict MODEL INPUT --out`: landmarks or a suggester, covariates of a single image, backend."""
     from osteoscreen.data.dataset import MAX_AGE
 
-    predict = commands.add_parser("predict", help="screen new radiographs with a trained model")
     predict.add_argument("model", help="model directory written by `osteoscreen train` (with --runtime onnx: a "
                                        "folder written by `osteoscreen export`)")
     predict.add_argument("input", help="a dataset directory (labels optional), or one image with --landmarks")
@@ -187,48 +180,40 @@ def _predict(commands) -> None:
     predict.set_defaults(run=cmd_predict)
 
 
-def _export(commands) -> None:
+def _export(export: argparse.ArgumentParser) -> None:
     """`export MODEL --out`."""
-    export = commands.add_parser("export", help="write a model as ONNX (model.onnx) with its screening contract "
-                                                "(screening.json), for onnxruntime")
     export.add_argument("model", help="model directory written by `osteoscreen train`")
     export.add_argument("--out", required=True, help="folder to write (absent or empty)")
     export.set_defaults(run=cmd_export)
 
 
-def _send(commands) -> None:
+def _send(send: argparse.ArgumentParser) -> None:
     """`send RUN --send|--stow`."""
-    send = commands.add_parser("send", help="send a predict run's DICOM results to a PACS (what it has not "
-                                            "accepted yet)")
     send.add_argument("run_dir", metavar="RUN", help="a predict --dicom-out output folder")
     add_pacs_options(send)
     send.set_defaults(run=cmd_send)
 
 
-def _import_landmarks(commands) -> None:
+def _import_landmarks(annotations: argparse.ArgumentParser) -> None:
     """`import-landmarks FILES --out`."""
-    annotations = commands.add_parser("import-landmarks",
-                                      help="convert LabelMe or COCO keypoint annotations into landmarks.csv")
     annotations.add_argument("files", nargs="+", help="LabelMe JSON files (one per image) or a COCO JSON file")
     annotations.add_argument("--out", required=True, help="landmarks.csv to write")
     annotations.add_argument("--format", choices=["auto", "labelme", "coco"], default="auto")
     annotations.set_defaults(run=cmd_import_landmarks)
 
 
-def _check_weights(commands) -> None:
+def _check_weights(check: argparse.ArgumentParser) -> None:
     """`check-weights [IMAGE]`."""
     from osteoscreen.models.backbones import BACKBONES
 
-    check = commands.add_parser("check-weights", help="print a backbone's top-5 ImageNet classes for an image")
     check.add_argument("image", nargs="?", default=None, help="natural RGB image (default: a cat from scikit-image)")
     check.add_argument("--backbone", choices=list(BACKBONES), default="efficientnet_lite0")
     check.add_argument("--weights", default="imagenet", help="imagenet, none, a path or a URL")
     check.set_defaults(run=cmd_check_weights)
 
 
-def _serve(commands) -> None:
+def _serve(serve: argparse.ArgumentParser) -> None:
     """`serve`: the modes, the landmark model, the address and the limits."""
-    serve = commands.add_parser("serve", help="a local web page: place landmarks and screen, or annotate a dataset")
     serve.add_argument("--model", default=None, help="model directory: screening mode")
     serve.add_argument("--data", default=None, help="dataset directory: annotation mode (saves its landmarks.csv)")
     serve.add_argument("--landmarks-model", default=None, metavar="LMODEL",
@@ -247,25 +232,43 @@ def _serve(commands) -> None:
     serve.set_defaults(run=cmd_serve)
 
 
-def _demo(commands) -> None:
+def _demo(demo: argparse.ArgumentParser) -> None:
     """`demo`."""
-    demo = commands.add_parser("demo", help="synthesise the default cohort and run the main job on it")
     demo.add_argument("--out", default="runs/demo")
     add_patch_options(demo)
     demo.set_defaults(run=cmd_demo)
 
 
-#: Every command, in the order of `osteoscreen --help`: each adds its subparser, flags and `cmd_*` function.
-COMMANDS = (_synth, _validate, _patches, _cv, _train, _predict, _export, _send, _import_landmarks, _check_weights,
-            _serve, _landmarks, _demo)
+#: Every command, in the order of `osteoscreen --help`: its name, its one-line help and the function that adds its
+#: flags and `cmd_*` function to its subparser.
+COMMANDS = (
+    ("synth", "generate the synthetic phantom cohort", _synth),
+    ("validate", "check a dataset directory and summarise it", _validate),
+    ("patches", "write the 8 landmark patches and montages of every subject", _patches),
+    ("cv", "cross-validate every method on a dataset (resumable)", _cv),
+    ("train", "train one method on every subject of a dataset and save the model", _train),
+    ("predict", "screen new radiographs with a trained model", _predict),
+    ("export", "write a model as ONNX (model.onnx) with its screening contract (screening.json), for "
+               "onnxruntime", _export),
+    ("send", "send a predict run's DICOM results to a PACS (what it has not accepted yet)", _send),
+    ("import-landmarks", "convert LabelMe or COCO keypoint annotations into landmarks.csv", _import_landmarks),
+    ("check-weights", "print a backbone's top-5 ImageNet classes for an image", _check_weights),
+    ("serve", "a local web page: place landmarks and screen, or annotate a dataset", _serve),
+    ("landmarks", "suggest the 8 landmarks: train a suggester, suggest, evaluate", _landmarks),
+    ("demo", "synthesise the default cohort and run the main job on it", _demo),
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line: --version, then each of COMMANDS."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line: --version, then each of COMMANDS; with `command` (the name the arguments start with), only
+    that command's flags are added (each command's own imports, torch among them for most, load only when it
+    runs; `osteoscreen synth` starts in a quarter of the time), the others are listed with their help."""
     parser = argparse.ArgumentParser(prog="osteoscreen", description="Research pre-screening of osteoporosis "
                                      "from dental panoramic radiographs (not a diagnostic device).")
     parser.add_argument("--version", action="version", version=f"osteoscreen {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in COMMANDS:
-        add(commands)
+    for name, summary, add in COMMANDS:
+        subparser = commands.add_parser(name, help=summary)
+        if command in (None, name):
+            add(subparser)
     return parser

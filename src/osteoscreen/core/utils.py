@@ -24,8 +24,6 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import torch
-
 M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest: blocks up to 32 MiB come from the reusable heap
@@ -65,10 +63,14 @@ class intra_op_threads:
         self.count = count
 
     def __enter__(self):
+        import torch  # here, not at the top: the commands that need no torch (synth, validate) start without it
+
         self.previous = torch.get_num_threads()
         torch.set_num_threads(self.count)
 
     def __exit__(self, *exc):
+        import torch
+
         torch.set_num_threads(self.previous)
 
 
@@ -80,6 +82,8 @@ def seeded(seed: int):
     """torch's global CPU generator seeded, held by this thread alone until the block ends: computations side by
     side in threads (`side_by_side`) each draw their initialisation as they would alone; the caller's generator
     state comes back after the block (no side effect on a notebook's random numbers)."""
+    import torch
+
     with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
