@@ -385,6 +385,37 @@ def test_sigterm_during_predict_leaves_no_partial_output(screening_model, small_
     assert not partial.exists() and not out.exists()
 
 
+@pytest.mark.parametrize("signal_name, code, line", [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])
+def test_a_signal_inside_a_constructor_still_ends_in_one_line(tmp_path, signal_name, code, line):
+    """The signal can land while tqdm builds its progress bar (seen in CI: SIGTERM during predict); the half-built
+    bar's finalizer then fails, and Python printed that as a traceback after the one line. The same with an
+    object built to fail like it, deterministically."""
+    import subprocess
+    import sys
+
+    script = f"""
+import os, signal, sys
+import osteoscreen.cli.parser as parser
+from osteoscreen.cli import main
+
+class HalfBuilt:
+    def __init__(self):
+        os.kill(os.getpid(), signal.{signal_name})  # arrives before the attributes are set, as in tqdm.__init__
+        self.pos = 0
+
+    def __del__(self):
+        abs(self.pos)  # tqdm.close() on a half-built bar: AttributeError
+
+def run(args):
+    HalfBuilt()
+
+parser.cmd_validate = run
+sys.exit(main(["validate", {str(tmp_path)!r}]))
+"""
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (ran.returncode, ran.stderr) == (code, f"osteoscreen: {line}\n")
+
+
 # 5. The Python API checks its arguments like scikit-learn.
 
 def test_input_errors_are_value_errors_and_type_errors_are_type_errors(small_png_cohort):

@@ -58,6 +58,22 @@ def terminate_like_interrupt() -> None:
         signal.signal(signal.SIGTERM, stop)
 
 
+def release_quietly(stop: BaseException) -> None:
+    """Free the frames an interruption left behind now, their finalizers' errors silenced: the signal can land in
+    a constructor (tqdm's progress bar), and the half-built object's __del__ then fails, which Python would print
+    as a traceback after the command's one line."""
+    import gc
+
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        while stop is not None:  # the exception and those it was raised during (a cleanup that failed too)
+            stop.__traceback__, stop = None, stop.__context__
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
 #: Storage failures reported as one line with the path: a full disk (exit 1: the command was right) or a
 #: location that cannot be written (exit 2: choose another).
 STORAGE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
@@ -121,12 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         for line in error.lines:
             print(f"osteoscreen: error: {line}", file=sys.stderr)
         return 1
-    except Terminated:
-        print("osteoscreen: terminated", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("osteoscreen: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
+        release_quietly(stop)
+        terminated = isinstance(stop, Terminated)
+        print(f"osteoscreen: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except Exception as error:  # a storage failure, or an internal error: one line, no traceback unless asked for
         if isinstance(error, OSError) and error.errno in STORAGE_ERRORS:
             where = f"{error.filename}: " if error.filename else ""
