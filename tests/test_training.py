@@ -45,19 +45,24 @@ def test_finetune_runs_the_same_surface(planted_cohort):
     assert attention.shape == (2, 4)
 
 
-def test_a_diverging_fine_tune_stops_with_one_line_and_writes_nothing(small_png_cohort, tmp_path, capsys):
-    """A backbone learning rate far too high: the loss overflows to nan within 3 epochs. Training stops there with
-    the reason instead of saving a model that answers nan for every radiograph."""
+@pytest.mark.parametrize("flags, expected", [
+    (["--mode", "finetune", "--backbone", "alexnet", "--weights", "none", "--lr-backbone", "10", "--epochs", "3",
+      "--native-res", "--batch-size", "4"],
+     r"the training loss was (nan|inf) in epoch [23] of 3 \(lr_backbone 10, lr_head 0.01, weights none\); lower the "
+     r"learning rates or start from pretrained backbone weights"),
+    (["--views", "1", "--epochs", "20", "--lr-head", "1e6"],
+     r"the head's weights were not finite after 20 epochs \(lr_head 1e\+06\); lower the learning rate"),
+], ids=["finetune", "frozen"])
+def test_a_diverging_training_stops_with_one_line_and_writes_nothing(small_png_cohort, tmp_path, capsys, flags,
+                                                                     expected):
+    """Learning rates far too high: the loss or the head's weights overflow to nan. Training stops with the reason
+    instead of saving a model that answers nan for every radiograph (`train` saved one in frozen mode)."""
     from osteoscreen.cli import main
 
     out = tmp_path / "model"
-    assert main(["train", str(small_png_cohort), "--out", str(out), "--mode", "finetune", "--backbone", "alexnet",
-                 "--weights", "none", "--lr-backbone", "10", "--epochs", "3", "--native-res", "--batch-size", "4",
-                 "--precision", "fp32"]) == 2
+    assert main(["train", str(small_png_cohort), "--out", str(out), "--precision", "fp32", *flags]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert re.fullmatch(r"osteoscreen: error: fine-tuning diverged: the training loss was (nan|inf) in epoch [23] of "
-                        r"3 \(lr_backbone 10, lr_head 0.01, weights none\); lower the learning rates or start from "
-                        r"pretrained backbone weights", error), error
+    assert re.fullmatch(f"osteoscreen: error: training diverged: {expected}", error), error
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 

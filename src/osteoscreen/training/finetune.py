@@ -18,14 +18,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from osteoscreen.core.errors import InputError
 from osteoscreen.core.precision import autocast
 from osteoscreen.data.cohort import COVARIATE_NAMES, Cohort
 from osteoscreen.models.backbones import Backbone
 from osteoscreen.models.heads import build_head
 from osteoscreen.models.octuplet import OctupletNet
 from osteoscreen.training.config import TrainConfig
-from osteoscreen.training.fitted import FittedModel, batches, class_weights, clinical_covariates, covariate_scale
+from osteoscreen.training.fitted import (
+    FittedModel,
+    batches,
+    class_weights,
+    clinical_covariates,
+    covariate_scale,
+    diverged,
+)
 
 CUDA_CHUNK_FACTOR = 4  # a GPU's memory holds 4x the CPU chunk (EfficientNet: a whole 256-patch batch, ~10 GiB)
 
@@ -151,15 +157,9 @@ def _fit_finetune(cohort: Cohort, indices: np.ndarray, labels: torch.Tensor, con
                                         None if covariates is None else covariates[batch.to(config.device)])
             loss_sum, correct = loss_sum + loss * len(batch), correct + right
         if not math.isfinite(loss_sum):
-            raise _diverged(loss_sum, len(history["loss"]) + 1, config)
+            raise diverged(f"the training loss was {loss_sum} in epoch {len(history['loss']) + 1} of {config.epochs}",
+                           config)
         history["loss"].append(round(loss_sum / len(indices), 6))
         history["accuracy"].append(round(correct / len(indices), 6))
     return FittedModel(config, net.head, net.eval(), history=history)
 
-
-def _diverged(loss: float, epoch: int, config: TrainConfig) -> InputError:
-    """The error of a fine-tuning whose training loss stopped being finite: training stops there instead of saving
-    a network that answers nan for every radiograph."""
-    return InputError(f"fine-tuning diverged: the training loss was {loss} in epoch {epoch} of {config.epochs} "
-                      f"(lr_backbone {config.lr_backbone:g}, lr_head {config.lr_head:g}, weights {config.weights}); "
-                      "lower the learning rates or start from pretrained backbone weights")

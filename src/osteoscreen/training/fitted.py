@@ -36,6 +36,18 @@ class FittedModel:
     covariate_std: torch.Tensor | None = None
 
 
+def diverged(what: str, config: TrainConfig) -> InputError:
+    """The error of a training that left non-finite numbers (a learning rate far too high; the texture feature of
+    a randomly initialised backbone): it stops there instead of saving a model that answers nan for every
+    radiograph. `what`: what was not finite, and when."""
+    rates = f"lr_head {config.lr_head:g}"
+    advice = "lower the learning rate"
+    if config.mode == "finetune":
+        rates = f"lr_backbone {config.lr_backbone:g}, {rates}, weights {config.weights}"
+        advice = "lower the learning rates or start from pretrained backbone weights"
+    return InputError(f"training diverged: {what} ({rates}); {advice}")
+
+
 def class_weights(labels: torch.Tensor, enabled: bool) -> torch.Tensor | None:
     """Inverse class frequency per row of labels [..., n] -> [..., 2]; None when disabled."""
     if not enabled:

@@ -29,6 +29,7 @@ from osteoscreen.training.fitted import (
     class_weights,
     clinical_covariates,
     covariate_scale,
+    diverged,
 )
 
 FOLD_CHUNK = 70  # folds whose heads train as one stacked computation (measured: docs/performance.md)
@@ -129,6 +130,10 @@ def _train_stacked_heads(features: torch.Tensor, index: torch.Tensor, labels: to
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+    finite = torch.stack([leaf.isfinite().flatten(1).all(dim=1) for leaf in storage.values()]).all(dim=0)  # [F]
+    if not bool(finite.all()):
+        which = f" in {int((~finite).sum())} of {folds} folds" if folds > 1 else ""
+        raise diverged(f"the head's weights were not finite after {config.epochs} epochs{which}", config)
     models = []
     for fold in range(folds):
         fold_head = copy.deepcopy(head).cpu()  # heads predict from the CPU-held features
