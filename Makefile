@@ -47,8 +47,9 @@ bench: $(STAMP)
 AVX2_EMULATION := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE MKL_ENABLE_INSTRUCTIONS=AVX2 \
 	OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=1
 
-# The suite on this machine's defaults in one test worker per core (pytest-xdist; each test file whole in one
-# worker: its module fixtures are built once, and the Ray tests start one local Ray instance at a time),
+# The suite in one test worker per core, each on its share of the cores (tests/conftest.py; pytest-xdist: each
+# test file whole in one worker: its module fixtures are built once, and the Ray tests start one local Ray
+# instance at a time),
 # then the tests that compare results across processes, thread counts and kernels once more under the AVX2
 # emulation, in two test workers of one thread each.
 test: lint
