@@ -31,9 +31,10 @@ def pytest_configure(config):
     """`make test` runs the suite in one pytest-xdist worker per core. Each worker gets a temporary folder of its
     own (TMPDIR, for this process and what it starts), so a test that checks nothing was left there sees only its
     own worker's files; removed when the worker ends. And each gets its share of the cores as torch's intra-op
-    threads (OMP_NUM_THREADS for what it starts), unless the caller set OMP_NUM_THREADS: two workers of two
-    threads each on two cores spent a quarter of the suite's CPU time in waiting OpenMP threads (user CPU 8 min 25 s
-    -> 6 min 33 s, wall 4 min 37-49 s -> 4 min 07 s). The tests of thread counts set their own."""
+    threads, OpenBLAS's and OMP_NUM_THREADS for what it starts, unless the caller set OMP_NUM_THREADS: two workers of
+    two threads each on two cores spent a quarter of the suite's CPU time in waiting OpenMP and BLAS threads (user
+    CPU 8 min 25 s - 9 min 05 s -> 6 min 49-55 s, wall 4 min 37-49 s -> 4 min 07-21 s). The tests of thread counts
+    set their own."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker:
         folder = Path(tempfile.gettempdir()) / f"osteoscreen-tests-{worker}-{os.getpid()}"

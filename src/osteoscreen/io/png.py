@@ -11,6 +11,7 @@ pixels give the same bytes.
 
 from __future__ import annotations
 
+import base64
 import struct
 import zlib
 from pathlib import Path
@@ -52,3 +53,8 @@ def png_bytes(pixels: np.ndarray, text: dict[str, str] | None = None) -> bytes:
 def write_png(path: str | Path, pixels: np.ndarray, text: dict[str, str] | None = None) -> None:
     """Write `png_bytes(pixels, text)` to `path`."""
     Path(path).write_bytes(png_bytes(pixels, text))
+
+
+def png_data_uri(data: bytes) -> str:
+    """A PNG file's bytes as a data URI, for a self-contained HTML page or a JSON answer of the web page."""
+    return "data:image/png;base64," + base64.b64encode(data).decode()

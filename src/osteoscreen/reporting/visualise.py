@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import functools
 import io
 from pathlib import Path
@@ -13,6 +12,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from osteoscreen.core.landmarks import LANDMARKS
+from osteoscreen.io.png import png_data_uri
 
 CLASS_COLOURS = {"osteoporosis": "#c0392b", "osteopenia": "#d68910", "normal": "#2471a3", "unlabelled": "#555555"}
 
@@ -55,14 +55,14 @@ def image_uri(image: Image.Image) -> str:
     """A Pillow image as a PNG data URI, for a self-contained HTML page."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return png_data_uri(buffer.getvalue())
 
 
 def figure_uri(figure: Figure) -> str:
     """The figure as a PNG data URI, for a self-contained HTML page."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return png_data_uri(buffer.getvalue())
 
 
 def cohort_overview(rows: list[tuple[str, str, np.ndarray]], thumb: int = 64) -> np.ndarray:

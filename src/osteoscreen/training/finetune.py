@@ -162,4 +162,3 @@ def _fit_finetune(cohort: Cohort, indices: np.ndarray, labels: torch.Tensor, con
         history["loss"].append(round(loss_sum / len(indices), 6))
         history["accuracy"].append(round(correct / len(indices), 6))
     return FittedModel(config, net.head, net.eval(), history=history)
-

@@ -17,7 +17,6 @@ page shows them for the user to check and correct, and nothing is saved or scree
 
 from __future__ import annotations
 
-import base64
 import io
 import tempfile
 import warnings
@@ -37,6 +36,7 @@ from osteoscreen.core.landmarks import GROUPS, LANDMARKS
 from osteoscreen.data.dataset import Subject
 from osteoscreen.io.imageio import image_kind
 from osteoscreen.io.jsoninput import parse_json
+from osteoscreen.io.png import png_data_uri
 from osteoscreen.web.annotations import AnnotationStore, parse_landmarks
 from osteoscreen.web.guards import BodySizeLimit, InternalErrors, LocalOrigin
 from osteoscreen.web.uploads import (
@@ -96,7 +96,7 @@ def suggestion_response(model: LandmarkModel, radiograph: Radiograph, what: str)
 
 
 def _data_uri(pixels) -> str:
-    return "data:image/png;base64," + base64.b64encode(display_png(pixels)).decode()
+    return png_data_uri(display_png(pixels))
 
 
 @dataclass
