@@ -42,21 +42,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
-# The emulation of an ordinary x86-64 CPU (AVX2, no AVX-512, no native bf16) with one thread: the variables
-# osteoscreen.core.kernels sets, set from outside, and OMP_NUM_THREADS=1 (docs/performance.md).
-AVX2_EMULATION := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE MKL_ENABLE_INSTRUCTIONS=AVX2 \
-	OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=1
-
-# The suite in one test worker per core, each on its share of the cores (tests/conftest.py; pytest-xdist: each
-# test file whole in one worker: its module fixtures are built once, and the Ray tests start one local Ray
-# instance at a time),
-# then the tests that compare results across processes, thread counts and kernels once more under the AVX2
-# emulation, in two test workers of one thread each.
+# The suite in one test worker per core, each on its share of the cores (tests/conftest.py; one thread on 2 cores),
+# under the AVX2 kernel pin (pytest's `-p osteoscreen.core.kernels`, the variables of the portability issue's AVX2
+# emulation: `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ...`), so on any x86-64 CPU with AVX2 the suite runs
+# the ordinary CPU's kernels; every computation runs on TrainConfig.threads, and the tests that compare thread
+# counts and cores set their own. Each test file whole in one worker (pytest-xdist `--dist loadfile`): its module
+# fixtures are built once, and the Ray tests start one local Ray instance at a time.
 test: lint
 	$(PY) scripts/licences.py
 	$(PY) -m pytest -n auto --dist loadfile
-	env $(AVX2_EMULATION) $(PY) -m pytest -n 2 --dist loadfile tests/test_portability.py tests/test_distributed.py \
-		"tests/test_performance.py::test_finetune_workers_give_the_same_records_and_a_projection"
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -1,6 +1,7 @@
 """Results do not depend on the machine: not on the number of cores or of torch threads in the calling process
 (every computation runs on TrainConfig.threads), and not on the CPU's vector width (osteoscreen.core.kernels pins the
-AVX2 kernels). CI runs the whole suite a second time under the AVX2 emulation with one thread (Makefile)."""
+AVX2 kernels). The whole suite runs under that pin (pytest's `-p osteoscreen.core.kernels`), so on any x86-64 CPU
+with AVX2 it is the portability issue's AVX2 emulation; these tests vary the threads and cores themselves."""
 
 import os
 import platform
