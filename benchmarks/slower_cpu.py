@@ -6,8 +6,8 @@ On every core a busy process takes `1 - 1/factor` of each 10-ms period (a cgroup
 that share and the highest CPU weight, so that it always gets it), and the command gets the rest, whether it runs
 one thread or one per core. For compute-bound work that is a CPU whose cores run `factor` times slower; memory
 runs at this machine's speed (as it would, roughly, on a slower clock with the same memory). Calibration on a
-2-core AMD EPYC (2026-12-07): a pure-Python loop of one thread and two such loops at once take 1.57-1.61x as long
-at factor 1.62, and 2.15x at factor 2.
+2-core AMD EPYC (2026-12-07, two sessions): a pure-Python loop of one thread takes 1.49-1.83x as long at factor
+1.62, two such loops at once 1.47-1.70x, and one 2.15x at factor 2 (the VM's own noise is 10-20 %).
 
 docs/performance.md uses it with the factor measured between this project's 2-core AVX-512 VM and the 2.48 GHz
 AVX2-only EPYC of the portability issue (1.62x for `osteoscreen synth`, the same code on both). Needs root and the
