@@ -209,22 +209,69 @@ def test_a_second_writer_of_an_output_folder_is_refused_and_the_first_keeps_its_
     assert (tmp_path / "out" / "mine.txt").read_text() == "first"
 
 
-@pytest.mark.parametrize("step", ["_writable_folder", "lock_folder"])
-def test_an_interruption_while_the_output_folder_is_being_set_up_leaves_nothing(tmp_path, monkeypatch, step):
-    """SIGTERM or Ctrl-C can land between the partial folder's creation and its lock (a race CI once hit)."""
+def _built_with_a_signal_at(step: int, out, replaces: str | None) -> bool:
+    """Build `out` (a.txt = "new") with output_folder while a signal's KeyboardInterrupt is raised at the `step`-th
+    bytecode executed in osteoscreen/io/outputs.py (a Python signal handler runs between bytecodes; while the signal
+    is blocked it waits, as the OS holds it back, until it is unblocked). False when the build ended first."""
+    import signal
+    import sys
+
     from osteoscreen.io import outputs
 
-    real = getattr(outputs, step)
+    executed, pending = 0, False
 
-    def then_interrupted(*args):
-        real(*args)
-        raise KeyboardInterrupt
+    def opcode(frame, event, arg):
+        nonlocal executed, pending
+        if event == "opcode":
+            executed += 1
+            pending |= executed == step
+            if pending and signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, ()):
+                raise KeyboardInterrupt
+        return opcode
 
-    monkeypatch.setattr(outputs, step, then_interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        with outputs.output_folder(tmp_path / "out"):
-            pass
-    assert sorted(tmp_path.iterdir()) == []
+    def call(frame, event, arg):
+        if frame.f_code.co_filename == outputs.__file__:
+            frame.f_trace_opcodes = True
+            return opcode
+        return None
+
+    sys.settrace(call)
+    try:
+        with outputs.output_folder(out, replaces=replaces) as partial:
+            (partial / "a.txt").write_text("new")
+    except KeyboardInterrupt:
+        return True
+    finally:
+        sys.settrace(None)
+    return False
+
+
+@pytest.mark.parametrize("replacing", [False, True])
+def test_a_signal_at_any_point_leaves_the_earlier_output_or_the_whole_new_one(tmp_path, replacing):
+    """Ctrl-C or SIGTERM at each bytecode of an output folder's life in turn: nothing beside `out` is left (CI once
+    hit a probe file left in OUT.partial, and an earlier output could be left as OUT.previous), `out` is the earlier
+    output or the whole new one, and the caller's signal mask is given back."""
+    import signal
+
+    from osteoscreen.io import outputs
+
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    step, interrupted = 0, True
+    while interrupted:
+        step += 1
+        out = tmp_path / str(step) / "out"
+        out.parent.mkdir()
+        if replacing:
+            with outputs.output_folder(out, replaces="a.txt") as partial:
+                (partial / "a.txt").write_text("old")
+        interrupted = _built_with_a_signal_at(step, out, "a.txt" if replacing else None)
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, ()) == mask
+        left = sorted(path.name for path in out.parent.iterdir())
+        assert left == (["out"] if replacing else left) and left in ([], ["out"]), f"signal at bytecode {step}: {left}"
+        if left:
+            assert sorted(path.name for path in out.iterdir() if path.name != outputs.MANIFEST) == ["a.txt"]
+            assert (out / "a.txt").read_text() in (("old", "new") if replacing else ("new",))
+    assert step > 100  # the signal landed at every bytecode up to the end of the build
 
 
 def test_one_annotation_server_per_dataset(annotation_dataset):

@@ -17,6 +17,8 @@ import math
 import os
 import re
 import shutil
+import signal
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +34,9 @@ INDEX_FILE = "index.csv"
 #: The list of files an output folder's command wrote (one relative path per line), so that replacing the folder
 #: later never deletes a file someone else put there.
 MANIFEST = ".osteoscreen-files"
+#: The signals that stop a command (Ctrl-C, and SIGTERM: osteoscreen.cli.entry), held back while a finished output
+#: takes the place of an earlier one.
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 @contextmanager
@@ -108,16 +113,17 @@ def write_index(folder: Path, subject_ids: Sequence[str], files: Sequence[str]) 
 
 
 def _writable_folder(folder: Path, named: Path) -> None:
-    """Create `folder` if absent and check it can be written (a probe file is created and removed); InputError
-    naming `named` (the output the user gave) otherwise."""
+    """Create `folder` if absent and check it can be written: a temporary file is opened in it and closed, one
+    without a name where the file system has them (Linux's O_TMPFILE), so that a signal landing in the check leaves
+    nothing behind (elsewhere a named one, removed at once). InputError naming `named` (the output the user gave)
+    otherwise."""
     existing = next((parent for parent in (folder, *folder.parents) if parent.exists()), None)
     if existing is not None and not existing.is_dir():
         raise InputError(f"{named}: cannot write output here ({existing} is a file, not a folder)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".osteoscreen-probe-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=folder):
+            pass
     except OSError as error:
         raise InputError(f"{named}: cannot write output here ({error.strerror or error})") from None
 
@@ -211,9 +217,9 @@ def output_folder(out: str | Path, replaces: str | None = None) -> Iterator[Path
                              "would delete; move them, or choose another output")
     if out.is_dir():
         _writable_folder(out, out)  # it is replaced at the end: refuse a folder we cannot change before any work
-    partial = out.with_name(out.name + ".partial")
+    partial, previous = out.with_name(out.name + ".partial"), out.with_name(out.name + ".previous")
     created = not partial.exists()
-    descriptor, held = None, False
+    descriptor, held, restore = None, False, None
     try:  # from the folder's creation on, an interruption (Ctrl-C, SIGTERM) at any point leaves nothing behind
         _writable_folder(partial, out)
         descriptor = lock_folder(partial, f"the output being built for {out}")
@@ -226,19 +232,23 @@ def output_folder(out: str | Path, replaces: str | None = None) -> Iterator[Path
         yield partial
         if replaces:  # an output a later run may replace: say what this one wrote
             (partial / MANIFEST).write_text("\n".join(_written_files(partial)) + "\n", encoding="utf-8")
+        if hasattr(signal, "pthread_sigmask"):  # the finished output takes its place whole: a stop signal waits
+            restore = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # the caller's mask, unchanged
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         if out.exists():
-            previous = out.with_name(out.name + ".previous")
             shutil.rmtree(previous, ignore_errors=True)
             out.rename(previous)
-            partial.rename(out)
-            shutil.rmtree(previous)
-        else:
-            partial.rename(out)
+        partial.rename(out)
     finally:
         if held:
             shutil.rmtree(partial, ignore_errors=True)
+            if previous.is_dir() and not out.exists():  # failed between the two renames: the earlier output back
+                previous.rename(out)
+            shutil.rmtree(previous, ignore_errors=True)
         elif created:  # made here but not locked yet: remove it only while empty (never another run's work)
             with contextlib.suppress(OSError):
                 partial.rmdir()
         if descriptor is not None:
             os.close(descriptor)
+        if restore is not None:  # a signal that came meanwhile is raised here, with the output in place
+            signal.pthread_sigmask(signal.SIG_SETMASK, restore)
