@@ -71,6 +71,42 @@ def test_predict_never_writes_a_decision_for_a_broken_header(screening_model, sm
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
 
+
+def _blank_png(data) -> None:
+    """The first radiograph of a PNG cohort replaced by one grey value (a blank export)."""
+    from PIL import Image
+
+    path = sorted((data / "images").glob("*.png"))[0]
+    Image.new("I;16", Image.open(path).size, 2000).save(path)
+
+
+def _window_off_the_values(data) -> None:
+    """The first radiograph of a DICOM cohort given a window far above its values (every pixel shown black)."""
+    path = sorted((data / "images").glob("*.dcm"))[0]
+    dataset = pydicom.dcmread(path)
+    dataset.WindowCenter, dataset.WindowWidth = "60000", "10"
+    dataset.save_as(path)
+
+
+@pytest.mark.parametrize("cohort_name, damage", [("small_png_cohort", _blank_png),
+                                                 ("small_dicom_cohort", _window_off_the_values)])
+def test_a_radiograph_without_contrast_is_refused_not_screened(screening_model, request, tmp_path, capsys,
+                                                               cohort_name, damage):
+    data = tmp_path / "data"
+    shutil.copytree(request.getfixturevalue(cohort_name), data)
+    damage(data)
+    assert main(["predict", str(screening_model), str(data), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    first = sorted((data / "images").iterdir())[0]
+    assert f"osteoscreen: error: subject 'P001' ({first}): the image has no contrast" in error, error
+    assert "Traceback" not in error
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_model_screen_refuses_a_blank_array(model, subject):
+    with pytest.raises(InputError, match=r"no contrast \(99 % of its pixels are 0.3\)"):
+        model.screen(np.full((1000, 2000), 0.3), _points(subject))
+
 def test_model_screen_refuses_a_nan_pixel(model, subject):
     pixels = read_radiograph(subject.image_path).pixels.copy()
     assert model.screen(pixels, _points(subject)).decision in ("normal", "osteoporosis")
@@ -660,7 +696,8 @@ estimator = osteoscreen.HeadClassifier(views=1, epochs=2).fit(cohort)
 estimator.predict_proba(cohort)
 subject = SimpleNamespace(subject_id="s", landmarks=np.full((8, 2), 20.0), landmark_confidence=None,
                           landmark_flags=None)
-screening_figure(np.zeros((200, 400)), subject, cohort.patches[0], 1.25, 0.7, None, "osteoporosis", 0.5,
+pixels = np.linspace(0, 1, 80000).reshape(200, 400)
+screening_figure(pixels, subject, cohort.patches[0], 1.25, 0.7, None, "osteoporosis", 0.5,
                  {str(tmp_path / "f.png")!r})  # matplotlib's figure
 subject_montage(cohort.patches[0].plain_views(1.25), "s").save({str(tmp_path / "m.png")!r})  # Pillow's
 assert matplotlib.get_backend() == "svg", matplotlib.get_backend()

@@ -60,12 +60,21 @@ class PatchConfig:
         return side
 
 
+#: The least difference (grey values in [0, 1]) between an image's two normalising percentiles that still holds a
+#: picture: below a sixteenth of one 16-bit step, the image is one value almost everywhere.
+MIN_CONTRAST = 1e-6
+
+
 def normalise_intensity(pixels: np.ndarray, low_percentile: float = 0.5, high_percentile: float = 99.5
                         ) -> np.ndarray:
-    """[H, W] float -> [H, W] float32 in [0, 1]: the image's own percentiles mapped to 0 and 1 (removes
-    exposure and contrast differences between devices)."""
+    """[H, W] grey values in [0, 1] -> [H, W] float32 in [0, 1]: the image's own percentiles mapped to 0 and 1
+    (removes exposure and contrast differences between devices). An image without contrast between them (blank,
+    saturated, or a header that maps every value to one) is an InputError: there is nothing to screen."""
     low, high = np.percentile(pixels, [low_percentile, high_percentile])
-    return np.clip((pixels - low) / max(high - low, 1e-6), 0.0, 1.0).astype(np.float32)
+    if high - low < MIN_CONTRAST:
+        raise InputError(f"the image has no contrast ({high_percentile - low_percentile:g} % of its pixels are "
+                         f"{low:.4g}): blank or saturated, not a radiograph to screen")
+    return np.clip((pixels - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
 def crop_contexts(pixels: np.ndarray, landmarks: np.ndarray, side: int, context: float
