@@ -95,12 +95,31 @@ def test_a_radiograph_without_contrast_is_refused_not_screened(screening_model, 
     data = tmp_path / "data"
     shutil.copytree(request.getfixturevalue(cohort_name), data)
     damage(data)
-    assert main(["predict", str(screening_model), str(data), "--out", str(tmp_path / "out")]) == 2
-    error = capsys.readouterr().err
     first = sorted((data / "images").iterdir())[0]
-    assert f"osteoscreen: error: subject 'P001' ({first}): the image has no contrast" in error, error
-    assert "Traceback" not in error
+    for command in (["validate", str(data)], ["predict", str(screening_model), str(data), "--out",
+                                              str(tmp_path / "out")]):
+        assert main(command) == 2
+        error = capsys.readouterr().err
+        assert f"osteoscreen: error: subject 'P001' ({first}): the image has no contrast" in error, error
+        assert "Traceback" not in error
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+@pytest.mark.parametrize("command", ["validate", "patches", "predict"])
+def test_a_blank_radiograph_is_reported_with_the_datasets_other_problems(screening_model, small_png_cohort,
+                                                                         tmp_path, capsys, command):
+    data = tmp_path / "data"
+    shutil.copytree(small_png_cohort, data)
+    _blank_png(data)
+    broken = sorted((data / "images").glob("*.png"))[1]
+    broken.write_bytes(broken.read_bytes()[:5000])
+    arguments = {"validate": [], "patches": ["--out", str(tmp_path / "out")],
+                 "predict": ["--out", str(tmp_path / "out")]}[command]
+    model = [str(screening_model)] if command == "predict" else []
+    assert main([command, *model, str(data), *arguments]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "osteoscreen: error:" in line]
+    assert len(errors) == 2 and "no contrast" in errors[0] and "truncated" in errors[1], errors
+    assert not (tmp_path / "out").exists()
 
 
 def test_model_screen_refuses_a_blank_array(model, subject):

@@ -66,8 +66,9 @@ def describe_dataset(dataset) -> str:
 
 def cmd_validate(args) -> None:
     from osteoscreen.data.dataset import load_dataset
+    from osteoscreen.data.subject_patches import check_contrast
 
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(args.data, on_image=check_contrast)
     print(f"{args.data}: valid\n{describe_dataset(dataset)}")
 
 
@@ -128,6 +129,7 @@ def cmd_train(args) -> None:
 
 def cmd_predict(args) -> None:
     from osteoscreen.data.dataset import load_dataset, single_image_dataset
+    from osteoscreen.data.subject_patches import check_contrast
     from osteoscreen.deploy.model import Model
     from osteoscreen.deploy.screening import predict
 
@@ -149,7 +151,7 @@ def cmd_predict(args) -> None:
         if args.landmarks:
             raise InputError("--landmarks is for a single image; a dataset directory has its landmarks.csv")
         dataset = load_dataset(source, require_labels=False, ignore_unknown_labels=True,
-                               require_landmarks=landmark_model is None)
+                               require_landmarks=landmark_model is None, on_image=check_contrast)
     elif args.landmarks is None and landmark_model is None:
         raise InputError(f"{source}: a single image needs --landmarks FILE (CSV landmark,x,y or JSON), or "
                          "--suggest LMODEL to have a landmark model place them")

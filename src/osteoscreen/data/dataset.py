@@ -275,9 +275,10 @@ def load_dataset(root: str | Path, *, check_images: bool = True, require_labels:
 
     check_images reads every image to check it decodes and that landmarks fall inside it; on_image(subject,
     radiograph) is then called (from the checking threads) with each radiograph that passed, so a caller that
-    needs the pixels does not decode them again. require_landmarks False (annotation): landmarks.csv may be
-    absent and subjects may lack landmarks (left NaN). ignore_unknown_labels (prediction, which needs no label):
-    a label that is neither class (osteopenia, say) is left None, with a warning. Subjects that share one image
+    needs the pixels does not decode them again; an InputError it raises is one more problem. require_landmarks
+    False (annotation): landmarks.csv may be absent and subjects may lack landmarks (left NaN).
+    ignore_unknown_labels (prediction, which needs no label): a label that is neither class (osteopenia, say) is
+    left None, with a warning. Subjects that share one image
     file get a warning, or are a problem when allow_shared_images is False (cross-validation: it would leak
     across folds). Warnings are issued as InputWarning; all problems are collected and raised together as one
     DatasetError.
@@ -422,7 +423,10 @@ def _check_image(subject: Subject, landmarks_csv: Path, on_image: Callable | Non
             problems.append(f"{landmarks_csv}: subject {subject.subject_id!r}: landmark {name} at "
                             f"({x:g}, {y:g}) lies outside the {width}x{height} image")
     if on_image is not None and not problems:
-        on_image(subject, radiograph)
+        try:
+            on_image(subject, radiograph)
+        except InputError as error:  # what the caller found in the pixels (no contrast, say), with the others
+            problems.append(str(error))
     return problems
 
 

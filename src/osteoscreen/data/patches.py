@@ -65,15 +65,22 @@ class PatchConfig:
 MIN_CONTRAST = 1e-6
 
 
-def normalise_intensity(pixels: np.ndarray, low_percentile: float = 0.5, high_percentile: float = 99.5
-                        ) -> np.ndarray:
-    """[H, W] grey values in [0, 1] -> [H, W] float32 in [0, 1]: the image's own percentiles mapped to 0 and 1
-    (removes exposure and contrast differences between devices). An image without contrast between them (blank,
-    saturated, or a header that maps every value to one) is an InputError: there is nothing to screen."""
+def intensity_window(pixels: np.ndarray, low_percentile: float = 0.5, high_percentile: float = 99.5
+                     ) -> tuple[float, float]:
+    """The grey values ([H, W] in [0, 1]) that normalise_intensity maps to 0 and 1: the image's own percentiles.
+    An image without contrast between them (blank, saturated, or a header that maps every value to one) is an
+    InputError: there is nothing to screen."""
     low, high = np.percentile(pixels, [low_percentile, high_percentile])
     if high - low < MIN_CONTRAST:
         raise InputError(f"the image has no contrast ({high_percentile - low_percentile:g} % of its pixels are "
                          f"{low:.4g}): blank or saturated, not a radiograph to screen")
+    return low, high  # NumPy float64 scalars: the normalisation computes in float64, as it always has
+
+
+def normalise_intensity(pixels: np.ndarray) -> np.ndarray:
+    """[H, W] grey values in [0, 1] -> [H, W] float32 in [0, 1]: intensity_window mapped to 0 and 1 (removes
+    exposure and contrast differences between devices)."""
+    low, high = intensity_window(pixels)
     return np.clip((pixels - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 

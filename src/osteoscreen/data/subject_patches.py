@@ -11,7 +11,7 @@ import torch
 
 from osteoscreen.core.errors import InputError
 from osteoscreen.data.dataset import Dataset, Subject, load_dataset
-from osteoscreen.data.patches import PatchConfig, crop_contexts, normalise_intensity, render_views
+from osteoscreen.data.patches import PatchConfig, crop_contexts, intensity_window, normalise_intensity, render_views
 from osteoscreen.io.imageio import Radiograph
 
 
@@ -38,20 +38,26 @@ def load_dataset_with_patches(data_dir: str | Path, config: PatchConfig, progres
                               allow_shared_images: bool = True) -> tuple[Dataset, list[SubjectPatches]]:
     """`load_dataset(data_dir, allow_shared_images=...)` and every subject's crops, each radiograph decoded once:
     the crops are cut while the dataset check holds the pixels (instead of decoding every image a second time)."""
-    cut: dict[str, SubjectPatches | InputError] = {}
+    cut: dict[str, SubjectPatches] = {}
 
-    def keep_patches(subject: Subject, radiograph: Radiograph) -> None:
-        try:
-            cut[subject.subject_id] = cut_subject_patches(subject, radiograph, config)
-        except InputError as error:  # raised below, in subject order, once the dataset itself is valid
-            cut[subject.subject_id] = error
+    def keep_patches(subject: Subject, radiograph: Radiograph) -> None:  # its InputError: one more problem
+        cut[subject.subject_id] = cut_subject_patches(subject, radiograph, config)
 
     dataset = load_dataset(data_dir, on_image=keep_patches, progress=progress, allow_shared_images=allow_shared_images)
-    patches = [cut[subject.subject_id] for subject in dataset.subjects]
-    for item in patches:
-        if isinstance(item, InputError):
-            raise item
-    return dataset, patches
+    return dataset, [cut[subject.subject_id] for subject in dataset.subjects]
+
+
+def check_contrast(subject: Subject, radiograph: Radiograph) -> None:
+    """What cut_subject_patches refuses in any patch configuration: a radiograph without contrast (InputError
+    naming the subject and its file). A load_dataset on_image for checks that cut no patches (`validate`)."""
+    try:
+        intensity_window(radiograph.pixels)
+    except InputError as error:
+        raise _naming(subject, error) from None
+
+
+def _naming(subject: Subject, error: InputError) -> InputError:
+    return InputError(f"subject {subject.subject_id!r} ({subject.image_path}): {error}")
 
 
 def select_task(dataset: Dataset, patches: list[SubjectPatches], task: str) -> tuple[list[SubjectPatches], dict]:
@@ -76,5 +82,5 @@ def cut_subject_patches(subject: Subject, radiograph: Radiograph, config: PatchC
         crops, padded = crop_contexts(normalise_intensity(radiograph.pixels), subject.landmarks, side,
                                       config.context)
     except InputError as error:
-        raise InputError(f"subject {subject.subject_id!r} ({subject.image_path}): {error}") from None
+        raise _naming(subject, error) from None
     return SubjectPatches(subject.subject_id, subject.label, crops, side, padded, subject.age, subject.sex)
