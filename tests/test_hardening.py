@@ -122,6 +122,37 @@ def test_a_blank_radiograph_is_reported_with_the_datasets_other_problems(screeni
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command", ["validate", "predict", "cv"])
+def test_landmarks_left_at_one_spot_are_refused_not_screened(screening_model, small_png_cohort, tmp_path, capsys,
+                                                            command):
+    """An annotation tool's unplaced points (all at one spot) gave 8 copies of one patch, screened 'normal'."""
+    data = tmp_path / "data"
+    shutil.copytree(small_png_cohort, data)
+    lines = (data / "landmarks.csv").read_text().splitlines()
+    lines[1:9] = [",".join([*line.split(",")[:2], "500.0", "400.0"]) for line in lines[1:9]]
+    (data / "landmarks.csv").write_text("\n".join(lines) + "\n")
+    arguments = {"validate": [str(data)], "predict": [str(screening_model), str(data), "--out", str(tmp_path / "out")],
+                 "cv": [str(data), "--out", str(tmp_path / "out"), "--methods", "knn-lbp"]}[command]
+    assert main([command, *arguments]) == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if "osteoscreen: error:" in line]
+    assert "subject 'P001'" in error and "landmarks condyle_right and condyle_left lie 0.0 px apart" in error, error
+    assert "(28 such pair(s))" in error and not (tmp_path / "out").exists()
+
+
+def test_landmarks_closer_than_half_a_patch_are_named_and_unplaced_ones_skipped():
+    from osteoscreen.data.patches import check_apart
+
+    points = np.array([[100.0 * i, 50.0 * (i % 2)] for i in range(8)])
+    check_apart(points, side=100)  # 100 px apart and more
+    points[5] = points[4] + [30, 40]  # premolar_left 50 px from premolar_right: just allowed
+    check_apart(points, side=100)
+    points[5] = points[4] + [30, 39]
+    with pytest.raises(InputError, match=r"premolar_right and premolar_left lie 49.2 px apart, under half a patch "
+                                         r"side \(50 px\)"):
+        check_apart(points, side=100)
+    points[4] = np.nan  # not placed yet (annotation): no distance
+    check_apart(points, side=100)
+
 def test_model_screen_refuses_a_blank_array(model, subject):
     with pytest.raises(InputError, match=r"no contrast \(99 % of its pixels are 0.3\)"):
         model.screen(np.full((1000, 2000), 0.3), _points(subject))
@@ -453,7 +484,7 @@ def test_a_refused_cv_writes_nothing_so_the_corrected_command_runs(small_png_coh
     assert main(["cv", str(small_png_cohort), "--out", str(run), "--methods", "majority", "--protocol", "kfold",
                  "--folds", "5"]) == 2
     assert "--folds 5 exceeds" in capsys.readouterr().err
-    assert not (run / "config.json").exists()
+    assert not run.exists()  # not even the folder
     assert _cv(small_png_cohort, run) == 0
 
 

@@ -66,9 +66,11 @@ def describe_dataset(dataset) -> str:
 
 def cmd_validate(args) -> None:
     from osteoscreen.data.dataset import load_dataset
-    from osteoscreen.data.subject_patches import check_contrast
+    from osteoscreen.data.patches import PatchConfig
+    from osteoscreen.data.subject_patches import check_screenable
 
-    dataset = load_dataset(args.data, on_image=check_contrast)
+    dataset = load_dataset(args.data, on_image=lambda subject, radiograph: check_screenable(
+        subject, radiograph, PatchConfig()))  # the default patches: 100 px, the paper's
     print(f"{args.data}: valid\n{describe_dataset(dataset)}")
 
 
@@ -129,7 +131,7 @@ def cmd_train(args) -> None:
 
 def cmd_predict(args) -> None:
     from osteoscreen.data.dataset import load_dataset, single_image_dataset
-    from osteoscreen.data.subject_patches import check_contrast
+    from osteoscreen.data.subject_patches import check_screenable
     from osteoscreen.deploy.model import Model
     from osteoscreen.deploy.screening import predict
 
@@ -151,7 +153,9 @@ def cmd_predict(args) -> None:
         if args.landmarks:
             raise InputError("--landmarks is for a single image; a dataset directory has its landmarks.csv")
         dataset = load_dataset(source, require_labels=False, ignore_unknown_labels=True,
-                               require_landmarks=landmark_model is None, on_image=check_contrast)
+                               require_landmarks=landmark_model is None,
+                               on_image=lambda subject, radiograph: check_screenable(subject, radiograph,
+                                                                                     model.config.patch))
     elif args.landmarks is None and landmark_model is None:
         raise InputError(f"{source}: a single image needs --landmarks FILE (CSV landmark,x,y or JSON), or "
                          "--suggest LMODEL to have a landmark model place them")

@@ -84,6 +84,22 @@ def normalise_intensity(pixels: np.ndarray) -> np.ndarray:
     return np.clip((pixels - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
+def check_apart(landmarks: np.ndarray, side: int) -> None:
+    """InputError when two of the 8 landmarks ([8, 2] (x, y) px; NaN: not placed yet, skipped) lie closer than
+    half a patch side (`side` px): their patches would show mostly the same bone. No two of the 8 sites are that
+    close in a jaw (half the paper's 100-px patch is about 5 mm; the sites lie centimetres apart), so such points
+    come from an annotation tool's unplaced defaults, a copied row or swapped columns."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    first, second = np.triu_indices(len(points), 1)
+    distance = np.hypot(*(points[first] - points[second]).T)
+    close = np.flatnonzero(distance < side / 2)  # NaN compares False
+    if len(close):
+        a, b = first[close[0]], second[close[0]]
+        raise InputError(f"landmarks {LANDMARKS[a]} and {LANDMARKS[b]} lie {distance[close[0]]:.1f} px apart, under "
+                         f"half a patch side ({side / 2:g} px): their patches would be the same bone; check the "
+                         f"landmarks ({len(close)} such pair(s))")
+
+
 def crop_contexts(pixels: np.ndarray, landmarks: np.ndarray, side: int, context: float
                   ) -> tuple[np.ndarray, int]:
     """Cut the 8 context crops.

@@ -11,7 +11,14 @@ import torch
 
 from osteoscreen.core.errors import InputError
 from osteoscreen.data.dataset import Dataset, Subject, load_dataset
-from osteoscreen.data.patches import PatchConfig, crop_contexts, intensity_window, normalise_intensity, render_views
+from osteoscreen.data.patches import (
+    PatchConfig,
+    check_apart,
+    crop_contexts,
+    intensity_window,
+    normalise_intensity,
+    render_views,
+)
 from osteoscreen.io.imageio import Radiograph
 
 
@@ -47,10 +54,13 @@ def load_dataset_with_patches(data_dir: str | Path, config: PatchConfig, progres
     return dataset, [cut[subject.subject_id] for subject in dataset.subjects]
 
 
-def check_contrast(subject: Subject, radiograph: Radiograph) -> None:
-    """What cut_subject_patches refuses in any patch configuration: a radiograph without contrast (InputError
-    naming the subject and its file). A load_dataset on_image for checks that cut no patches (`validate`)."""
+def check_screenable(subject: Subject, radiograph: Radiograph, config: PatchConfig) -> None:
+    """What cut_subject_patches refuses before it cuts (InputError naming the subject and its file): landmarks
+    closer than half a patch side, a radiograph without contrast. A load_dataset on_image for commands that check a
+    dataset before they cut its patches (`validate`, `predict`)."""
+    side = config.side_px(radiograph.spacing_mm, where=f"subject {subject.subject_id!r} ({subject.image_path})")
     try:
+        check_apart(subject.landmarks, side)
         intensity_window(radiograph.pixels)
     except InputError as error:
         raise _naming(subject, error) from None
@@ -79,6 +89,7 @@ def cut_subject_patches(subject: Subject, radiograph: Radiograph, config: PatchC
     """The 8 context crops of an already decoded radiograph of the subject."""
     side = config.side_px(radiograph.spacing_mm, where=f"subject {subject.subject_id!r} ({subject.image_path})")
     try:
+        check_apart(subject.landmarks, side)
         crops, padded = crop_contexts(normalise_intensity(radiograph.pixels), subject.landmarks, side,
                                       config.context)
     except InputError as error:

@@ -10,6 +10,7 @@ metrics.json and report.html; frozen features are cached in RUN/cache.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import platform
@@ -134,9 +135,17 @@ def run_cross_validation(data_dir: str | Path, run_dir: str | Path, config: CVCo
     metrics.json's "methods" and "comparisons" are the first seed's; "seeds" holds every seed's metrics and
     "spread" their mean, standard deviation, min and max.
     """
-    data_dir, run_dir = Path(data_dir), output_folder_in_place(run_dir)
-    with exclusive(run_dir, "this cv RUN folder"):
-        return _run_locked(data_dir, run_dir, config, progress, backend, log)
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    created = not run_dir.exists()
+    output_folder_in_place(run_dir)
+    try:
+        with exclusive(run_dir, "this cv RUN folder"):
+            return _run_locked(data_dir, run_dir, config, progress, backend, log)
+    except BaseException:
+        if created:  # a run refused (or stopped) before it wrote anything leaves no folder behind
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
 
 
 def _run_locked(data_dir: Path, run_dir: Path, config: CVConfig, progress: Callable[[str], Callable],
