@@ -295,24 +295,31 @@ def test_a_second_writer_of_an_output_folder_is_refused_and_the_first_keeps_its_
     assert (tmp_path / "out" / "mine.txt").read_text() == "first"
 
 
-def _built_with_a_signal_at(step: int, out, replaces: str | None) -> bool:
-    """Build `out` (a.txt = "new") with output_folder while a signal's KeyboardInterrupt is raised at the `step`-th
-    bytecode executed in osteoscreen/io/outputs.py (a Python signal handler runs between bytecodes; while the signal
-    is blocked it waits, as the OS holds it back, until it is unblocked). False when the build ended first."""
+class _Terminated(KeyboardInterrupt):
+    """What osteoscreen.cli.entry's SIGTERM handler raises."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
+def _built_with_a_signal_at(step: int, signum: int, out, replaces: str | None) -> bool:
+    """Build `out` (a.txt = "new") with output_folder while signal `signum` comes at the `step`-th bytecode executed
+    in osteoscreen/io/outputs.py: its handler then runs, as Python runs a handler between bytecodes (in the main
+    thread, whichever thread the OS gave the signal to). False when the build ended without an interruption."""
     import signal
     import sys
 
     from osteoscreen.io import outputs
 
-    executed, pending = 0, False
+    executed = 0
 
     def opcode(frame, event, arg):
-        nonlocal executed, pending
+        nonlocal executed
         if event == "opcode":
             executed += 1
-            pending |= executed == step
-            if pending and signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, ()):
-                raise KeyboardInterrupt
+            if executed == step:
+                signal.getsignal(signum)(signum, frame)
         return opcode
 
     def call(frame, event, arg):
@@ -333,31 +340,41 @@ def _built_with_a_signal_at(step: int, out, replaces: str | None) -> bool:
 
 
 @pytest.mark.parametrize("replacing", [False, True])
-def test_a_signal_at_any_point_leaves_the_earlier_output_or_the_whole_new_one(tmp_path, replacing):
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_at_any_point_leaves_the_earlier_output_or_the_whole_new_one(tmp_path, replacing, signal_name):
     """Ctrl-C or SIGTERM at each bytecode of an output folder's life in turn: nothing beside `out` is left (CI once
     hit a probe file left in OUT.partial, and an earlier output could be left as OUT.previous), `out` is the earlier
-    output or the whole new one, and the caller's signal mask is given back."""
+    output or the whole new one, the signal is acted on (at the latest once the output is in place), and the
+    caller's signal handlers are given back."""
     import signal
 
     from osteoscreen.io import outputs
 
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
-    step, interrupted = 0, True
-    while interrupted:
-        step += 1
-        out = tmp_path / str(step) / "out"
-        out.parent.mkdir()
-        if replacing:
-            with outputs.output_folder(out, replaces="a.txt") as partial:
-                (partial / "a.txt").write_text("old")
-        interrupted = _built_with_a_signal_at(step, out, "a.txt" if replacing else None)
-        assert signal.pthread_sigmask(signal.SIG_BLOCK, ()) == mask
-        left = sorted(path.name for path in out.parent.iterdir())
-        assert left == (["out"] if replacing else left) and left in ([], ["out"]), f"signal at bytecode {step}: {left}"
-        if left:
-            assert sorted(path.name for path in out.iterdir() if path.name != outputs.MANIFEST) == ["a.txt"]
-            assert (out / "a.txt").read_text() in (("old", "new") if replacing else ("new",))
-    assert step > 100  # the signal landed at every bytecode up to the end of the build
+    before = {signum: signal.getsignal(signum) for signum in outputs.STOP_SIGNALS}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    ours = {signum: signal.getsignal(signum) for signum in outputs.STOP_SIGNALS}
+    try:
+        step, interrupted = 0, True
+        while interrupted:
+            step += 1
+            out = tmp_path / str(step) / "out"
+            out.parent.mkdir()
+            if replacing:
+                with outputs.output_folder(out, replaces="a.txt") as partial:
+                    (partial / "a.txt").write_text("old")
+            interrupted = _built_with_a_signal_at(step, getattr(signal, signal_name), out,
+                                                  "a.txt" if replacing else None)
+            assert {signum: signal.getsignal(signum) for signum in outputs.STOP_SIGNALS} == ours, f"bytecode {step}"
+            left = sorted(path.name for path in out.parent.iterdir())
+            assert left == (["out"] if replacing else left) and left in ([], ["out"]), f"bytecode {step}: {left}"
+            if left:
+                assert sorted(path.name for path in out.iterdir() if path.name != outputs.MANIFEST) == ["a.txt"]
+                assert (out / "a.txt").read_text() in (("old", "new") if replacing else ("new",))
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    assert step > 100  # the signal came at every bytecode up to the end of the build
 
 
 def test_one_annotation_server_per_dataset(annotation_dataset):
@@ -516,6 +533,25 @@ def test_sigterm_during_predict_leaves_no_partial_output(screening_model, small_
     _, error = process.communicate(timeout=120)
     assert process.returncode == 143 and "osteoscreen: terminated" in error and "Traceback" not in error
     assert not partial.exists() and not out.exists()
+
+
+def test_sigterm_after_the_command_has_ended_acts_as_it_did_before_it(small_png_cohort, capsys):
+    """Once a command has ended its SIGTERM handler is gone: one that came while Python shut down (threading's
+    _shutdown, a weakref callback) raised Terminated there, printed as an ignored exception with a traceback."""
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    def earlier(signum, frame):
+        pass
+
+    signal.signal(signal.SIGTERM, earlier)
+    try:
+        assert main(["validate", str(small_png_cohort)]) == 0
+        assert main(["validate", str(small_png_cohort / "nowhere")]) == 2
+        assert signal.getsignal(signal.SIGTERM) is earlier
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 @pytest.mark.parametrize("signal_name, code, line", [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])

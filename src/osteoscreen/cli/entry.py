@@ -7,11 +7,12 @@ Exit codes: 0 success, 2 bad input or usage, 1 internal error, 130 interrupted, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import functools
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from osteoscreen.cli.parser import build_parser
 from osteoscreen.core.errors import InputError, InputWarning, NotDelivered
@@ -46,16 +47,26 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every cleanup (partial outputs removed) runs the same way."""
 
 
-def terminate_like_interrupt() -> None:
-    """Turn SIGTERM (a service manager, `kill`, a batch system's time limit) into Terminated in the main thread."""
+@contextlib.contextmanager
+def terminate_like_interrupt() -> Iterator[None]:
+    """For the block, turn SIGTERM (a service manager, `kill`, a batch system's time limit) into Terminated in the
+    main thread; then give SIGTERM its earlier handler back, so that one coming once the command has ended (while
+    Python shuts down, where a raised Terminated would be printed as an ignored exception) acts as it would have."""
     import signal
     import threading
 
     def stop(signum, frame):
         raise Terminated()
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def release_quietly(stop: BaseException) -> None:
@@ -125,8 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     flags = functools.cache(lambda: flags_of(parser))  # built only when a message is printed
     keep_freed_memory()
     show_warnings_as_lines(lambda text: in_flags(text, flags()))
-    terminate_like_interrupt()
     keep_matplotlib_cache_out_of_home()
+    with terminate_like_interrupt():
+        return _run(args, flags)
+
+
+def _run(args: argparse.Namespace, flags: Callable[[], dict[str, str]]) -> int:
+    """Run the parsed command: its exit code, every failure said in one line (module docstring)."""
     try:
         args.run(args)
     except InputError as error:

@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +37,7 @@ INDEX_FILE = "index.csv"
 MANIFEST = ".osteoscreen-files"
 #: The signals that stop a command (Ctrl-C, and SIGTERM: osteoscreen.cli.entry), held back while a finished output
 #: takes the place of an earlier one.
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextmanager
@@ -192,6 +193,38 @@ def _foreign_files(out: Path) -> list[str]:
     return [name for name in _written_files(out) if name not in ours]
 
 
+def _hold_stop_signals(handlers: dict, stops: list) -> None:
+    """Replace the handlers of STOP_SIGNALS by one that notes the signal in `stops`; `handlers` gets each
+    replaced one as it goes. Python runs signal handlers in the main thread only (whichever thread the OS gave the
+    signal to, so blocking it there would not hold it back): elsewhere nothing can interrupt, and nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in STOP_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler is not None:  # None: a handler installed outside Python, left alone
+            handlers[signum] = handler  # noted before it is replaced: an interruption between the two is undone
+            signal.signal(signum, lambda number, frame: stops.append((number, frame)))
+
+
+def _release_stop_signals(handlers: dict, stops: list) -> None:
+    """Put back the handlers _hold_stop_signals replaced, then act on the first signal that came meanwhile as
+    its own handler would have (raise Terminated or KeyboardInterrupt, or the default action)."""
+    try:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    finally:  # again, all of them: a signal its restored handler acted on can cut the loop short
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        handlers.clear()
+    if stops:
+        (signum, frame), handler = stops[0], signal.getsignal(stops[0][0])
+        stops.clear()
+        if callable(handler):
+            handler(signum, frame)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(signum)
+
+
 @contextmanager
 def output_folder(out: str | Path, replaces: str | None = None) -> Iterator[Path]:
     """Build an output folder whole or not at all, one writer at a time.
@@ -219,7 +252,7 @@ def output_folder(out: str | Path, replaces: str | None = None) -> Iterator[Path
         _writable_folder(out, out)  # it is replaced at the end: refuse a folder we cannot change before any work
     partial, previous = out.with_name(out.name + ".partial"), out.with_name(out.name + ".previous")
     created = not partial.exists()
-    descriptor, held, restore = None, False, None
+    descriptor, held, handlers, stops = None, False, {}, []
     try:  # from the folder's creation on, an interruption (Ctrl-C, SIGTERM) at any point leaves nothing behind
         _writable_folder(partial, out)
         descriptor = lock_folder(partial, f"the output being built for {out}")
@@ -232,9 +265,7 @@ def output_folder(out: str | Path, replaces: str | None = None) -> Iterator[Path
         yield partial
         if replaces:  # an output a later run may replace: say what this one wrote
             (partial / MANIFEST).write_text("\n".join(_written_files(partial)) + "\n", encoding="utf-8")
-        if hasattr(signal, "pthread_sigmask"):  # the finished output takes its place whole: a stop signal waits
-            restore = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # the caller's mask, unchanged
-            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        _hold_stop_signals(handlers, stops)  # the finished output takes its place whole; a stop signal waits
         if out.exists():
             shutil.rmtree(previous, ignore_errors=True)
             out.rename(previous)
@@ -250,5 +281,4 @@ def output_folder(out: str | Path, replaces: str | None = None) -> Iterator[Path
                 partial.rmdir()
         if descriptor is not None:
             os.close(descriptor)
-        if restore is not None:  # a signal that came meanwhile is raised here, with the output in place
-            signal.pthread_sigmask(signal.SIG_SETMASK, restore)
+        _release_stop_signals(handlers, stops)  # one that came meanwhile acts now, with the output in place
