@@ -153,3 +153,21 @@ def test_bad_t_scores_are_reported_and_prediction_ignores_them(small_png_cohort,
     with pytest.warns(InputWarning, match="unusable labels ignored"):
         lenient = load_dataset(data, require_labels=False, ignore_unknown_labels=True)
     assert [s.who for s in lenient.subjects] == [None, None, None, 0]
+
+
+def test_right_and_left_named_the_viewers_way_round_are_warned_about_once(cohort, recwarn):
+    load_dataset(cohort)
+    assert not [w for w in recwarn if "lies right of its _left twin" in str(w.message)]  # the phantom's convention
+    path = cohort / "landmarks.csv"
+    rows = list(csv.reader(path.open()))
+    for row in rows[1:]:
+        if row[0] in ("P001", "P003") and row[1].startswith(("condyle", "angle")):
+            row[1] = row[1].replace("_right", "_TMP").replace("_left", "_right").replace("_TMP", "_left")
+    with path.open("w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+    with pytest.warns(InputWarning) as caught:
+        dataset = load_dataset(cohort)
+    (warning,) = [str(w.message) for w in caught if "_left twin" in str(w.message)]
+    assert "in 2 of 4 subject(s) a _right landmark lies right of its _left twin (first: 'P001', condyle, angle)" \
+        in warning
+    assert dataset.subjects[0].landmarks[0, 0] > dataset.subjects[0].landmarks[1, 0]  # read as given, not changed

@@ -20,6 +20,7 @@ from osteoscreen.core.landmarks import (
     WHO_CLASSES,
     binary_label,
     check_task,
+    sides_swapped,
     who_from_t_score,
     who_index,
 )
@@ -395,6 +396,18 @@ def _read_landmarks(landmarks_csv: Path, rows: list[tuple[int, dict[str, str]]],
                    if np.isnan(subject.landmarks[i]).any() and (sid, LANDMARKS[i]) not in seen]
         if missing and rows and require_landmarks:
             problems.append(f"{landmarks_csv}: subject {sid!r}: missing landmark(s) {', '.join(missing)}")
+    _warn_if_sides_swapped(landmarks_csv, subjects)
+
+
+def _warn_if_sides_swapped(landmarks_csv: Path, subjects: dict[str, Subject]) -> None:
+    """One warning for the subjects whose right and left landmarks lie the viewer's way round (sides_swapped)."""
+    swapped = {sid: groups for sid, subject in subjects.items() if (groups := sides_swapped(subject.landmarks))}
+    if swapped:
+        sid, groups = next(iter(swapped.items()))
+        warnings.warn(f"{landmarks_csv}: in {len(swapped)} of {len(subjects)} subject(s) a _right landmark lies "
+                      f"right of its _left twin (first: {sid!r}, {', '.join(groups)}); landmark sides are the "
+                      "patient's, on the image's left for the patient's right: check that they are not named from "
+                      "the viewer's side, or that the image is not stored mirrored", InputWarning, stacklevel=3)
 
 
 def _check_shared_images(subjects_csv: Path, subjects: dict[str, Subject], allow: bool, problems: list[str]) -> None:
