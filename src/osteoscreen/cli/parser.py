@@ -243,7 +243,8 @@ def _demo(demo: argparse.ArgumentParser) -> None:
 #: flags and `cmd_*` function to its subparser.
 COMMANDS = (
     ("synth", "generate the synthetic phantom cohort", _synth),
-    ("validate", "check a dataset directory and summarise it", _validate),
+    ("validate", "check a dataset directory (every radiograph, its contrast and landmarks) and summarise it",
+     _validate),
     ("patches", "write the 8 landmark patches and montages of every subject", _patches),
     ("cv", "cross-validate every method on a dataset (resumable)", _cv),
     ("train", "train one method on every subject of a dataset and save the model", _train),
