@@ -103,6 +103,7 @@ def test_a_blank_upload_is_refused_not_screened(screening, small_png_cohort):
     response = screening.post("/api/screen", files=upload(blank.getvalue()), data={"landmarks": json.dumps(landmarks)})
     assert response.status_code == 422 and "the image has no contrast" in response.json()["error"]
 
+
 def test_bad_uploads_are_refused_with_one_line(screening_model, small_png_cohort, tmp_path):
     client = local_client(create_app(model_dir=screening_model, max_upload_bytes=20_000))
     text = client.post("/api/render", files=upload(b"subject_id,image\nP1,a.png\n", "evil.png"))

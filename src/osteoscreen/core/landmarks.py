@@ -21,6 +21,7 @@ LANDMARKS: tuple[str, ...] = tuple(f"{group}_{side}" for group in GROUPS for sid
 #: For landmark index i (in LANDMARKS order), the index of its group in GROUPS.
 GROUP_OF_LANDMARK: tuple[int, ...] = tuple(i // len(SIDES) for i in range(len(LANDMARKS)))
 
+
 def sides_swapped(points: np.ndarray) -> list[str]:
     """The groups whose `_right` landmark lies right of (at a larger x than) its `_left` twin in points [8, 2]
     (x, y) px, LANDMARKS order. A landmark's side is the patient's, and a PR shown facing the patient has the

@@ -279,10 +279,9 @@ def load_dataset(root: str | Path, *, check_images: bool = True, require_labels:
     needs the pixels does not decode them again; an InputError it raises is one more problem. require_landmarks
     False (annotation): landmarks.csv may be absent and subjects may lack landmarks (left NaN).
     ignore_unknown_labels (prediction, which needs no label): a label that is neither class (osteopenia, say) is
-    left None, with a warning. Subjects that share one image
-    file get a warning, or are a problem when allow_shared_images is False (cross-validation: it would leak
-    across folds). Warnings are issued as InputWarning; all problems are collected and raised together as one
-    DatasetError.
+    left None, with a warning. Subjects that share one image file get a warning, or are a problem when
+    allow_shared_images is False (cross-validation: it would leak across folds). Warnings are issued as
+    InputWarning; all problems are collected and raised together as one DatasetError.
     """
     root = Path(root)
     problems: list[str] = []

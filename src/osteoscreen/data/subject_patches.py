@@ -58,12 +58,21 @@ def check_screenable(subject: Subject, radiograph: Radiograph, config: PatchConf
     """What cut_subject_patches refuses before it cuts (InputError naming the subject and its file): landmarks
     closer than half a patch side, a radiograph without contrast. A load_dataset on_image for commands that check a
     dataset before they cut its patches (`validate`, `predict`)."""
-    side = config.side_px(radiograph.spacing_mm, where=f"subject {subject.subject_id!r} ({subject.image_path})")
+    _patch_side(subject, radiograph, config)
     try:
-        check_apart(subject.landmarks, side)
         intensity_window(radiograph.pixels)
     except InputError as error:
         raise _naming(subject, error) from None
+
+
+def _patch_side(subject: Subject, radiograph: Radiograph, config: PatchConfig) -> int:
+    """The subject's patch side in px, its landmarks checked to lie at least half of it apart (check_apart)."""
+    side = config.side_px(radiograph.spacing_mm, where=f"subject {subject.subject_id!r} ({subject.image_path})")
+    try:
+        check_apart(subject.landmarks, side)
+    except InputError as error:
+        raise _naming(subject, error) from None
+    return side
 
 
 def _naming(subject: Subject, error: InputError) -> InputError:
@@ -87,9 +96,8 @@ def load_subject_patches(subject: Subject, config: PatchConfig) -> SubjectPatche
 
 def cut_subject_patches(subject: Subject, radiograph: Radiograph, config: PatchConfig) -> SubjectPatches:
     """The 8 context crops of an already decoded radiograph of the subject."""
-    side = config.side_px(radiograph.spacing_mm, where=f"subject {subject.subject_id!r} ({subject.image_path})")
+    side = _patch_side(subject, radiograph, config)
     try:
-        check_apart(subject.landmarks, side)
         crops, padded = crop_contexts(normalise_intensity(radiograph.pixels), subject.landmarks, side,
                                       config.context)
     except InputError as error:
